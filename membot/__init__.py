@@ -1,0 +1,1 @@
+"""membot: persistent, self-editing memory agents for Discord and Slack."""

@@ -1,0 +1,5 @@
+import sys
+
+from membot.bot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,363 @@
+"""One agent: its state, and the step loop that turns one incoming event into a chain of model calls.
+
+A step: the event is stored (committed on its own, so the user's words are never lost); then up to
+`max_chain` model calls, each followed by one function and one commit of everything that call changed
+(the assistant message, the function result, core memory edits, agent state). A heartbeat request, a failed
+function or a memory-pressure alert continues the chain; `send_message` without a heartbeat ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from membot.agent import messages as msg
+from membot.agent import prompts
+from membot.agent.context.summarizer import fallback_summary, summarise
+from membot.agent.context.tokens import TokenCalibration
+from membot.agent.context.window import (
+    MemoryStats,
+    PromptBudget,
+    choose_eviction,
+    message_cap,
+    queue_messages,
+    summary_message,
+    system_message,
+)
+from membot.agent.events import (
+    AssistantMessage,
+    ErrorMessage,
+    Event,
+    FunctionCall,
+    FunctionResult,
+    SystemNote,
+    Thought,
+)
+from membot.agent.llm.client import ChatResult, ContextOverflow, ModelUnavailable, ToolCallOut
+from membot.agent.memory.archival import ArchivalMemory
+from membot.agent.memory.core import CoreMemory, CoreMemoryError
+from membot.agent.memory.recall import RecallMemory
+from membot.agent.store.schema import AgentRow, AttachmentRow, BlockRow, MessageRow, SourceRow
+from membot.agent.tools.context import ToolContext
+from membot.agent.tools.registry import ToolArgumentsError
+
+if TYPE_CHECKING:
+    from membot.agent.engine import Engine
+
+log = logging.getLogger(__name__)
+
+NO_CALL_HINT = (
+    "You answered without calling a function, so the user saw nothing: your text is private monologue. "
+    "Call send_message to reply to the user (or another function to work on your memory)."
+)
+PRESSURE_ALERT = (
+    "Memory pressure: your context window is {pct}% full. Soon the oldest messages will be summarised and "
+    "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
+    "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
+)
+MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
+
+
+class Agent:
+    def __init__(self, engine: Engine, row: AgentRow, core: CoreMemory) -> None:
+        self.engine = engine
+        self.row = row
+        self.id = row.id
+        self.core = core
+        self.recall = RecallMemory(engine.db, row.id)
+        self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id)
+        self.context: list[MessageRow] = []
+        self.calibration = TokenCalibration(row.token_ratio)
+        self.budget = PromptBudget(engine.config.context_window, engine.counter)
+
+    async def reload_context(self) -> None:
+        self.context = await self.recall.in_context()
+
+    # ----- incoming events -------------------------------------------------------------------------------
+
+    def user_message(self, text: str, sender: str | None = None) -> AsyncIterator[Event]:
+        return self._step(msg.user_message(self.id, text, sender=sender))
+
+    def login(self) -> AsyncIterator[Event]:
+        last = self.row.last_login_at
+        if last is None:
+            text = "The user logged in for the first time. Greet them and introduce yourself in your persona."
+        else:
+            text = f"The user logged in again. Their last login was {msg.format_time(last)}."
+        return self._step(msg.event_message(self.id, "login", text), login=True)
+
+    def system_event(self, text: str, kind: str = "system_alert") -> AsyncIterator[Event]:
+        return self._step(msg.event_message(self.id, kind, text))
+
+    def heartbeat(self, reason: str = "Timed heartbeat") -> AsyncIterator[Event]:
+        return self._step(msg.event_message(self.id, "heartbeat", reason))
+
+    # ----- the step loop ---------------------------------------------------------------------------------
+
+    async def _step(self, incoming: MessageRow, login: bool = False) -> AsyncIterator[Event]:
+        async with self.engine.db.transaction() as session:
+            self.recall.add(session, incoming)
+            if login:
+                self.row.last_login_at = incoming.created_at
+                await session.execute(
+                    update(AgentRow).where(AgentRow.id == self.id).values(last_login_at=incoming.created_at)
+                )
+        self.context.append(incoming)
+        stats = await self._stats()
+        summarised = False
+        config = self.engine.config
+        for _ in range(config.max_chain):
+            prompt, fitted = await self._fit(stats, summarised)
+            if fitted:
+                summarised = True
+                yield SystemNote(self.id, fitted)
+            try:
+                result = await self._call_model(prompt)
+            except ContextOverflow:
+                if summarised:
+                    yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
+                    return
+                note = await self._evict(self.budget.limit // 3, stats)
+                summarised = True
+                yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
+                try:
+                    result = await self._call_model(self._prompt(stats))
+                except (ContextOverflow, ModelUnavailable) as exc:
+                    yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                    return
+            except ModelUnavailable as exc:
+                yield SystemNote(self.id, f"Model call failed: {exc}")
+                yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                return
+            async for event in self._act(result, stats):
+                yield event
+            if not self._continue:
+                return
+        yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
+
+    async def _call_model(self, prompt: list[dict[str, Any]]) -> ChatResult:
+        tools = self.engine.tools.schemas()
+        estimate = self.budget.size(prompt, tools)
+        result = await self.engine.model.chat(prompt, tools)
+        if result.prompt_tokens:
+            self.calibration.observe(estimate, result.prompt_tokens)
+        self._last_tokens = result.prompt_tokens or self.calibration.correct(estimate)
+        return result
+
+    async def _act(self, result: ChatResult, stats: MemoryStats) -> AsyncIterator[Event]:
+        """Run what the model asked for and commit it; sets self._continue."""
+        self._continue = False
+        if result.content:
+            yield Thought(self.id, result.content)
+        rows: list[MessageRow] = []
+        ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
+                          heartbeats_paused_until=self.row.heartbeats_paused_until)
+        if not result.tool_calls:
+            rows.append(msg.assistant_message(self.id, result.content, None))
+            rows.append(msg.event_message(self.id, "system_alert", NO_CALL_HINT))
+            yield SystemNote(self.id, "The model replied without a function call; it was told to use one.")
+            self._continue = True
+        else:
+            call = result.tool_calls[0]
+            if len(result.tool_calls) > 1:
+                yield SystemNote(self.id, f"The model asked for {len(result.tool_calls)} functions at once; "
+                                          "only the first was run.")
+            call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+            yield FunctionCall(self.id, call.name, call.arguments)
+            ok, output, heartbeat = await self._run_tool(ctx, call)
+            yield FunctionResult(self.id, call.name, ok, output or "None")
+            said = "\n".join(ctx.outbox) or None
+            tool_call = {"id": call_id, "type": "function",
+                         "function": {"name": call.name, "arguments": call.arguments}}
+            rows.append(msg.assistant_message(self.id, result.content, tool_call, said))
+            rows.append(msg.tool_result(self.id, call_id, call.name, ok, output))
+            for text in ctx.outbox:
+                yield AssistantMessage(self.id, text)
+            if not ok:
+                rows.append(msg.event_message(self.id, "heartbeat", "Function call failed; you may try again."))
+                self._continue = True
+            elif heartbeat:
+                rows.append(msg.event_message(self.id, "heartbeat", "Function called with request_heartbeat=true."))
+                self._continue = True
+        alert = self._pressure_alert()
+        if alert:
+            rows.append(msg.event_message(self.id, "system_alert", alert))
+            yield SystemNote(self.id, alert)
+            self._continue = True
+        await self._commit(rows, ctx)
+        stats.recall_messages += len(rows)
+
+    async def _run_tool(self, ctx: ToolContext, call: ToolCallOut) -> tuple[bool, str | None, bool]:
+        """(ok, output for the model, heartbeat requested). Every failure becomes a message to the model."""
+        tool = self.engine.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(self.engine.tools.names())
+            return False, f"There is no function named {call.name[:100]!r}. Functions: {known}.", False
+        try:
+            args = tool.parse_arguments(call.arguments)
+        except ToolArgumentsError as exc:
+            return False, str(exc), False
+        heartbeat = bool(args.get("request_heartbeat", False))
+        try:
+            output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
+        except (CoreMemoryError, ValueError) as exc:
+            return False, f"{call.name} failed: {exc}", heartbeat
+        except ModelUnavailable as exc:
+            return False, f"{call.name} failed: {exc}", heartbeat
+        except Exception as exc:  # a function must never take the agent down with it
+            log.exception("function %s raised", call.name)
+            return False, f"{call.name} failed with {type(exc).__name__}: {str(exc)[:500]}", heartbeat
+        return True, output, heartbeat
+
+    def _pressure_alert(self) -> str | None:
+        window = self.engine.config.context_window
+        used = getattr(self, "_last_tokens", 0) or 0
+        if self.row.pressure_alerted or used < self.engine.config.pressure_threshold * window:
+            return None
+        self.row.pressure_alerted = True
+        return PRESSURE_ALERT.format(pct=min(100, round(100 * used / window)))
+
+    async def _commit(self, rows: list[MessageRow], ctx: ToolContext) -> None:
+        self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
+        self.row.last_prompt_tokens = getattr(self, "_last_tokens", 0) or 0
+        self.row.token_ratio = self.calibration.ratio
+        async with self.engine.db.transaction() as session:
+            self.recall.add(session, *rows)
+            if ctx.core_changed:
+                for block in self.core.blocks.values():
+                    await session.execute(
+                        update(BlockRow)
+                        .where(BlockRow.agent_id == self.id, BlockRow.label == block.label)
+                        .values(value=block.value)
+                    )
+            await session.execute(
+                update(AgentRow)
+                .where(AgentRow.id == self.id)
+                .values(
+                    heartbeats_paused_until=self.row.heartbeats_paused_until,
+                    last_prompt_tokens=self.row.last_prompt_tokens,
+                    token_ratio=self.row.token_ratio,
+                    pressure_alerted=self.row.pressure_alerted,
+                )
+            )
+        self.context.extend(rows)
+
+    # ----- the context window ----------------------------------------------------------------------------
+
+    async def _stats(self) -> MemoryStats:
+        async with self.engine.db.sessions() as session:
+            names = list(
+                await session.scalars(
+                    select(SourceRow.name)
+                    .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+                    .where(AttachmentRow.agent_id == self.id)
+                    .order_by(SourceRow.name)
+                )
+            )
+        return MemoryStats(await self.recall.count(), await self.archival.count_own(), names)
+
+    def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
+        prompt = [system_message(self.engine.system_prompt, self.core, stats)]
+        summary = summary_message(self.row.summary, self.row.summary_hidden)
+        if summary:
+            prompt.append(summary)
+        prompt.extend(queue_messages(self.context, message_cap(self.engine.config.context_window)))
+        return prompt
+
+    def prompt_tokens(self, stats: MemoryStats) -> int:
+        """The corrected size of the next prompt, tools included."""
+        return self.calibration.correct(self.budget.size(self._prompt(stats), self.engine.tools.schemas()))
+
+    async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], str | None]:
+        """The prompt for the next call, after summarising and evicting if it would not fit."""
+        prompt = self._prompt(stats)
+        size = self.calibration.correct(self.budget.size(prompt, self.engine.tools.schemas()))
+        if size <= self.budget.limit:
+            return prompt, None
+        # Free down to half the window, so that summaries are rare, not every turn.
+        target = self.budget.limit // 2
+        note = await self._evict(size - target, stats, use_model=not summarised)
+        return self._prompt(stats), note
+
+    async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
+        cap = message_cap(self.engine.config.context_window)
+        counter = self.engine.counter
+        sizes = [self.calibration.correct(counter.message(m)) for m in queue_messages(self.context, cap)]
+        cut = choose_eviction(self.context, sizes, to_free, self.engine.config.keep_recent_messages)
+        if cut == 0:
+            return "nothing could be evicted."
+        evicted = self.context[:cut]
+        if use_model:
+            summary, by_model = await summarise(
+                self.engine.model, self.row.summary, evicted,
+                words=self.engine.config.summary_word_limit, budget_tokens=self.budget.limit,
+            )
+        else:
+            summary, by_model = fallback_summary(self.row.summary, len(evicted)), False
+        hidden = self.row.summary_hidden + len(evicted)
+        async with self.engine.db.transaction() as session:
+            await self.recall.evict(session, [row.id for row in evicted])
+            await session.execute(
+                update(AgentRow)
+                .where(AgentRow.id == self.id)
+                .values(summary=summary, summary_hidden=hidden, pressure_alerted=False)
+            )
+        self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
+        self.context = self.context[cut:]
+        how = "summarised" if by_model else "set aside (the summary model call failed)"
+        return f"{len(evicted)} old messages {how} and evicted from context; {hidden} hidden in all."
+
+    # ----- settings ----------------------------------------------------------------------------------------
+
+    async def set_persona(self, persona: str) -> None:
+        """Swap the persona block for a shipped persona's text (raises UnknownPrompt)."""
+        text = prompts.load("personas", persona)
+        block = self.core.block("persona")
+        async with self.engine.db.transaction() as session:
+            await session.execute(
+                update(BlockRow)
+                .where(BlockRow.agent_id == self.id, BlockRow.label == "persona")
+                .values(value=text[: block.limit])
+            )
+            await session.execute(update(AgentRow).where(AgentRow.id == self.id).values(persona_name=persona))
+        block.value = text[: block.limit]
+        self.row.persona_name = persona
+
+    async def report(self) -> MemoryReport:
+        """Everything `/memory` shows: blocks, counts, sources, and how full the context window is."""
+        stats = await self._stats()
+        return MemoryReport(
+            agent_id=self.id,
+            name=self.row.name,
+            persona_name=self.row.persona_name,
+            blocks={label: (b.value, b.limit) for label, b in self.core.blocks.items()},
+            recall_messages=stats.recall_messages,
+            archival_passages=stats.archival_passages,
+            sources=list(stats.sources),
+            context_messages=len(self.context),
+            context_tokens=self.prompt_tokens(stats),
+            context_window=self.engine.config.context_window,
+            summary=self.row.summary,
+            summary_hidden=self.row.summary_hidden,
+        )
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    agent_id: int
+    name: str
+    persona_name: str
+    blocks: dict[str, tuple[str, int]]
+    recall_messages: int
+    archival_passages: int
+    sources: list[str]
+    context_messages: int
+    context_tokens: int
+    context_window: int
+    summary: str
+    summary_hidden: int

@@ -1,0 +1,59 @@
+"""What the engine is configured with. Plain data: the bot builds it from its settings and passes it in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Context windows of models people commonly point membot at; anything else defaults to 8,192 tokens.
+_KNOWN_WINDOWS: dict[str, int] = {
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4-turbo": 128_000,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "o3-mini": 200_000,
+    "o4-mini": 200_000,
+}
+DEFAULT_CONTEXT_WINDOW = 8_192
+
+
+def known_context_window(model: str) -> int:
+    """The window of a known model (dated snapshots included), else the default."""
+    for name in sorted(_KNOWN_WINDOWS, key=len, reverse=True):
+        if model == name or model.startswith(name + "-"):
+            return _KNOWN_WINDOWS[name]
+    return DEFAULT_CONTEXT_WINDOW
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    database_url: str
+    milvus_uri: str
+    home: Path
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    context_window: int = DEFAULT_CONTEXT_WINDOW
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dim: int = 1536
+    embedding_base_url: str | None = None
+    embedding_batch_size: int = 128
+    model_timeout: float = 60.0
+    model_max_retries: int = 2
+    milvus_token: str | None = None
+    core_memory_limit: int = 2000
+    max_chain: int = 10
+    pressure_threshold: float = 0.75
+    max_file_bytes: int = 50 * 1024 * 1024
+    # Messages always kept in context when older ones are summarised away.
+    keep_recent_messages: int = 6
+    summary_word_limit: int = 200
+    extras: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def sandbox_root(self) -> Path:
+        return self.home / "sandboxes"

@@ -1,0 +1,107 @@
+"""The main context: assembling the prompt, and choosing what leaves it when it is full. Pure logic.
+
+Order, as in MemGPT: system instructions, core memory and memory statistics (one system message), the
+summary of evicted history, then the FIFO queue of recent messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from membot.agent.context.tokens import CHARS_PER_TOKEN, TokenCounter
+from membot.agent.memory.core import CoreMemory
+from membot.agent.messages import to_openai
+from membot.agent.store.schema import MessageRow
+
+
+@dataclass
+class MemoryStats:
+    recall_messages: int
+    archival_passages: int
+    sources: Sequence[str] = ()
+
+
+def system_message(instructions: str, core: CoreMemory, stats: MemoryStats) -> dict[str, Any]:
+    sources = f" Attached data sources: {', '.join(stats.sources)}." if stats.sources else ""
+    text = (
+        f"{instructions}\n\n"
+        "### Memory statistics\n"
+        f"{stats.recall_messages} messages in recall memory (conversation_search); "
+        f"{stats.archival_passages} passages in archival memory (archival_memory_search).{sources}\n\n"
+        "### Core memory (limits in characters)\n"
+        f"{core.render()}"
+    )
+    return {"role": "system", "content": text}
+
+
+def summary_message(summary: str, hidden: int) -> dict[str, Any] | None:
+    if not summary and not hidden:
+        return None
+    text = (
+        f"{hidden} earlier messages are hidden from your context window; conversation_search and "
+        f"conversation_search_date still find them. Summary of them: {summary or '(none)'}"
+    )
+    return {"role": "user", "content": json.dumps({"type": "system_summary", "message": text})}
+
+
+def cap_content(message: dict[str, Any], cap_tokens: int) -> dict[str, Any]:
+    """Cut one oversized message in the prompt (it stays whole in recall memory) with a note saying so."""
+    content = message.get("content")
+    max_chars = int(cap_tokens * CHARS_PER_TOKEN)
+    if not isinstance(content, str) or len(content) <= max_chars:
+        return message
+    note = f" … [cut here: {len(content) - max_chars} more characters; the whole text is in recall memory]"
+    return {**message, "content": content[: max(0, max_chars - len(note))] + note}
+
+
+def queue_messages(rows: Sequence[MessageRow], cap_tokens: int) -> list[dict[str, Any]]:
+    return [cap_content(to_openai(row), cap_tokens) for row in rows]
+
+
+def message_cap(window: int) -> int:
+    """The most one message may take of the window: a quarter, so that no single paste can fill it."""
+    return max(64, window // 4)
+
+
+def safe_cut(rows: Sequence[MessageRow], cut: int) -> int:
+    """Move a cut point forward so the kept part never starts with a tool result (its call would be gone)."""
+    while cut < len(rows) and rows[cut].role == "tool":
+        cut += 1
+    return cut
+
+
+def choose_eviction(rows: Sequence[MessageRow], sizes: Sequence[int], to_free: int, keep_recent: int) -> int:
+    """How many of the oldest messages to evict to free `to_free` tokens, keeping the last `keep_recent`
+    when that is enough, and never separating a tool call from its result. Returns 0..len(rows)."""
+    if to_free <= 0 or not rows:
+        return 0
+    limit = max(0, len(rows) - keep_recent)
+    freed, cut = 0, 0
+    while cut < limit and freed < to_free:
+        freed += sizes[cut]
+        cut += 1
+    if freed < to_free:
+        # Keeping the recent messages is not enough: evict them too, all but the newest.
+        while cut < len(rows) - 1 and freed < to_free:
+            freed += sizes[cut]
+            cut += 1
+    return safe_cut(rows, cut)
+
+
+@dataclass
+class PromptBudget:
+    """The token figures of one prompt, for the decision to summarise and for `/memory`."""
+
+    window: int
+    counter: TokenCounter
+
+    @property
+    def limit(self) -> int:
+        # Room is left for the model's answer.
+        return self.window - min(1024, self.window // 8)
+
+    def size(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
+        return self.counter.messages(messages) + self.counter.tools(tools)

@@ -1,0 +1,106 @@
+"""The engine: the shared parts every agent uses (database, archival store, model, embedder, tools), and the
+creation and loading of agents. Built once per process and passed in; nothing here is global."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from membot.agent import prompts
+from membot.agent.agent import Agent
+from membot.agent.config import EngineConfig
+from membot.agent.context.tokens import TokenCounter
+from membot.agent.llm.client import ModelClient, make_openai
+from membot.agent.llm.embeddings import Embedder
+from membot.agent.memory.core import Block, CoreMemory
+from membot.agent.store.db import Database
+from membot.agent.store.passages import PassageStore
+from membot.agent.store.schema import AgentRow, BlockRow
+from membot.agent.tools.base import BASE_FUNCTIONS
+from membot.agent.tools.registry import ToolRegistry
+
+
+class UnknownAgent(LookupError):
+    pass
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        db: Database,
+        passages: PassageStore,
+        model: ModelClient,
+        embedder: Embedder,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.passages = passages
+        self.model = model
+        self.embedder = embedder
+        self.tools = ToolRegistry(list(BASE_FUNCTIONS))
+        self.counter = TokenCounter.for_model(config.model)
+        self.system_prompt = prompts.system_prompt()
+
+    @classmethod
+    async def open(cls, config: EngineConfig) -> Engine:
+        db = await Database.open(config.database_url)
+        try:
+            passages = await PassageStore.open(config.milvus_uri, config.embedding_dim, config.milvus_token)
+        except BaseException:
+            await db.close()
+            raise
+        chat = make_openai(config.api_key, config.base_url, config.model_timeout, config.model_max_retries)
+        embed_client = (
+            make_openai(config.api_key, config.embedding_base_url, config.model_timeout, config.model_max_retries)
+            if config.embedding_base_url
+            else chat
+        )
+        return cls(
+            config,
+            db,
+            passages,
+            ModelClient(chat, config.model),
+            Embedder(embed_client, config.embedding_model, config.embedding_dim, config.embedding_batch_size),
+        )
+
+    async def close(self) -> None:
+        await self.passages.close()
+        await self.db.close()
+        await self.model.client.close()
+        if self.embedder.client is not self.model.client:
+            await self.embedder.client.close()
+
+    async def create_agent(self, name: str, persona: str, human: str) -> int:
+        """A new agent with the named persona and human texts; raises UnknownPrompt for unknown names."""
+        persona_text = prompts.load("personas", persona)
+        human_text = prompts.load("humans", human)
+        limit = self.config.core_memory_limit
+        async with self.db.transaction() as session:
+            row = AgentRow(name=name[:200], persona_name=persona, human_name=human)
+            session.add(row)
+            await session.flush()
+            for label, value in (("persona", persona_text), ("human", human_text)):
+                session.add(BlockRow(agent_id=row.id, label=label, value=value[:limit], char_limit=limit))
+            return row.id
+
+    async def load_agent(self, agent_id: int) -> Agent:
+        async with self.db.sessions() as session:
+            row = await session.get(AgentRow, agent_id)
+            if row is None:
+                raise UnknownAgent(f"no agent {agent_id}")
+            blocks = await session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
+            core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
+        agent = Agent(self, row, core)
+        await agent.reload_context()
+        return agent
+
+    async def set_persona(self, agent_id: int, persona: str) -> None:
+        """Swap the persona block for a shipped persona's text (raises UnknownPrompt)."""
+        text = prompts.load("personas", persona)
+        async with self.db.transaction() as session:
+            row = await session.get(AgentRow, agent_id)
+            block = await session.get(BlockRow, (agent_id, "persona"))
+            if row is None or block is None:
+                raise UnknownAgent(f"no agent {agent_id}")
+            row.persona_name = persona
+            block.value = text[: block.char_limit]

@@ -1,0 +1,57 @@
+"""The typed events a step yields. The caller (bot, adapter) decides where each goes:
+visible ones to the user, the rest to the private monologue channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Event:
+    agent_id: int
+
+    #: True when the user is meant to see it; everything else is monologue.
+    visible = False
+
+
+@dataclass(frozen=True)
+class Thought(Event):
+    """The model's inner monologue (the assistant message's text content)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCall(Event):
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class FunctionResult(Event):
+    name: str
+    ok: bool
+    result: str
+
+
+@dataclass(frozen=True)
+class AssistantMessage(Event):
+    """Text the agent sent with send_message: the only thing the user sees of a step."""
+
+    text: str
+    visible = True
+
+
+@dataclass(frozen=True)
+class SystemNote(Event):
+    """Something the engine did on its own: a cut chain, a summary, a pressure alert."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ErrorMessage(Event):
+    """A short, clear message for the user when the step could not run (the model is down)."""
+
+    text: str
+    visible = True

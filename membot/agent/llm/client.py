@@ -1,0 +1,97 @@
+"""The model endpoint: chat completions with tools, through the async OpenAI client and its own retries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """The model could not be reached or refused, after the SDK's retries. The message is safe to show."""
+
+
+class ContextOverflow(RuntimeError):
+    """The server said the prompt is longer than the model's context window."""
+
+
+@dataclass(frozen=True)
+class ToolCallOut:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str | None
+    tool_calls: list[ToolCallOut]
+    prompt_tokens: int | None
+
+
+def make_openai(api_key: str | None, base_url: str | None, timeout: float, max_retries: int) -> AsyncOpenAI:
+    # Local servers (Ollama, vLLM) take any key; the SDK insists on one being set.
+    return AsyncOpenAI(api_key=api_key or "not-set", base_url=base_url, timeout=timeout, max_retries=max_retries)
+
+
+def _is_context_error(exc: openai.BadRequestError) -> bool:
+    code = getattr(exc, "code", None) or ""
+    text = str(exc).lower()
+    return code == "context_length_exceeded" or "context length" in text or "context_length" in text
+
+
+class ModelClient:
+    def __init__(self, client: AsyncOpenAI, model: str) -> None:
+        self.client = client
+        self.model = model
+
+    async def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, force_tool: bool = False
+    ) -> ChatResult:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if tools:
+            kwargs["tools"] = tools
+            kwargs["tool_choice"] = "required" if force_tool else "auto"
+        try:
+            response = await self.client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as exc:
+            if _is_context_error(exc):
+                raise ContextOverflow(str(exc)) from None
+            raise ModelUnavailable(f"The model refused the request ({exc.status_code}).") from None
+        except openai.AuthenticationError:
+            raise ModelUnavailable("The model endpoint refused the API key.") from None
+        except openai.RateLimitError:
+            raise ModelUnavailable("The model is rate-limited right now.") from None
+        except openai.APITimeoutError:
+            raise ModelUnavailable("The model did not answer in time.") from None
+        except openai.APIConnectionError:
+            raise ModelUnavailable("The model endpoint cannot be reached.") from None
+        except openai.APIStatusError as exc:
+            raise ModelUnavailable(f"The model endpoint failed ({exc.status_code}).") from None
+        except (openai.APIError, ValueError) as exc:
+            # An unreadable answer (a 200 whose body is not JSON raises ValueError): garbage, not an outage.
+            log.warning("unreadable model response: %s", type(exc).__name__)
+            return ChatResult(None, [], None)
+        return self._parse(response)
+
+    @staticmethod
+    def _parse(response: Any) -> ChatResult:
+        choices = getattr(response, "choices", None) or []
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
+        if not choices or getattr(choices[0], "message", None) is None:
+            return ChatResult(None, [], prompt_tokens)
+        message = choices[0].message
+        calls = []
+        for call in message.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is None:
+                continue
+            calls.append(ToolCallOut(call.id or "call_0", function.name or "", function.arguments or ""))
+        content = message.content if isinstance(message.content, str) else None
+        return ChatResult(content, calls, prompt_tokens)

@@ -1,0 +1,173 @@
+"""Recall memory: every message an agent ever saw or wrote, in SQL, never deleted.
+
+A `RecallMemory` is built for one agent and every query it runs filters on that agent's id: this is where
+isolation between agents is enforced, not in callers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from membot.agent.memory.paging import PAGE_SIZE, Page
+from membot.agent.memory.query import query_terms
+from membot.agent.store.db import Database
+from membot.agent.store.schema import MessageRow
+
+_FTS_SEARCH = text(
+    """SELECT m.id FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid
+       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
+       ORDER BY bm25(messages_fts), m.id DESC LIMIT :limit OFFSET :offset"""
+)
+_FTS_COUNT = text(
+    """SELECT count(*) FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid
+       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id"""
+)
+
+
+def parse_day(value: str, field: str) -> date:
+    try:
+        return datetime.strptime(value.strip(), "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError(f"{field} must be a date written YYYY-MM-DD, got {value!r}") from None
+
+
+class RecallMemory:
+    def __init__(self, db: Database, agent_id: int) -> None:
+        self.db = db
+        self.agent_id = agent_id
+
+    # Writes take the caller's session so that a step's messages commit together with its memory edits.
+    def add(self, session: AsyncSession, *rows: MessageRow) -> None:
+        for row in rows:
+            if row.agent_id != self.agent_id:
+                raise PermissionError("a message may only be stored in its own agent's recall memory")
+            session.add(row)
+
+    async def evict(self, session: AsyncSession, ids: Sequence[int]) -> None:
+        """Take messages out of the context window; they stay in recall memory."""
+        await session.execute(
+            update(MessageRow)
+            .where(MessageRow.agent_id == self.agent_id, MessageRow.id.in_(list(ids)))
+            .values(in_context=False)
+        )
+
+    async def in_context(self) -> list[MessageRow]:
+        async with self.db.sessions() as session:
+            rows = await session.scalars(
+                select(MessageRow)
+                .where(MessageRow.agent_id == self.agent_id, MessageRow.in_context.is_(True))
+                .order_by(MessageRow.id)
+            )
+            return list(rows)
+
+    async def count(self) -> int:
+        async with self.db.sessions() as session:
+            return await session.scalar(
+                select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == self.agent_id)
+            ) or 0
+
+    async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[MessageRow]:
+        """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
+        terms = query_terms(query)
+        if not terms:
+            return Page([], 0, page, page_size)
+        if self.db.is_sqlite:
+            return await self._search_fts(terms, page, page_size)
+        return await self._search_portable(terms, page, page_size)
+
+    async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        params = {"query": match, "agent_id": self.agent_id}
+        async with self.db.sessions() as session:
+            total = (await session.execute(_FTS_COUNT, params)).scalar_one()
+            ids = (
+                await session.execute(
+                    _FTS_SEARCH, {**params, "limit": page_size, "offset": page * page_size}
+                )
+            ).scalars().all()
+            rows = await self._load(session, ids)
+        return Page(rows, total, page, page_size)
+
+    async def _search_portable(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
+        # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
+        async with self.db.sessions() as session:
+            rows = list(
+                await session.scalars(
+                    select(MessageRow).where(
+                        MessageRow.agent_id == self.agent_id,
+                        MessageRow.search_text.is_not(None),
+                        or_(*(MessageRow.search_text.ilike(f"%{term}%") for term in terms)),
+                    )
+                )
+            )
+        ranked = rank_bm25(rows, terms)
+        start = page * page_size
+        return Page(ranked[start : start + page_size], len(ranked), page, page_size)
+
+    async def search_dates(
+        self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE
+    ) -> Page[MessageRow]:
+        """Messages from start to end, both days included (UTC), oldest first."""
+        first, last = parse_day(start, "start_date"), parse_day(end, "end_date")
+        if last < first:
+            raise ValueError(f"end_date {end} is before start_date {start}")
+        lo = datetime.combine(first, datetime.min.time())
+        hi = datetime.combine(last + timedelta(days=1), datetime.min.time())
+        where = (
+            MessageRow.agent_id == self.agent_id,
+            MessageRow.search_text.is_not(None),
+            MessageRow.created_at >= lo,
+            MessageRow.created_at < hi,
+        )
+        async with self.db.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
+            rows = list(
+                await session.scalars(
+                    select(MessageRow)
+                    .where(*where)
+                    .order_by(MessageRow.created_at, MessageRow.id)
+                    .limit(page_size)
+                    .offset(page * page_size)
+                )
+            )
+        return Page(rows, total, page, page_size)
+
+    async def _load(self, session: AsyncSession, ids: Sequence[int]) -> list[MessageRow]:
+        if not ids:
+            return []
+        rows = await session.scalars(
+            select(MessageRow).where(MessageRow.agent_id == self.agent_id, MessageRow.id.in_(list(ids)))
+        )
+        by_id = {row.id: row for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def rank_bm25(rows: Sequence[MessageRow], terms: list[str], k1: float = 1.2, b: float = 0.75) -> list[MessageRow]:
+    docs = [Counter(_WORD.findall((row.search_text or "").lower())) for row in rows]
+    if not docs:
+        return []
+    avg = sum(sum(d.values()) for d in docs) / len(docs) or 1.0
+    n = len(docs)
+    df = {t: sum(1 for d in docs if any(w.startswith(t) for w in d)) for t in terms}
+    scored = []
+    for row, doc in zip(rows, docs, strict=True):
+        length = sum(doc.values()) or 1
+        score = 0.0
+        for t in terms:
+            tf = sum(c for w, c in doc.items() if w.startswith(t))
+            if tf:
+                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
+        scored.append((score, row.id, row))
+    scored.sort(key=lambda item: (-item[0], -item[1]))
+    return [row for _, _, row in scored]

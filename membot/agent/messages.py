@@ -1,0 +1,93 @@
+"""Building the messages the model sees, and turning stored rows back into OpenAI chat messages.
+
+As in MemGPT, events the model did not produce (a user's words, a heartbeat, a login, a system alert) reach it
+as `user`-role messages holding a small JSON object with a `type` and the local time, so the model can tell
+a person from the system.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from membot.agent.store.schema import MessageRow, utcnow
+
+
+def format_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %I:%M:%S %p UTC")
+
+
+def _packed(kind: str, created: datetime, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields, "time": format_time(created)}, ensure_ascii=False)
+
+
+def user_message(agent_id: int, text: str, *, sender: str | None = None) -> MessageRow:
+    now = utcnow()
+    extra = {"from": sender} if sender else {}
+    return MessageRow(
+        agent_id=agent_id,
+        role="user",
+        kind="user_message",
+        content=_packed("user_message", now, message=text, **extra),
+        search_text=text,
+        created_at=now,
+    )
+
+
+def event_message(agent_id: int, kind: str, text: str, **fields: Any) -> MessageRow:
+    """A system event (login, heartbeat, system_alert, upload notice) shown to the model as a user turn."""
+    now = utcnow()
+    return MessageRow(
+        agent_id=agent_id,
+        role="user",
+        kind=kind,
+        content=_packed(kind, now, message=text, **fields),
+        created_at=now,
+    )
+
+
+def assistant_message(
+    agent_id: int, thought: str | None, tool_call: dict[str, Any] | None, said: str | None = None
+) -> MessageRow:
+    # What the agent thought and what it said are both searchable later; the tool call itself is not.
+    searchable = "\n".join(part for part in (thought, said) if part) or None
+    return MessageRow(
+        agent_id=agent_id,
+        role="assistant",
+        kind="assistant",
+        content=thought or None,
+        tool_calls=[tool_call] if tool_call else None,
+        search_text=searchable,
+        created_at=utcnow(),
+    )
+
+
+def tool_result(agent_id: int, call_id: str, name: str, ok: bool, result: str | None) -> MessageRow:
+    now = utcnow()
+    body = {"status": "OK" if ok else "Failed", "message": result if result is not None else "None",
+            "time": format_time(now)}
+    return MessageRow(
+        agent_id=agent_id,
+        role="tool",
+        kind="tool_result",
+        content=json.dumps(body, ensure_ascii=False),
+        tool_call_id=call_id,
+        name=name,
+        created_at=now,
+    )
+
+
+def to_openai(row: MessageRow) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": row.role, "content": row.content}
+    if row.role == "assistant" and row.tool_calls:
+        message["tool_calls"] = row.tool_calls
+    if row.role == "tool":
+        message["tool_call_id"] = row.tool_call_id
+    return message
+
+
+def describe(row: MessageRow) -> str:
+    """One line of a search result: time, who, what."""
+    who = {"user": "user", "assistant": "you (assistant)"}.get(row.role, row.role)
+    return f"[{format_time(row.created_at)}] {who}: {row.search_text or row.content or ''}"

@@ -1,0 +1,213 @@
+"""Archival passages in Milvus (Milvus Lite for a file path, a server for a URI).
+
+Every row carries an `owner`: `agent:<id>` for an agent's own passages, `source:<id>` for a data source's.
+Every search and count names the owners it may see; the archival memory of one agent builds that list
+from its own id and its attached sources, so nothing here can return another agent's rows.
+
+pymilvus is blocking (gRPC, and Milvus Lite runs in this process): every call goes to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "membot_passages"
+MAX_TEXT = 16_000  # characters kept per passage (Milvus VARCHAR limit is counted in bytes: 65,535)
+
+
+class PassageStoreError(RuntimeError):
+    """Milvus could not be opened or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PassageRow:
+    text: str
+    embedding: list[float]
+    filename: str = ""
+    page: int = 0
+    doc_hash: str = ""
+
+
+@dataclass(frozen=True)
+class PassageHit:
+    id: int
+    owner: str
+    text: str
+    filename: str
+    page: int
+    created_at: float
+    score: float
+
+
+def _owner_filter(owners: list[str]) -> str:
+    return "owner in " + json.dumps(owners)
+
+
+class PassageStore:
+    def __init__(self, client: MilvusClient, dim: int, hybrid: bool) -> None:
+        self.client = client
+        self.dim = dim
+        #: BM25 full-text search fused with dense search; decided once, when the collection is opened.
+        self.hybrid = hybrid
+
+    @classmethod
+    async def open(cls, uri: str, dim: int, token: str | None = None) -> PassageStore:
+        return await asyncio.to_thread(cls._open_blocking, uri, dim, token)
+
+    @classmethod
+    def _open_blocking(cls, uri: str, dim: int, token: str | None) -> PassageStore:
+        is_server = "://" in uri
+        if not is_server:
+            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            uri = str(Path(uri).expanduser())
+        try:
+            client = MilvusClient(uri=uri, token=token or "")
+        except Exception as exc:
+            if "lock" in str(exc).lower() or type(exc).__name__ == "DataDirLockedError":
+                raise PassageStoreError(
+                    f"The archival store {uri} is in use by another membot process (Milvus Lite allows one). "
+                    "Stop it first, or point MEMBOT_MILVUS_URI at a Milvus server that both can share."
+                ) from None
+            raise PassageStoreError(f"Could not open the archival store at {uri}: {exc}") from None
+        if client.has_collection(COLLECTION):
+            return cls(client, dim, cls._check_existing(client, dim))
+        try:
+            client.create_collection(COLLECTION, schema=cls._schema(dim, True), index_params=cls._index(client, True))
+            return cls(client, dim, True)
+        except Exception as exc:  # a backend without the BM25 function: dense search only
+            log.info("BM25 full-text search not available (%s); archival search is dense only", exc)
+            if client.has_collection(COLLECTION):
+                client.drop_collection(COLLECTION)
+            client.create_collection(
+                COLLECTION, schema=cls._schema(dim, False), index_params=cls._index(client, False)
+            )
+            return cls(client, dim, False)
+
+    @staticmethod
+    def _check_existing(client: MilvusClient, dim: int) -> bool:
+        info = client.describe_collection(COLLECTION)
+        fields = {f["name"]: f for f in info["fields"]}
+        stored = int(fields["dense"]["params"].get("dim", dim))
+        if stored != dim:
+            raise PassageStoreError(
+                f"The archival store holds {stored}-dimensional embeddings but MEMBOT_EMBEDDING_DIM is {dim}. "
+                "Set it back, or use a new MEMBOT_MILVUS_URI for the new embedding model."
+            )
+        return "sparse" in fields
+
+    @staticmethod
+    def _schema(dim: int, hybrid: bool) -> Any:
+        schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("owner", DataType.VARCHAR, max_length=64, is_partition_key=True)
+        schema.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=hybrid)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("filename", DataType.VARCHAR, max_length=512)
+        schema.add_field("page", DataType.INT64)
+        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("created_at", DataType.DOUBLE)
+        if hybrid:
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+        return schema
+
+    @staticmethod
+    def _index(client: MilvusClient, hybrid: bool) -> Any:
+        params = client.prepare_index_params()
+        params.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
+        if hybrid:
+            params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        return params
+
+    async def insert(self, owner: str, rows: list[PassageRow]) -> list[int]:
+        if not rows:
+            return []
+        now = time.time()
+        data = [
+            {
+                "owner": owner,
+                "text": row.text[:MAX_TEXT],
+                "dense": row.embedding,
+                "filename": row.filename[:500],
+                "page": row.page,
+                "doc_hash": row.doc_hash,
+                "created_at": now,
+            }
+            for row in rows
+        ]
+        result = await asyncio.to_thread(self.client.insert, COLLECTION, data)
+        return list(result["ids"])
+
+    async def search(
+        self, owners: list[str], query: str, embedding: list[float], limit: int, offset: int = 0
+    ) -> list[PassageHit]:
+        if not owners or limit <= 0:
+            return []
+        expr = _owner_filter(owners)
+        fields = ["owner", "text", "filename", "page", "created_at"]
+        window = offset + limit
+        if self.hybrid and query.strip():
+            requests = [
+                AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=window, expr=expr),
+                AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=window, expr=expr),
+            ]
+            result = await asyncio.to_thread(
+                self.client.hybrid_search, COLLECTION, requests, RRFRanker(60), limit=window, output_fields=fields
+            )
+        else:
+            result = await asyncio.to_thread(
+                self.client.search,
+                COLLECTION,
+                data=[embedding],
+                anns_field="dense",
+                filter=expr,
+                limit=window,
+                output_fields=fields,
+            )
+        hits = result[0] if result else []
+        return [
+            PassageHit(
+                id=int(hit["id"]),
+                owner=hit["entity"]["owner"],
+                text=hit["entity"]["text"],
+                filename=hit["entity"].get("filename", ""),
+                page=int(hit["entity"].get("page", 0)),
+                created_at=float(hit["entity"].get("created_at", 0.0)),
+                score=float(hit["distance"]),
+            )
+            for hit in list(hits)[offset:window]
+        ]
+
+    async def count(self, owners: list[str]) -> int:
+        if not owners:
+            return 0
+        result = await asyncio.to_thread(
+            self.client.query, COLLECTION, filter=_owner_filter(owners), output_fields=["count(*)"]
+        )
+        return int(result[0]["count(*)"]) if result else 0
+
+    async def delete(self, owner: str, doc_hash: str | None = None) -> None:
+        expr = f"owner == {json.dumps(owner)}"
+        if doc_hash is not None:
+            expr += f" and doc_hash == {json.dumps(doc_hash)}"
+        await asyncio.to_thread(self.client.delete, COLLECTION, filter=expr)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)

@@ -1,0 +1,114 @@
+"""SQL tables of the engine. Every table that holds an agent's data carries `agent_id`; the stores in
+`agent/memory/` are built for one agent and filter every query on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no zone, so every timestamp in the database is UTC without one."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    persona_name: Mapped[str] = mapped_column(String(100))
+    human_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Recursive summary of everything evicted from the context window, and how many messages it hides.
+    summary: Mapped[str] = mapped_column(Text, default="")
+    summary_hidden: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeats_paused_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    token_ratio: Mapped[float] = mapped_column(default=1.0)
+    pressure_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class BlockRow(Base):
+    __tablename__ = "core_blocks"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    char_limit: Mapped[int] = mapped_column(Integer, default=2000)
+
+
+class MessageRow(Base):
+    """Recall memory: every message ever, never deleted. `in_context` marks the FIFO queue in the prompt."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))  # user | assistant | tool | system
+    kind: Mapped[str] = mapped_column(String(30))  # user_message, heartbeat, login, system_alert, ...
+    content: Mapped[str | None] = mapped_column(Text, nullable=True)  # exactly what the model is shown
+    tool_calls: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    tool_call_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Plain text the conversation search indexes (what the user said, what the agent said and thought).
+    search_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    in_context: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        Index("ix_messages_agent_ctx", "agent_id", "in_context", "id"),
+        Index("ix_messages_agent_time", "agent_id", "created_at"),
+    )
+
+
+class SourceRow(Base):
+    """A data source: loaded documents, searchable by every agent it is attached to (linked, not copied)."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("scope", "name"),)
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(500))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    passages: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("source_id", "content_hash"),)
+
+
+class AttachmentRow(Base):
+    __tablename__ = "agent_sources"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    attached_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,27 @@
+"""What a tool can reach: its own agent's memory and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from membot.agent.memory.core import CoreMemory
+from membot.agent.memory.recall import RecallMemory
+
+if TYPE_CHECKING:
+    from membot.agent.config import EngineConfig
+    from membot.agent.memory.archival import ArchivalMemory
+
+
+@dataclass
+class ToolContext:
+    agent_id: int
+    core: CoreMemory
+    recall: RecallMemory
+    archival: ArchivalMemory
+    config: EngineConfig
+    #: Messages sent to the user by this call (send_message), in order.
+    outbox: list[str] = field(default_factory=list)
+    core_changed: bool = False
+    heartbeats_paused_until: datetime | None = None

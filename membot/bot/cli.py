@@ -1,0 +1,90 @@
+"""The `membot` command line. Settings are built once here and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from membot.agent.store.passages import PassageStoreError
+from membot.bot.identity import UserRef
+from membot.bot.service import BotService, CommandError
+from membot.bot.settings import Settings
+from membot.bot.views import memory_text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="membot", description="Persistent, self-editing memory agents.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    chat = sub.add_parser("chat", help="talk to a user's agent in the terminal")
+    chat.add_argument("--user", default="default", help="whose agent (default: %(default)s)")
+    chat.add_argument("--persona", help="persona for a new agent, or to switch to")
+    chat.add_argument("--human", help="human template for a new agent")
+
+    memory = sub.add_parser("memory", help="inspect an agent's memory").add_subparsers(dest="action", required=True)
+    for action in ("show", "search"):
+        p = memory.add_parser(action)
+        p.add_argument("--user", required=True)
+        p.add_argument("--platform", default="terminal", help="terminal, discord or slack (default: terminal)")
+        p.add_argument("--scope", default=None, help="guild or workspace id, for platform users")
+        if action == "search":
+            p.add_argument("--archival", action="store_true", help="search archival memory, not the conversation")
+            p.add_argument("--limit", type=int, default=10)
+            p.add_argument("query", nargs="+")
+    return parser
+
+
+def _user(args: argparse.Namespace) -> UserRef:
+    scope = args.scope or ("local" if args.platform == "terminal" else "")
+    return UserRef(args.platform, scope, args.user, args.user)
+
+
+async def _with_service(settings: Settings, work: Callable[[BotService], Awaitable[int | None]]) -> int:
+    service = await BotService.open(settings)
+    try:
+        return await work(service) or 0
+    finally:
+        await service.close()
+
+
+async def _memory(service: BotService, args: argparse.Namespace) -> int:
+    user = _user(args)
+    if args.action == "show":
+        # The shell is an admin's seat: it sees any agent but creates none.
+        admin = UserRef("cli", "local", "admin")
+        print(memory_text(await service.memory(admin, user, is_admin=True)))
+        return 0
+    query = " ".join(args.query)
+    lines = await service.search_memory(user, query, archival=args.archival, limit=max(1, args.limit))
+    for line in lines:
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    settings = Settings()
+    try:
+        if args.command == "chat":
+            from membot.adapters.terminal import run_chat
+
+            return asyncio.run(
+                _with_service(settings, lambda s: run_chat(s, args.user, args.persona, args.human))
+            )
+        if args.command == "memory":
+            return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
+    except (CommandError, PassageStoreError) as exc:
+        print(f"membot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

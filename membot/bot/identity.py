@@ -1,0 +1,76 @@
+"""Who is who: a platform user, within a scope, has exactly one agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from membot.agent.store.db import Database
+from membot.agent.store.schema import Base
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A person as a platform names them. `scope` is where their agent and sources live (the terminal,
+    a Discord guild, a Slack workspace)."""
+
+    platform: str
+    scope: str
+    user_id: str
+    display_name: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.platform}:{self.display_name or self.user_id}"
+
+    @property
+    def source_scope(self) -> str:
+        return f"{self.platform}:{self.scope}"
+
+
+class IdentityRow(Base):
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+
+    __table_args__ = (UniqueConstraint("platform", "scope", "user_id"),)
+
+
+async def find_agent(db: Database, user: UserRef) -> int | None:
+    async with db.sessions() as session:
+        return await session.scalar(
+            select(IdentityRow.agent_id).where(
+                IdentityRow.platform == user.platform,
+                IdentityRow.scope == user.scope,
+                IdentityRow.user_id == user.user_id,
+            )
+        )
+
+
+async def link_agent(db: Database, user: UserRef, agent_id: int) -> int:
+    """Record user -> agent; if another process linked the user first, theirs wins and is returned."""
+    try:
+        async with db.transaction() as session:
+            session.add(
+                IdentityRow(
+                    platform=user.platform,
+                    scope=user.scope,
+                    user_id=user.user_id,
+                    display_name=user.display_name[:200],
+                    agent_id=agent_id,
+                )
+            )
+        return agent_id
+    except IntegrityError:
+        existing = await find_agent(db, user)
+        if existing is None:
+            raise
+        return existing

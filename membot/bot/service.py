@@ -1,0 +1,165 @@
+"""The bot service: the one API every adapter talks to. It knows users, agents and commands; adapters know
+platforms; the engine knows memory.
+
+Messages to one agent are handled one at a time (a lock per agent); different agents run concurrently.
+Loaded agents are kept in a bounded cache and loaded again on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from membot.agent import prompts
+from membot.agent.agent import Agent, MemoryReport
+from membot.agent.engine import Engine
+from membot.agent.events import ErrorMessage, Event
+from membot.agent.messages import describe
+from membot.bot.identity import UserRef, find_agent, link_agent
+from membot.bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 200_000
+CRASHED = "Sorry, something went wrong on my side while answering. Your message is saved; please try again."
+
+
+class CommandError(ValueError):
+    """Bad input to a command; the message is for the user."""
+
+
+class BotService:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._agents: OrderedDict[int, Agent] = OrderedDict()
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._resolve_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, settings: Settings) -> BotService:
+        return cls(settings, await Engine.open(settings.engine_config()))
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    # ----- identity and the agent cache ------------------------------------------------------------------
+
+    async def agent_id(self, user: UserRef, persona: str | None = None, human: str | None = None) -> tuple[int, bool]:
+        """The user's agent, created on first contact. Returns (agent id, created)."""
+        found = await find_agent(self.engine.db, user)
+        if found is not None:
+            return found, False
+        async with self._resolve_lock:
+            found = await find_agent(self.engine.db, user)
+            if found is not None:
+                return found, False
+            try:
+                created = await self.engine.create_agent(
+                    user.label, persona or self.settings.default_persona, human or self.settings.default_human
+                )
+            except prompts.UnknownPrompt as exc:
+                raise CommandError(str(exc)) from None
+            return await link_agent(self.engine.db, user, created), True
+
+    def _lock(self, agent_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(agent_id, asyncio.Lock())
+
+    async def _agent(self, agent_id: int) -> Agent:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            agent = await self.engine.load_agent(agent_id)
+            self._agents[agent_id] = agent
+            while len(self._agents) > self.settings.agent_cache_size:
+                oldest = next(iter(self._agents))
+                if self._lock(oldest).locked():
+                    break  # in use: it stays until the next load
+                self._agents.pop(oldest)
+        self._agents.move_to_end(agent_id)
+        return agent
+
+    @asynccontextmanager
+    async def using(self, agent_id: int) -> AsyncIterator[Agent]:
+        """The agent, held exclusively: its messages never interleave."""
+        async with self._lock(agent_id):
+            yield await self._agent(agent_id)
+
+    # ----- conversation ----------------------------------------------------------------------------------
+
+    async def chat(self, user: UserRef, text: str) -> AsyncIterator[Event]:
+        """Hand a user's message to their agent; yields the step's events in order."""
+        agent_id, _ = await self.agent_id(user)
+        if len(text) > MAX_MESSAGE_CHARS:
+            # Kept whole up to a sane bound; the context window cuts further (and says so to the model).
+            text = text[:MAX_MESSAGE_CHARS] + f"\n[… {len(text) - MAX_MESSAGE_CHARS} characters cut]"
+        async for event in self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None)):
+            yield event
+
+    async def login(self, user: UserRef, persona: str | None = None, human: str | None = None) -> AsyncIterator[Event]:
+        agent_id, _ = await self.agent_id(user, persona, human)
+        async for event in self._run(agent_id, lambda agent: agent.login()):
+            yield event
+
+    async def notify(self, agent_id: int, text: str) -> AsyncIterator[Event]:
+        """A system event for the agent (an attached source, an upload)."""
+        async for event in self._run(agent_id, lambda agent: agent.system_event(text, kind="system_event")):
+            yield event
+
+    async def _run(self, agent_id: int, start: Callable[[Agent], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+        async with self._lock(agent_id):
+            try:
+                agent = await self._agent(agent_id)
+                async for event in start(agent):
+                    yield event
+            except Exception:
+                # The agent never crashes the bot: report, and load it afresh from what was committed.
+                log.exception("agent %s failed during a step", agent_id)
+                self._agents.pop(agent_id, None)
+                yield ErrorMessage(agent_id, CRASHED)
+
+    # ----- commands --------------------------------------------------------------------------------------
+
+    def personas(self) -> list[str]:
+        return prompts.available("personas")
+
+    async def set_persona(self, user: UserRef, name: str) -> str:
+        name = (name or "").strip()
+        if not name:
+            raise CommandError(f"Name a persona: {', '.join(self.personas())}.")
+        agent_id, _ = await self.agent_id(user)
+        async with self.using(agent_id) as agent:
+            try:
+                await agent.set_persona(name)
+            except prompts.UnknownPrompt as exc:
+                raise CommandError(str(exc)) from None
+        return f"Persona set to {name}."
+
+    async def memory(self, requester: UserRef, target: UserRef | None = None, *, is_admin: bool = False) -> MemoryReport:
+        """The memory of the requester's own agent, or (admins only) of another user's."""
+        if target is not None and target != requester and not is_admin:
+            raise CommandError("Only an admin can see another user's memory.")
+        who = target or requester
+        agent_id = await find_agent(self.engine.db, who)
+        if agent_id is None:
+            if who is requester:
+                agent_id, _ = await self.agent_id(requester)
+            else:
+                raise CommandError(f"{who.display_name or who.user_id} has no agent yet.")
+        async with self.using(agent_id) as agent:
+            return await agent.report()
+
+    async def search_memory(self, user: UserRef, query: str, *, archival: bool = False, limit: int = 10) -> list[str]:
+        """The top results of the agent's conversation (or archival) search, best first, each with its time:
+        the same search its functions use."""
+        agent_id = await find_agent(self.engine.db, user)
+        if agent_id is None:
+            raise CommandError(f"{user.display_name or user.user_id} has no agent yet.")
+        async with self.using(agent_id) as agent:
+            if archival:
+                hits = await agent.archival.search(query, 0, limit)
+                return [hit.describe() for hit in hits.items]
+            rows = await agent.recall.search(query, 0, limit)
+            return [describe(row) for row in rows.items]

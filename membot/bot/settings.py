@@ -1,0 +1,109 @@
+"""The one settings object: environment variables (and `.env`), named as DESIGN.md's contract names them.
+
+Built once at start-up by the CLI and passed down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from membot.agent.config import EngineConfig, known_context_window
+
+
+def _ids(value: object) -> object:
+    """Admin id lists come as "1,2 3" in the environment."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    # The model endpoint. None means "the SDK's default" (OpenAI itself).
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    model: str = Field(default="gpt-4o-mini", validation_alias="MEMBOT_MODEL")
+    context_window: int | None = Field(default=None, validation_alias="MEMBOT_CONTEXT_WINDOW")
+    embedding_model: str = Field(default="text-embedding-3-small", validation_alias="MEMBOT_EMBEDDING_MODEL")
+    embedding_dim: int = Field(default=1536, validation_alias="MEMBOT_EMBEDDING_DIM")
+    embedding_base_url: str | None = Field(default=None, validation_alias="MEMBOT_EMBEDDING_BASE_URL")
+    embedding_batch_size: int = Field(default=128, validation_alias="MEMBOT_EMBEDDING_BATCH_SIZE")
+    model_timeout: float = Field(default=60.0, validation_alias="MEMBOT_MODEL_TIMEOUT")
+    model_max_retries: int = Field(default=2, validation_alias="MEMBOT_MODEL_MAX_RETRIES")
+
+    # Storage.
+    home: Path = Field(default=Path("~/.membot"), validation_alias="MEMBOT_HOME")
+    database_url: str | None = Field(default=None, validation_alias="MEMBOT_DATABASE_URL")
+    milvus_uri: str | None = Field(default=None, validation_alias="MEMBOT_MILVUS_URI")
+    milvus_token: SecretStr | None = Field(default=None, validation_alias="MEMBOT_MILVUS_TOKEN")
+
+    # Agent behaviour.
+    core_memory_limit: int = Field(default=2000, validation_alias="MEMBOT_CORE_MEMORY_LIMIT")
+    max_chain: int = Field(default=10, validation_alias="MEMBOT_MAX_CHAIN")
+    pressure_threshold: float = Field(default=0.75, validation_alias="MEMBOT_PRESSURE_THRESHOLD")
+    default_persona: str = Field(default="sam_pov", validation_alias="MEMBOT_PERSONA")
+    default_human: str = Field(default="basic", validation_alias="MEMBOT_HUMAN")
+    agent_cache_size: int = Field(default=256, validation_alias="MEMBOT_AGENT_CACHE_SIZE")
+    max_upload_mb: float = Field(default=50.0, validation_alias="MEMBOT_MAX_UPLOAD_MB")
+
+    # Discord.
+    discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
+    discord_monologue_channel_id: int | None = Field(default=None, validation_alias="DISCORD_MONOLOGUE_CHANNEL_ID")
+    discord_admin_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="DISCORD_ADMIN_IDS"
+    )
+    discord_api_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_API_URL")
+    discord_gateway_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_GATEWAY_URL")
+
+    # Slack.
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_monologue_channel: str | None = Field(default=None, validation_alias="SLACK_MONOLOGUE_CHANNEL")
+    slack_admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SLACK_ADMIN_IDS")
+    slack_api_url: str | None = Field(default=None, validation_alias="MEMBOT_SLACK_API_URL")
+    slack_port: int = Field(
+        default=3000, validation_alias=AliasChoices("MEMBOT_SLACK_PORT", "SLACK_PORT")
+    )
+
+    _split_ids = field_validator("discord_admin_ids", "slack_admin_ids", mode="before")(_ids)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.home_dir / 'membot.db'}"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.home_dir / "milvus.db")
+
+    def engine_config(self) -> EngineConfig:
+        """What the engine needs of these settings; the engine never sees platform tokens."""
+        return EngineConfig(
+            api_key=self.openai_api_key.get_secret_value() if self.openai_api_key else None,
+            base_url=self.openai_base_url,
+            model=self.model,
+            context_window=self.context_window or known_context_window(self.model),
+            embedding_model=self.embedding_model,
+            embedding_dim=self.embedding_dim,
+            embedding_base_url=self.embedding_base_url,
+            embedding_batch_size=self.embedding_batch_size,
+            model_timeout=self.model_timeout,
+            model_max_retries=self.model_max_retries,
+            database_url=self.resolved_database_url,
+            milvus_uri=self.resolved_milvus_uri,
+            milvus_token=self.milvus_token.get_secret_value() if self.milvus_token else None,
+            home=self.home_dir,
+            core_memory_limit=self.core_memory_limit,
+            max_chain=self.max_chain,
+            pressure_threshold=self.pressure_threshold,
+            max_file_bytes=int(self.max_upload_mb * 1024 * 1024),
+        )

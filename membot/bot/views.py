@@ -1,0 +1,25 @@
+"""Plain-text renderings of what commands return, shared by the terminal and the CLI (platform adapters
+render the same data in their own formats)."""
+
+from __future__ import annotations
+
+from membot.agent.agent import MemoryReport
+
+
+def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
+    pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
+    lines = [f"Agent {report.name} (persona: {report.persona_name})"]
+    for label, (value, limit) in report.blocks.items():
+        shown = value if block_chars is None or len(value) <= block_chars else value[:block_chars] + " …"
+        lines += [f"--- {label} ({len(value)}/{limit} characters)", shown or "(empty)"]
+    lines += [
+        "---",
+        f"Recall memory: {report.recall_messages} messages",
+        f"Archival memory: {report.archival_passages} passages of its own",
+        f"Attached sources: {', '.join(report.sources) if report.sources else 'none'}",
+        f"Context: {report.context_tokens} of {report.context_window} tokens ({pct}%), "
+        f"{report.context_messages} messages in context",
+    ]
+    if report.summary_hidden:
+        lines.append(f"Summary of {report.summary_hidden} earlier messages: {report.summary}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a scripted model server on 127.0.0.1, settings pointing at temporary SQLite and Milvus Lite
+files, and the real bot service over them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from membot.bot.identity import UserRef
+from membot.bot.service import BotService
+from membot.bot.settings import Settings
+from tests.fakes.openai_server import ScriptedModel
+
+EMBEDDING_DIM = 64
+
+
+def make_settings(home: Path, model: ScriptedModel, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": model.base_url,
+        "MEMBOT_HOME": str(home),
+        "MEMBOT_EMBEDDING_DIM": EMBEDDING_DIM,
+        "MEMBOT_CONTEXT_WINDOW": 16_000,
+        "MEMBOT_MODEL_MAX_RETRIES": 0,
+    }
+    values.update(overrides)
+    # No .env and no process environment: each test says exactly what it runs with.
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ScriptedModel]:
+    async with ScriptedModel() as server:
+        yield server
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "membot-home"
+
+
+@pytest.fixture
+def settings(home: Path, model: ScriptedModel) -> Settings:
+    return make_settings(home, model)
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[BotService]:
+    svc = await BotService.open(settings)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+@pytest.fixture
+def user() -> Callable[[str], UserRef]:
+    return lambda name: UserRef("terminal", "local", name, name)
+
+
+async def collect(events: AsyncIterator[Any]) -> list[Any]:
+    return [event async for event in events]

@@ -1,0 +1,611 @@
+"""A scripted, OpenAI-compatible model server for tests.
+
+Tests queue up exactly what "the model" will answer (tool calls, plain text,
+HTTP errors, garbage) and then drive the real ``openai`` SDK against this
+server, so the whole client stack (serialisation, retries, error mapping) is
+exercised without any network access or nondeterminism.
+
+Usage::
+
+    async with ScriptedModel() as model:
+        model.script(send("hello!"), tool_call("core_memory_append", {...}))
+        client = AsyncOpenAI(base_url=model.base_url, api_key="test", max_retries=0)
+        ...
+        assert model.requests[0]["messages"][0]["role"] == "system"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import inspect
+import itertools
+import json
+import logging
+import math
+import re
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_EMBEDDING_DIM",
+    "ChatReply",
+    "ErrorReply",
+    "RawReply",
+    "Reply",
+    "Responder",
+    "ScriptedModel",
+    "embed_text",
+    "error",
+    "estimate_prompt_tokens",
+    "raw",
+    "send",
+    "text",
+    "tool_call",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING_DIM = 1536
+DEFAULT_CHAT_MODEL = "scripted-model"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+# Stand-in window for a scripted context_length_exceeded error when the
+# server itself has no context_window configured.
+_FALLBACK_CONTEXT_WINDOW = 8192
+# Guards against a responder that keeps returning responders forever.
+_MAX_RESPONDER_DEPTH = 32
+
+# Process-wide so ids stay unique even across several ScriptedModel instances.
+_call_ids = itertools.count(1)
+_completion_ids = itertools.count(1)
+
+
+def _next_call_id() -> str:
+    return f"call_{next(_call_ids)}"
+
+
+# --------------------------------------------------------------------------
+# Reply kinds
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """A successful assistant message (turned into a full chat.completion)."""
+
+    content: str | None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An OpenAI-style error body with a non-2xx status.
+
+    ``message=None`` means "pick a realistic message at serve time" (needed for
+    context_length_exceeded, whose text embeds the request's token count).
+    """
+
+    status: int
+    message: str | None = None
+    code: str | None = None
+    type: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """Anything verbatim: a JSON-able value, or a str sent as-is (may be invalid JSON)."""
+
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Responder: TypeAlias = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
+Reply: TypeAlias = ChatReply | ErrorReply | RawReply | Responder
+
+_STATIC_REPLIES = (ChatReply, ErrorReply, RawReply)
+
+
+# --------------------------------------------------------------------------
+# Helper constructors
+# --------------------------------------------------------------------------
+
+
+def _encode_arguments(arguments: dict[str, Any] | str) -> str:
+    # A str is passed through untouched so tests can send malformed JSON.
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _make_call(name: str, arguments: dict[str, Any] | str) -> dict[str, Any]:
+    return {
+        "id": _next_call_id(),
+        "type": "function",
+        "function": {"name": name, "arguments": _encode_arguments(arguments)},
+    }
+
+
+def tool_call(
+    name: str,
+    arguments: dict[str, Any] | str,
+    content: str | None = None,
+    *,
+    extra_calls: Sequence[tuple[str, dict[str, Any] | str]] = (),
+) -> ChatReply:
+    """An assistant message whose ``content`` is the inner monologue plus one (or more) tool calls."""
+    calls = [_make_call(name, arguments)]
+    calls.extend(_make_call(n, a) for n, a in extra_calls)
+    return ChatReply(content=content, tool_calls=tuple(calls))
+
+
+def send(text: str, thought: str = "Replying to the user.", heartbeat: bool = False) -> ChatReply:
+    """Shorthand for the usual MemGPT turn: think, then call ``send_message``."""
+    args: dict[str, Any] = {"message": text}
+    if heartbeat:
+        args["request_heartbeat"] = True
+    return tool_call("send_message", args, content=thought)
+
+
+def text(content: str | None) -> ChatReply:
+    """A plain assistant message with no tool calls (``None``/"" for an empty reply)."""
+    return ChatReply(content=content)
+
+
+def error(
+    status: int,
+    message: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    type: str | None = None,  # named like OpenAI's error field, shadowing is harmless here
+    param: str | None = None,
+) -> ErrorReply:
+    """An OpenAI-style error. ``headers`` e.g. ``{"retry-after-ms": "10"}`` to keep SDK retries fast."""
+    return ErrorReply(
+        status=status, message=message, code=code, type=type, param=param, headers=dict(headers or {})
+    )
+
+
+def raw(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> RawReply:
+    """Send ``body`` verbatim (dict/list JSON-encoded, str as-is) to test garbage handling."""
+    return RawReply(body=body, status=status, headers=dict(headers or {}))
+
+
+# --------------------------------------------------------------------------
+# Deterministic estimates and embeddings
+# --------------------------------------------------------------------------
+
+
+def _compact_json(value: Any) -> str:
+    # Compact + sort_keys so the estimate only depends on content, not formatting.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Deterministic token estimate for a chat request: ~4 characters of JSON per token."""
+    size = len(_compact_json(body.get("messages") or []))
+    tools = body.get("tools")
+    if tools:
+        size += len(_compact_json(tools))
+    return math.ceil(size / 4)
+
+
+def _estimate_completion_tokens(message: dict[str, Any]) -> int:
+    size = len(message.get("content") or "") + len(_compact_json(message.get("tool_calls") or []))
+    return max(1, math.ceil(size / 4))
+
+
+_WORD_RE = re.compile(r"\w+")
+_STOP_WORDS = frozenset(
+    """a an the and or but if of to in on at for with by from as is are was were be been being
+    it its this that these those i me my we our you your he him his she her they them their
+    do does did so than then there here what which who will would can could should just
+    about into over also very too has have had am""".split()
+)
+
+
+def _strip_suffix(token: str) -> str:
+    if len(token) > 5 and token.endswith("ing"):
+        return _undouble(token[:-3])
+    if len(token) > 4 and token.endswith("ied"):
+        return token[:-3] + "y"
+    if len(token) > 4 and token.endswith("ed"):
+        return _undouble(token[:-2])
+    if len(token) > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if len(token) > 4 and token.endswith(("ses", "xes", "zes", "ches", "shes")):
+        return token[:-2]
+    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+        return token[:-1]
+    return token
+
+
+def _undouble(stem: str) -> str:
+    # "running" -> "runn" -> "run", "stopped" -> "stopp" -> "stop".
+    if len(stem) > 2 and stem[-1] == stem[-2] and stem[-1] not in "aeiouls":
+        return stem[:-1]
+    return stem
+
+
+def _stem(token: str) -> str:
+    # Deliberately crude: enough that "memories"/"memory", "hiking"/"hikes" or
+    # "loved"/"loves" collide. The final-"e" drop makes "hike" and "hik" agree.
+    stem = _strip_suffix(token)
+    if len(stem) > 3 and stem.endswith("e") and not stem.endswith("ee"):
+        stem = stem[:-1]
+    return stem
+
+
+def _tokens(text: str) -> list[str]:
+    return [_stem(t) for t in _WORD_RE.findall(text.lower()) if t not in _STOP_WORDS]
+
+
+def embed_text(text: str, dim: int = DEFAULT_EMBEDDING_DIM) -> list[float]:
+    """Hashed bag-of-words embedding: texts sharing (stemmed) words get high cosine similarity.
+
+    Uses blake2b rather than ``hash()`` so vectors are stable across processes
+    (PYTHONHASHSEED), which matters for anything persisted between runs.
+    """
+    if dim <= 0:
+        raise ValueError(f"dim must be positive, got {dim}")
+    vec = [0.0] * dim
+    for token in _tokens(text):
+        h = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "big")
+        vec[h % dim] += 1.0 if (h >> 63) & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec))
+    if norm == 0.0:
+        # Fixed unit vector so "no content" still yields a valid, normalised embedding.
+        return [1.0 / math.sqrt(dim)] * dim
+    return [v / norm for v in vec]
+
+
+# --------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------
+
+
+class ScriptedModel:
+    """aiohttp web server on 127.0.0.1 (random free port) speaking the OpenAI REST API.
+
+    Chat replies come from a FIFO queue filled with :meth:`script`; when it runs
+    dry, ``default`` (a responder) answers, or else a loud HTTP 500.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        embedding_latency: float = 0.0,
+        context_window: int | None = None,
+        default: Responder | None = None,
+    ) -> None:
+        self.latency = latency
+        self.embedding_latency = embedding_latency
+        self.context_window = context_window
+        self.default = default
+        self.embedding_failures = 0
+        self.requests: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
+        self.max_prompt_tokens = 0
+        self._queue: deque[Reply] = deque()
+        # Tool call ids already sent; a reply object served twice gets fresh ids.
+        self._served_call_ids: set[str] = set()
+        self._models_seen: dict[str, None] = {DEFAULT_CHAT_MODEL: None, DEFAULT_EMBEDDING_MODEL: None}
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("ScriptedModel is not running; call start() first")
+        return self._base_url
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        # Large body limit: archival-memory inserts can embed many chunks at once.
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle_chat)
+        app.router.add_post("/v1/embeddings", self._handle_embeddings)
+        app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_get("/v1/models/{model}", self._handle_model)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        self._runner = runner
+        self._base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ---- scripting -------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        """Append replies to the FIFO queue consumed by /chat/completions."""
+        for reply in replies:
+            # Fail at the call site rather than as a confusing 500 later.
+            if not isinstance(reply, _STATIC_REPLIES) and not callable(reply):
+                raise TypeError(f"not a Reply: {reply!r}")
+        self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # ---- handlers --------------------------------------------------------
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            return _error_response(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
+        self.requests.append(body)
+        model = str(body.get("model") or DEFAULT_CHAT_MODEL)
+        self._models_seen[model] = None
+        prompt_tokens = estimate_prompt_tokens(body)
+        self.max_prompt_tokens = max(self.max_prompt_tokens, prompt_tokens)
+
+        if self.context_window is not None and prompt_tokens > self.context_window:
+            # Checked before popping so the scripted reply is still there for the retry.
+            reply: Reply = ErrorReply(status=400, code="context_length_exceeded")
+        elif body.get("stream"):
+            # Not implemented: fail loudly instead of faking a wrong wire format.
+            reply = ErrorReply(
+                status=400, message="ScriptedModel does not support stream=true", param="stream"
+            )
+        elif self._queue:
+            reply = self._queue.popleft()
+        elif self.default is not None:
+            reply = self.default
+        else:
+            return _error_response(
+                500,
+                f"ScriptedModel script exhausted (request #{len(self.requests)}); script more replies",
+                "server_error",
+                code="script_exhausted",
+                # Retrying can't help; don't let the SDK spend seconds backing off.
+                headers={"x-should-retry": "false"},
+            )
+
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        try:
+            resolved = await _resolve(reply, body)
+        except Exception as exc:  # surface responder bugs in the test output
+            log.exception("ScriptedModel responder failed")
+            return _error_response(
+                500,
+                f"ScriptedModel responder raised {exc!r}",
+                "server_error",
+                headers={"x-should-retry": "false"},
+            )
+        return self._render(resolved, body, model, prompt_tokens)
+
+    def _render(
+        self, reply: ChatReply | ErrorReply | RawReply, body: dict[str, Any], model: str, prompt_tokens: int
+    ) -> web.Response:
+        if isinstance(reply, RawReply):
+            payload = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+            return web.Response(
+                status=reply.status, text=payload, content_type="application/json", headers=reply.headers
+            )
+        if isinstance(reply, ErrorReply):
+            return self._render_error(reply, prompt_tokens)
+        return web.json_response(self._completion(reply, model, prompt_tokens))
+
+    def _render_error(self, reply: ErrorReply, prompt_tokens: int) -> web.Response:
+        message = reply.message
+        param = reply.param
+        if reply.code == "context_length_exceeded":
+            param = param or "messages"
+            if message is None:
+                window = self.context_window or _FALLBACK_CONTEXT_WINDOW
+                # A scripted overflow may come from a small prompt; keep the numbers coherent.
+                used = max(prompt_tokens, window + 1)
+                message = (
+                    f"This model's maximum context length is {window} tokens. However, your messages "
+                    f"resulted in {used} tokens. Please reduce the length of the messages."
+                )
+        if message is None:
+            message = f"Scripted error (HTTP {reply.status})"
+        return _error_response(
+            reply.status,
+            message,
+            reply.type or _default_error_type(reply.status),
+            code=reply.code,
+            param=param,
+            headers=reply.headers,
+        )
+
+    def _completion(self, reply: ChatReply, model: str, prompt_tokens: int) -> dict[str, Any]:
+        tool_calls: list[dict[str, Any]] = []
+        for scripted in reply.tool_calls:
+            call = json.loads(json.dumps(scripted))  # deep copy; never mutate the scripted object
+            if call.get("id") in self._served_call_ids:
+                call["id"] = _next_call_id()
+            self._served_call_ids.add(call["id"])
+            tool_calls.append(call)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.content,
+            "tool_calls": tool_calls or None,
+            "refusal": None,
+        }
+        completion_tokens = _estimate_completion_tokens(message)
+        return {
+            "id": f"chatcmpl-scripted-{next(_completion_ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_scripted",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if tool_calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    async def _handle_embeddings(self, request: web.Request) -> web.Response:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            return _error_response(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
+        self.embedding_requests.append(body)
+        model = str(body.get("model") or DEFAULT_EMBEDDING_MODEL)
+        self._models_seen[model] = None
+
+        if self.embedding_latency > 0:
+            await asyncio.sleep(self.embedding_latency)
+        if self.embedding_failures > 0:
+            self.embedding_failures -= 1
+            # Tiny retry-after so SDK-level retries don't add real seconds to tests.
+            return _error_response(
+                500, "Scripted embedding failure", "server_error", headers={"retry-after-ms": "5"}
+            )
+
+        texts = _embedding_inputs(body.get("input"))
+        if texts is None:
+            return _error_response(
+                400,
+                "'$.input' is invalid: expected a non-empty string or array",
+                "invalid_request_error",
+                param="input",
+            )
+        dim = body.get("dimensions", DEFAULT_EMBEDDING_DIM)
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            return _error_response(
+                400, f"Invalid dimensions: {dim!r}", "invalid_request_error", param="dimensions"
+            )
+
+        as_base64 = body.get("encoding_format") == "base64"
+        data: list[dict[str, Any]] = []
+        for index, t in enumerate(texts):
+            vec = embed_text(t, dim)
+            # The SDK asks for base64 by default: little-endian float32, like OpenAI.
+            embedding: Any = (
+                base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode("ascii") if as_base64 else vec
+            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(max(1, len(_WORD_RE.findall(t))) for t in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def _handle_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [_model_card(m) for m in self._models_seen]})
+
+    async def _handle_model(self, request: web.Request) -> web.Response:
+        return web.json_response(_model_card(request.match_info["model"]))
+
+
+# --------------------------------------------------------------------------
+# Internals
+# --------------------------------------------------------------------------
+
+
+async def _read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def _resolve(reply: Reply, body: dict[str, Any]) -> ChatReply | ErrorReply | RawReply:
+    """Call responders (sync or async) until a concrete reply comes out."""
+    for _ in range(_MAX_RESPONDER_DEPTH):
+        if isinstance(reply, _STATIC_REPLIES):
+            return reply
+        if not callable(reply):
+            raise TypeError(f"responder returned a non-Reply: {reply!r}")
+        result = reply(body)
+        reply = await result if inspect.isawaitable(result) else result
+    raise RuntimeError("responders nested too deeply (a responder keeps returning responders)")
+
+
+def _embedding_inputs(value: Any) -> list[str] | None:
+    """Normalise OpenAI's accepted ``input`` shapes to a list of strings (None = invalid)."""
+    if isinstance(value, str):
+        return [value] if value else None
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, int) for v in value):
+        # A single pre-tokenised input: embed the token ids as words.
+        return [" ".join(f"tok{v}" for v in value)]
+    texts: list[str] = []
+    for item in value:
+        if isinstance(item, str) and item:
+            texts.append(item)
+        elif isinstance(item, list) and item and all(isinstance(v, int) for v in item):
+            texts.append(" ".join(f"tok{v}" for v in item))
+        else:
+            return None
+    return texts
+
+
+def _default_error_type(status: int) -> str:
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def _error_response(
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "membot-tests"}
