@@ -12,6 +12,8 @@ from membot.agent.context.tokens import TokenCounter
 from membot.agent.llm.client import ModelClient, make_openai
 from membot.agent.llm.embeddings import Embedder
 from membot.agent.memory.core import Block, CoreMemory
+from membot.agent.sources.catalog import SourceCatalog
+from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageStore
 from membot.agent.store.schema import AgentRow, BlockRow
@@ -40,6 +42,8 @@ class Engine:
         self.tools = ToolRegistry(list(BASE_FUNCTIONS))
         self.counter = TokenCounter.for_model(config.model)
         self.system_prompt = prompts.system_prompt()
+        self.catalog = SourceCatalog(db, passages)
+        self.loader = SourceLoader(self.catalog, passages, embedder, max_bytes=config.max_file_bytes)
 
     @classmethod
     async def open(cls, config: EngineConfig) -> Engine:
@@ -93,14 +97,3 @@ class Engine:
         agent = Agent(self, row, core)
         await agent.reload_context()
         return agent
-
-    async def set_persona(self, agent_id: int, persona: str) -> None:
-        """Swap the persona block for a shipped persona's text (raises UnknownPrompt)."""
-        text = prompts.load("personas", persona)
-        async with self.db.transaction() as session:
-            row = await session.get(AgentRow, agent_id)
-            block = await session.get(BlockRow, (agent_id, "persona"))
-            if row is None or block is None:
-                raise UnknownAgent(f"no agent {agent_id}")
-            row.persona_name = persona
-            block.value = text[: block.char_limit]

@@ -7,9 +7,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from membot.agent.store.passages import PassageStoreError
 from membot.bot.identity import UserRef
+from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load_directory
+from membot.bot.serve import ConfigurationError, serve
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
 from membot.bot.views import memory_text
@@ -24,6 +27,25 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", default="default", help="whose agent (default: %(default)s)")
     chat.add_argument("--persona", help="persona for a new agent, or to switch to")
     chat.add_argument("--human", help="human template for a new agent")
+
+    load = sub.add_parser("load", help="load files into a data source").add_subparsers(dest="kind", required=True)
+    directory = load.add_parser("directory", help="files or a folder of PDF, text and Markdown files")
+    directory.add_argument("--name", required=True, help="the data source to load into (created if new)")
+    inputs = directory.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--input-files", nargs="+", type=Path, metavar="FILE")
+    inputs.add_argument("--input-dir", type=Path, metavar="DIR")
+    directory.add_argument("--recursive", action="store_true", help="descend into sub-folders of --input-dir")
+    directory.add_argument("--extensions", help="comma-separated, default .pdf,.txt,.md,.markdown")
+    directory.add_argument("--scope", default=TERMINAL_SCOPE, help="where the source lives (default: %(default)s)")
+
+    sources = sub.add_parser("sources", help="list data sources, or delete one")
+    sources.add_argument("--scope", help="only this scope (e.g. terminal:local, discord:GUILD, slack:TEAM)")
+    sources_sub = sources.add_subparsers(dest="action")
+    delete = sources_sub.add_parser("delete", help="delete a source and its passages")
+    delete.add_argument("name")
+    delete.add_argument("--scope", dest="delete_scope", default=TERMINAL_SCOPE)
+
+    sub.add_parser("serve", help="run the Discord and/or Slack adapters whose tokens are set")
 
     memory = sub.add_parser("memory", help="inspect an agent's memory").add_subparsers(dest="action", required=True)
     for action in ("show", "search"):
@@ -76,9 +98,25 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(
                 _with_service(settings, lambda s: run_chat(s, args.user, args.persona, args.human))
             )
+        if args.command == "load":
+            return asyncio.run(
+                _with_service(
+                    settings,
+                    lambda s: load_directory(
+                        s, args.name, args.input_files, args.input_dir,
+                        recursive=args.recursive, extensions=args.extensions, scope=args.scope,
+                    ),
+                )
+            )
+        if args.command == "sources":
+            if args.action == "delete":
+                return asyncio.run(_with_service(settings, lambda s: delete_source(s, args.name, args.delete_scope)))
+            return asyncio.run(_with_service(settings, lambda s: list_sources(s, args.scope)))
+        if args.command == "serve":
+            return asyncio.run(serve(settings))
         if args.command == "memory":
             return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
-    except (CommandError, PassageStoreError) as exc:
+    except (CommandError, PassageStoreError, ConfigurationError) as exc:
         print(f"membot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

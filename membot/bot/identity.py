@@ -23,6 +23,11 @@ class UserRef:
     display_name: str = ""
 
     @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity without the display name, which can change."""
+        return (self.platform, self.scope, self.user_id)
+
+    @property
     def label(self) -> str:
         return f"{self.platform}:{self.display_name or self.user_id}"
 

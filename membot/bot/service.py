@@ -18,6 +18,9 @@ from membot.agent.agent import Agent, MemoryReport
 from membot.agent.engine import Engine
 from membot.agent.events import ErrorMessage, Event
 from membot.agent.messages import describe
+from membot.agent.sources.catalog import SourceError, SourceInfo
+from membot.agent.sources.loader import FileOutcome, Progress
+from membot.agent.store.schema import SourceRow
 from membot.bot.identity import UserRef, find_agent, link_agent
 from membot.bot.settings import Settings
 
@@ -139,12 +142,13 @@ class BotService:
 
     async def memory(self, requester: UserRef, target: UserRef | None = None, *, is_admin: bool = False) -> MemoryReport:
         """The memory of the requester's own agent, or (admins only) of another user's."""
-        if target is not None and target != requester and not is_admin:
+        own = target is None or target.key == requester.key
+        if not own and not is_admin:
             raise CommandError("Only an admin can see another user's memory.")
-        who = target or requester
+        who = requester if own else target
         agent_id = await find_agent(self.engine.db, who)
         if agent_id is None:
-            if who is requester:
+            if own:
                 agent_id, _ = await self.agent_id(requester)
             else:
                 raise CommandError(f"{who.display_name or who.user_id} has no agent yet.")
@@ -163,3 +167,71 @@ class BotService:
                 return [hit.describe() for hit in hits.items]
             rows = await agent.recall.search(query, 0, limit)
             return [describe(row) for row in rows.items]
+
+    # ----- data sources ----------------------------------------------------------------------------------
+
+    async def sources(self, user: UserRef) -> list[SourceInfo]:
+        """Sources in the user's scope (for listings and autocomplete)."""
+        return await self.engine.catalog.list(user.source_scope)
+
+    async def attach(self, user: UserRef, name: str) -> tuple[str, AsyncIterator[Event]]:
+        """Link a source of the user's scope to their agent. Returns a note for the user and the agent's
+        reaction to the news (a system event naming the source and its size)."""
+        try:
+            source = await self.engine.catalog.require(user.source_scope, name)
+        except SourceError as exc:
+            raise CommandError(str(exc)) from None
+        agent_id, _ = await self.agent_id(user)
+        info = await self.engine.catalog.info(source.id)
+        if not await self.engine.catalog.attach(agent_id, source.id):
+            return f"{info.name} is already attached.", _no_events()
+        note = (
+            f"Attached {info.name} ({info.passages} passages from {info.documents} documents) to your agent."
+        )
+        event = (
+            f"The data source {info.name!r} was attached to your archival memory: {info.passages} passages "
+            f"from {info.documents} documents. archival_memory_search now searches it too."
+        )
+        return note, self.notify(agent_id, event)
+
+    async def detach(self, user: UserRef, name: str) -> str:
+        try:
+            source = await self.engine.catalog.require(user.source_scope, name)
+        except SourceError as exc:
+            raise CommandError(str(exc)) from None
+        agent_id, _ = await self.agent_id(user)
+        if not await self.engine.catalog.detach(agent_id, source.id):
+            return f"{source.name} was not attached."
+        return f"Detached {source.name}; its passages are no longer searched by your agent."
+
+    async def load_file(
+        self,
+        user: UserRef,
+        filename: str,
+        data: bytes,
+        *,
+        source_name: str | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[FileOutcome, AsyncIterator[Event]]:
+        """Load an upload as a source (named after the file unless given) and attach it to the uploader's
+        agent. A failed file changes nothing and its outcome says why."""
+        try:
+            source = await self.engine.catalog.get_or_create(user.source_scope, source_name or filename)
+        except SourceError as exc:
+            raise CommandError(str(exc)) from None
+        outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
+        if outcome.failed:
+            await self._drop_if_empty(source)
+            return outcome, _no_events()
+        _, events = await self.attach(user, source.name)
+        return outcome, events
+
+    async def _drop_if_empty(self, source: SourceRow) -> None:
+        info = await self.engine.catalog.info(source.id)
+        if info.files == 0:
+            await self.engine.catalog.delete(source.scope, source.name)
+
+
+async def _no_events() -> AsyncIterator[Event]:
+    return
+    yield  # an empty async generator

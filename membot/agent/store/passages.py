@@ -68,6 +68,9 @@ class PassageStore:
     def _open_blocking(cls, uri: str, dim: int, token: str | None) -> PassageStore:
         is_server = "://" in uri
         if not is_server:
+            # Milvus Lite's in-process gRPC server logs a traceback for calls it does not implement
+            # (AllocTimestamp) although the client carries on; keep that out of the user's terminal.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser())
         try:

@@ -1,0 +1,154 @@
+"""Data sources in SQL: which exist in a scope, what files they hold, and which agents they are attached to.
+
+Attaching links a source to an agent; passages are never copied (MemGPT copied them, and large sources hit
+that wall). The passages themselves live in the archival store under the owner `source:<id>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from membot.agent.memory.archival import source_owner
+from membot.agent.store.db import Database
+from membot.agent.store.passages import PassageStore
+from membot.agent.store.schema import AttachmentRow, DocumentRow, SourceRow
+
+MAX_NAME = 100
+
+
+class SourceError(ValueError):
+    """A request about sources that cannot be met; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    id: int
+    scope: str
+    name: str
+    files: int
+    documents: int
+    passages: int
+
+
+def clean_name(name: str) -> str:
+    cleaned = " ".join((name or "").split())
+    if not cleaned:
+        raise SourceError("A source needs a name.")
+    if len(cleaned) > MAX_NAME:
+        raise SourceError(f"A source name may be at most {MAX_NAME} characters.")
+    if any(ord(ch) < 32 for ch in cleaned):
+        raise SourceError("A source name may not contain control characters.")
+    return cleaned
+
+
+class SourceCatalog:
+    def __init__(self, db: Database, passages: PassageStore) -> None:
+        self.db = db
+        self.passages = passages
+
+    async def find(self, scope: str, name: str) -> SourceRow | None:
+        async with self.db.sessions() as session:
+            return await session.scalar(select(SourceRow).where(SourceRow.scope == scope, SourceRow.name == name))
+
+    async def require(self, scope: str, name: str) -> SourceRow:
+        source = await self.find(scope, clean_name(name))
+        if source is None:
+            names = [s.name for s in await self.list(scope)]
+            known = f" Sources here: {', '.join(names)}." if names else " There are no sources here yet."
+            raise SourceError(f"There is no source called {name[:MAX_NAME]!r}.{known}")
+        return source
+
+    async def get_or_create(self, scope: str, name: str) -> SourceRow:
+        name = clean_name(name)
+        existing = await self.find(scope, name)
+        if existing:
+            return existing
+        try:
+            async with self.db.transaction() as session:
+                row = SourceRow(scope=scope, name=name)
+                session.add(row)
+            return row
+        except IntegrityError:  # created meanwhile by another task or process
+            found = await self.find(scope, name)
+            assert found is not None
+            return found
+
+    async def list(self, scope: str | None = None) -> list[SourceInfo]:
+        query = (
+            select(
+                SourceRow.id,
+                SourceRow.scope,
+                SourceRow.name,
+                func.count(DocumentRow.id),
+                func.coalesce(func.sum(DocumentRow.documents), 0),
+                func.coalesce(func.sum(DocumentRow.passages), 0),
+            )
+            .outerjoin(DocumentRow, DocumentRow.source_id == SourceRow.id)
+            .group_by(SourceRow.id)
+            .order_by(SourceRow.scope, SourceRow.name)
+        )
+        if scope is not None:
+            query = query.where(SourceRow.scope == scope)
+        async with self.db.sessions() as session:
+            return [SourceInfo(*row) for row in (await session.execute(query)).all()]
+
+    async def info(self, source_id: int) -> SourceInfo:
+        for item in await self.list():
+            if item.id == source_id:
+                return item
+        raise SourceError(f"source {source_id} is gone")
+
+    async def delete(self, scope: str, name: str) -> SourceInfo:
+        source = await self.require(scope, name)
+        info = await self.info(source.id)
+        # Passages first: a crash after this leaves an empty source to delete again, never orphan passages.
+        await self.passages.delete(source_owner(source.id))
+        async with self.db.transaction() as session:
+            await session.execute(delete(AttachmentRow).where(AttachmentRow.source_id == source.id))
+            await session.execute(delete(DocumentRow).where(DocumentRow.source_id == source.id))
+            await session.execute(delete(SourceRow).where(SourceRow.id == source.id))
+        return info
+
+    # ----- files of a source ------------------------------------------------------------------------------
+
+    async def has_file(self, source_id: int, content_hash: str) -> bool:
+        async with self.db.sessions() as session:
+            found = await session.scalar(
+                select(DocumentRow.id).where(
+                    DocumentRow.source_id == source_id, DocumentRow.content_hash == content_hash
+                )
+            )
+        return found is not None
+
+    async def record_file(self, source_id: int, filename: str, content_hash: str, documents: int, passages: int) -> None:
+        async with self.db.transaction() as session:
+            session.add(
+                DocumentRow(
+                    source_id=source_id,
+                    filename=filename[:500],
+                    content_hash=content_hash,
+                    documents=documents,
+                    passages=passages,
+                )
+            )
+
+    # ----- attachments ------------------------------------------------------------------------------------
+
+    async def attach(self, agent_id: int, source_id: int) -> bool:
+        """Link; False when it was linked already."""
+        try:
+            async with self.db.transaction() as session:
+                session.add(AttachmentRow(agent_id=agent_id, source_id=source_id))
+            return True
+        except IntegrityError:
+            return False
+
+    async def detach(self, agent_id: int, source_id: int) -> bool:
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                delete(AttachmentRow).where(AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,85 @@
+"""`membot load directory` and `membot sources`: data sources from the shell, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from membot.agent.sources.catalog import SourceError
+from membot.agent.sources.documents import SUPPORTED_EXTENSIONS, collect_paths
+from membot.bot.service import BotService, CommandError
+
+TERMINAL_SCOPE = "terminal:local"
+
+
+def parse_extensions(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return SUPPORTED_EXTENSIONS
+    exts = tuple("." + e.strip().lower().lstrip(".") for e in value.split(",") if e.strip())
+    unknown = [e for e in exts if e not in SUPPORTED_EXTENSIONS]
+    if unknown:
+        raise CommandError(f"Unsupported extensions {', '.join(unknown)}; membot reads {', '.join(SUPPORTED_EXTENSIONS)}.")
+    return exts
+
+
+async def load_directory(
+    service: BotService,
+    name: str,
+    input_files: list[Path] | None,
+    input_dir: Path | None,
+    *,
+    recursive: bool,
+    extensions: str | None,
+    scope: str = TERMINAL_SCOPE,
+) -> int:
+    """Load files into source NAME; exit code 1 when any file failed, 2 when nothing could start."""
+    if input_dir is not None and not await asyncio.to_thread(input_dir.is_dir):
+        raise CommandError(f"{input_dir} is not a directory.")
+    paths = await asyncio.to_thread(
+        collect_paths, input_files, input_dir, recursive=recursive, extensions=parse_extensions(extensions)
+    )
+    if not paths:
+        raise CommandError("No files to load.")
+    try:
+        source = await service.engine.catalog.get_or_create(scope, name)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from None
+    passages = documents = failed = 0
+    bar = tqdm(paths, desc="Loading files", unit="file", file=sys.stderr, disable=None)
+    for path in bar:
+        outcome = await service.engine.loader.load_path(source, path)
+        if outcome.failed:
+            failed += 1
+            tqdm.write(f"Skipped {outcome.reason}", file=sys.stderr)
+        elif outcome.status == "duplicate":
+            tqdm.write(f"{path.name} is already in {source.name}; nothing added", file=sys.stderr)
+        passages += outcome.passages
+        documents += outcome.documents
+    bar.close()
+    print(f"Loaded {passages} passages and {documents} documents from {source.name}")
+    if failed:
+        print(f"{failed} of {len(paths)} files failed (reasons above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+async def list_sources(service: BotService, scope: str | None) -> int:
+    items = await service.engine.catalog.list(scope)
+    if not items:
+        print("No data sources. Load one with: membot load directory --name NAME --input-files FILE")
+        return 0
+    width = max(len(i.name) for i in items)
+    for item in items:
+        print(f"{item.name:<{width}}  {item.documents:>6} documents  {item.passages:>7} passages  ({item.scope})")
+    return 0
+
+
+async def delete_source(service: BotService, name: str, scope: str) -> int:
+    try:
+        info = await service.engine.catalog.delete(scope, name)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"Deleted {info.name} and its {info.passages} passages")
+    return 0
