@@ -1,0 +1,938 @@
+"""An in-process fake of the Slack platform for tests.
+
+One aiohttp server on 127.0.0.1 (random port) plays every Slack-side role the bot talks to:
+
+* the Web API (``/api/<method>``) -- point ``AsyncWebClient(base_url=fake.api_url)`` at it;
+* ``files.slack.com`` (``/files-pri/...``) -- ``url_private`` downloads that need the bot token;
+* ``response_url`` endpoints (``/commands/...``) handed out in slash-command payloads.
+
+It also builds and delivers *signed* Events API / slash-command requests to the app under
+test, so a real slack-bolt ``AsyncApp`` (HTTP mode) can be exercised end to end without
+network access. Response shapes follow Slack's documented ones (HTTP 200 with
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``) because slack_sdk raises
+``SlackApiError`` from exactly those fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from aiohttp import web
+
+__all__ = ["FakeSlack", "FileDownload", "RecordedCall", "ResponseUrlPost"]
+
+_T = TypeVar("_T")
+
+JsonDict = dict[str, Any]
+CallPredicate = Callable[["RecordedCall"], bool]
+
+# Shown when url_private is fetched without valid credentials: real Slack answers such requests
+# with a sign-in page (HTML), which is the classic way bots end up "downloading" HTML instead of
+# the file. Tests can assert the bot notices that.
+_LOGIN_PAGE = (
+    '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+    "<title>Slack</title></head><body><h1>Sign in to Slack</h1>"
+    '<form action="/signin" method="post"><input type="email" name="email"></form>'
+    "</body></html>"
+)
+
+# Extension -> (Slack "filetype", "pretty_type"); anything unknown is "binary" as on Slack.
+_FILETYPES: dict[str, tuple[str, str]] = {
+    "txt": ("text", "Plain Text"),
+    "md": ("markdown", "Markdown (raw)"),
+    "pdf": ("pdf", "PDF"),
+    "png": ("png", "PNG"),
+    "jpg": ("jpg", "JPEG"),
+    "jpeg": ("jpg", "JPEG"),
+    "gif": ("gif", "GIF"),
+    "json": ("json", "JSON"),
+    "csv": ("csv", "CSV"),
+    "py": ("python", "Python"),
+    "html": ("html", "HTML"),
+    "zip": ("zip", "Zip"),
+}
+
+
+@dataclass
+class RecordedCall:
+    """One Web API request as the fake received it (recorded even when it was rejected)."""
+
+    method: str  # e.g. "chat.postMessage"
+    params: JsonDict  # query string, form fields and JSON body merged
+    headers: dict[str, str]
+    http_method: str  # "GET" / "POST" -- e.g. files.info and users.info are GETs in slack_sdk
+    content_type: str  # "application/json", "application/x-www-form-urlencoded", "" for GET...
+    token: str | None  # bearer token (or legacy `token` form/query field) that was presented
+    response: JsonDict = field(default_factory=dict)  # what the fake answered
+    status: int = 200
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
+
+
+@dataclass
+class FileDownload:
+    """One fetch of a hosted file's url_private / url_private_download."""
+
+    file_id: str | None
+    path: str
+    authorized: bool  # True only if `Authorization: Bearer <bot_token>` was sent
+    had_auth_header: bool
+    status: int
+
+
+@dataclass
+class ResponseUrlPost:
+    """One POST the app made to a slash-command response_url."""
+
+    url: str
+    body: JsonDict
+
+
+@dataclass
+class _InjectedFailure:
+    error: str
+    status: int
+    retry_after: int | None
+    remaining: int
+
+
+class FakeSlack:
+    """Fake Slack server; use as ``async with FakeSlack() as fake: ...``."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        signing_secret: str = "test-secret",
+        team_id: str = "T1",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "B1",
+        app_id: str = "A1",
+        team_name: str = "Fake Team",
+        team_domain: str = "fake-team",
+        bot_name: str = "membot",
+    ) -> None:
+        self.bot_token = bot_token
+        self.signing_secret = signing_secret
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.app_id = app_id
+        self.team_name = team_name
+        self.team_domain = team_domain
+        self.bot_name = bot_name
+        # Sent back as the x-oauth-scopes header like real Slack; bolt stores it as bot_scopes.
+        self.scopes = (
+            "app_mentions:read,channels:history,chat:write,commands,files:read,"
+            "im:history,im:read,im:write,reactions:write,users:read"
+        )
+        # Legacy verification token carried inside payloads (bolt ignores it; signatures matter).
+        self.verification_token = "fake-verification-token"
+
+        self.calls: list[RecordedCall] = []
+        self.file_downloads: list[FileDownload] = []
+        self.response_url_posts: list[JsonDict] = []  # JSON bodies, in arrival order
+        self.response_url_requests: list[ResponseUrlPost] = []  # same, plus which URL was hit
+        self.users: dict[str, JsonDict] = {}
+        self.files: dict[str, JsonDict] = {}
+        self.file_contents: dict[str, bytes] = {}
+        self.channels: dict[str, JsonDict] = {}
+        # (channel, ts) -> message posted by the bot, so chat.update can find it.
+        self.messages: dict[tuple[str, str], JsonDict] = {}
+        self.reactions: list[tuple[str, str, str]] = []  # (channel, ts, name)
+
+        self._dm_channels: dict[str, str] = {}  # user id -> DM channel id
+        self._response_urls: set[str] = set()  # paths of response_urls we handed out
+        self._failures: dict[str, list[_InjectedFailure]] = {}
+        self._waiters: set[asyncio.Event] = set()
+        self._ts_base = int(time.time())
+        self._ts_counter = itertools.count(1)
+        self._id_counter = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._port: int | None = None
+
+        self.add_user(bot_user_id, bot_name, is_bot=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/files-pri/{team_file}/{rest:.*}", self._handle_file_download)
+        app.router.add_get("/signin", self._handle_login_page)
+        app.router.add_post("/commands/{rest:.*}", self._handle_response_url)
+        # access_log=None: the per-request log lines only add noise to test output.
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)  # port 0: let the OS pick a free one
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+        # trust_env=False so a proxy in the environment can never divert loopback traffic.
+        self._session = aiohttp.ClientSession(trust_env=False)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_url(self) -> str:
+        # slack_sdk urljoin()s the method name onto base_url, so the trailing slash matters
+        # (it appends one itself if missing, but we hand out the canonical form).
+        return f"{self.base_url}/api/"
+
+    # ------------------------------------------------------------------ state setup
+
+    def next_ts(self) -> str:
+        """A fresh Slack timestamp; strictly increasing (as strings and as floats)."""
+        return f"{self._ts_base}.{next(self._ts_counter):06d}"
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._id_counter):08d}"
+
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        *,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_bot: bool = False,
+        real_name: str | None = None,
+        tz: str = "America/Los_Angeles",
+    ) -> JsonDict:
+        """Register a user for users.info. Owners are admins too, as on real Slack."""
+        tz_label, tz_offset = _tz_info(tz)
+        real = real_name or name
+        user: JsonDict = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "color": "9f69e7",
+            "real_name": real,
+            "tz": tz,
+            "tz_label": tz_label,
+            "tz_offset": tz_offset,
+            "profile": {
+                "real_name": real,
+                "real_name_normalized": real,
+                "display_name": name,
+                "display_name_normalized": name,
+                "team": self.team_id,
+            },
+            "is_admin": is_admin or is_owner,
+            "is_owner": is_owner,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": int(time.time()),
+        }
+        if is_bot:
+            user["profile"]["bot_id"] = self.bot_id
+        self.users[user_id] = user
+        return user
+
+    def add_channel(self, channel_id: str, name: str, *, is_private: bool = False) -> JsonDict:
+        """Register a channel for conversations.info (unregistered C/G/D ids are synthesized)."""
+        chan = self._channel_object(channel_id, name=name, is_private=is_private)
+        self.channels[channel_id] = chan
+        return chan
+
+    def dm_channel_for(self, user_id: str) -> str:
+        """The DM channel between the bot and ``user_id`` ("U1" -> "D1" unless set otherwise)."""
+        if user_id not in self._dm_channels:
+            self._dm_channels[user_id] = "D" + (user_id[1:] if user_id[:1] in ("U", "W") else user_id)
+        return self._dm_channels[user_id]
+
+    def host_file(
+        self,
+        name: str,
+        data: bytes,
+        mimetype: str,
+        *,
+        user: str,
+        channels: list[str],
+        title: str | None = None,
+    ) -> JsonDict:
+        """Host ``data`` as a Slack file; returns the file object (as files.info / file_share show it).
+
+        ``channels`` are sorted into Slack's ``channels`` (C…), ``groups`` (G…) and ``ims`` (D…)
+        lists. The bytes are served at url_private only to ``Authorization: Bearer <bot_token>``.
+        """
+        file_id = self._next_id("F")
+        ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        filetype, pretty = _FILETYPES.get(ext, ("binary", "Binary"))
+        now = int(time.time())
+        quoted = quote(name)
+        file_obj: JsonDict = {
+            "id": file_id,
+            "created": now,
+            "timestamp": now,
+            "name": name,
+            "title": title or name,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "pretty_type": pretty,
+            "user": user,
+            "user_team": self.team_id,
+            "editable": False,
+            "size": len(data),
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": any(c.startswith("C") for c in channels),
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{quoted}",
+            "url_private_download": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/download/{quoted}",
+            "permalink": f"https://{self.team_domain}.slack.com/files/{user}/{file_id}/{quoted}",
+            "channels": [c for c in channels if c.startswith("C")],
+            "groups": [c for c in channels if c.startswith("G")],
+            "ims": [c for c in channels if c.startswith("D")],
+            "comments_count": 0,
+        }
+        self.files[file_id] = file_obj
+        self.file_contents[file_id] = data
+        return file_obj
+
+    def fail_next(
+        self,
+        method: str,
+        error: str = "internal_error",
+        *,
+        status: int = 200,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` fail with ``error``.
+
+        For rate limiting use ``fail_next(m, "ratelimited", status=429, retry_after=1)``:
+        Slack then sends HTTP 429 plus a Retry-After header.
+        """
+        self._failures.setdefault(method, []).append(_InjectedFailure(error, status, retry_after, times))
+
+    # ------------------------------------------------------------------ inspection
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for_call(
+        self,
+        method: str,
+        timeout: float = 10,  # noqa: ASYNC109 -- a plain deadline reads better in tests than asyncio.timeout blocks
+        predicate: CallPredicate | None = None,
+        *,
+        since: int = 0,
+    ) -> RecordedCall:
+        """Return the first call to ``method`` in ``calls[since:]`` matching ``predicate``.
+
+        Already-recorded calls count, so there is no race with a handler that was quicker than
+        the test. Pass ``since=len(fake.calls)`` (taken beforehand) to only see newer calls.
+        """
+
+        def find() -> RecordedCall | None:
+            for call in self.calls[since:]:
+                if call.method == method and (predicate is None or predicate(call)):
+                    return call
+            return None
+
+        def describe() -> str:
+            return f"call to {method}; saw {sorted({c.method for c in self.calls})}"
+
+        return await self._wait_until(find, timeout, describe)
+
+    async def wait_for_response_url_post(
+        self,
+        timeout: float = 10,  # noqa: ASYNC109 -- same reasoning as wait_for_call
+        predicate: Callable[[JsonDict], bool] | None = None,
+        *,
+        since: int = 0,
+    ) -> JsonDict:
+        def find() -> JsonDict | None:
+            for body in self.response_url_posts[since:]:
+                if predicate is None or predicate(body):
+                    return body
+            return None
+
+        return await self._wait_until(
+            find, timeout, lambda: f"response_url POST; saw {self.response_url_posts}"
+        )
+
+    async def _wait_until(
+        self, find: Callable[[], _T | None], seconds: float, describe: Callable[[], str]
+    ) -> _T:
+        # Event-driven rather than polling: every recorded request wakes all waiters, which
+        # re-check. Everything runs on the one test event loop, so no locking is needed.
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    found = find()
+                    if found is not None:
+                        return found
+                    event = asyncio.Event()
+                    self._waiters.add(event)
+                    try:
+                        await event.wait()
+                    finally:
+                        self._waiters.discard(event)
+        except TimeoutError:
+            raise AssertionError(f"FakeSlack: timed out after {seconds}s waiting for {describe()}") from None
+
+    def _notify(self) -> None:
+        for event in self._waiters:
+            event.set()
+
+    # ------------------------------------------------------------------ building requests for the app
+
+    def sign(self, body: bytes, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
+        """Slack v0 request-signing headers for ``body``."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        key = (secret if secret is not None else self.signing_secret).encode()
+        base = b"v0:" + str(ts).encode() + b":" + body
+        digest = hmac.new(key, base, hashlib.sha256).hexdigest()
+        return {"X-Slack-Signature": f"v0={digest}", "X-Slack-Request-Timestamp": str(ts)}
+
+    def event_payload(self, event: JsonDict, *, event_id: str | None = None) -> JsonDict:
+        """Wrap ``event`` in an Events API ``event_callback`` envelope."""
+        now = int(time.time())
+        return {
+            "token": self.verification_token,
+            "team_id": self.team_id,
+            "context_team_id": self.team_id,
+            "context_enterprise_id": None,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or self._next_id("Ev"),
+            "event_time": now,
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": secrets.token_hex(16),
+        }
+
+    def dm_event(
+        self,
+        user: str,
+        text: str,
+        *,
+        channel: str | None = None,
+        ts: str | None = None,
+        files: list[JsonDict] | None = None,
+        thread_ts: str | None = None,
+    ) -> JsonDict:
+        """A ``message.im`` event (``channel_type: im``); with ``files`` it is a ``file_share``.
+
+        ``channel`` defaults to :meth:`dm_channel_for` (``"D1"`` for user ``"U1"``); passing one
+        also makes conversations.open return it for this user.
+        """
+        if channel is None:
+            channel = self.dm_channel_for(user)
+        else:
+            self._dm_channels[user] = channel
+        ts = ts or self.next_ts()
+        event: JsonDict = {
+            "type": "message",
+            "channel": channel,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "channel_type": "im",
+            "team": self.team_id,
+            "client_msg_id": secrets.token_hex(16),
+        }
+        if files:
+            event.update(subtype="file_share", files=files, upload=False, display_as_bot=False)
+        if thread_ts is not None:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def mention_event(
+        self,
+        user: str,
+        text: str,
+        *,
+        channel: str = "C1",
+        ts: str | None = None,
+        thread_ts: str | None = None,
+    ) -> JsonDict:
+        """An ``app_mention`` event; ``<@BOT>`` is prepended to ``text`` if it is not in it."""
+        mention = f"<@{self.bot_user_id}>"
+        if mention not in text:
+            text = f"{mention} {text}"
+        ts = ts or self.next_ts()
+        event: JsonDict = {
+            "type": "app_mention",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "channel": channel,
+            "team": self.team_id,
+            "client_msg_id": secrets.token_hex(16),
+        }
+        if thread_ts is not None:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def command_body(
+        self,
+        command: str,
+        text: str,
+        *,
+        user_id: str,
+        channel_id: str = "C1",
+        team_id: str | None = None,
+    ) -> bytes:
+        """A form-encoded slash-command body whose response_url points at this fake."""
+        team = team_id or self.team_id
+        path = f"/commands/{team}/{next(self._id_counter)}/{secrets.token_urlsafe(12)}"
+        self._response_urls.add(path)
+        user = self.users.get(user_id)
+        fields = {
+            "token": self.verification_token,
+            "team_id": team,
+            "team_domain": self.team_domain,
+            "channel_id": channel_id,
+            "channel_name": "directmessage"
+            if channel_id.startswith("D")
+            else f"channel-{channel_id.lower()}",
+            "user_id": user_id,
+            "user_name": user["name"] if user else user_id.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "is_enterprise_install": "false",
+            "response_url": self.base_url + path,
+            "trigger_id": f"{next(self._id_counter)}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}",
+        }
+        return urlencode(fields).encode()
+
+    # ------------------------------------------------------------------ delivering requests to the app
+
+    async def post_raw(
+        self,
+        app_url: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        sign: bool = True,
+        sign_with: str | None = None,
+        timestamp: int | None = None,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, float]:
+        """POST any body to the app; returns (status, body text, elapsed seconds)."""
+        if self._session is None:
+            raise RuntimeError("FakeSlack is not started")
+        hdrs = {"Content-Type": content_type, "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)"}
+        if sign:
+            hdrs.update(self.sign(body, timestamp=timestamp, secret=sign_with))
+        if retry_num is not None:
+            # Slack's redelivery markers; apps commonly ack these without reprocessing.
+            hdrs["X-Slack-Retry-Num"] = str(retry_num)
+            hdrs["X-Slack-Retry-Reason"] = retry_reason
+        hdrs.update(headers or {})
+        started = time.perf_counter()
+        async with self._session.post(app_url, data=body, headers=hdrs, allow_redirects=False) as resp:
+            text = await resp.text()
+            status = resp.status
+        return status, text, time.perf_counter() - started
+
+    async def post_event(
+        self,
+        app_url: str,
+        payload: JsonDict,
+        *,
+        retry_num: int | None = None,
+        sign_with: str | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[int, str, float]:
+        """POST a signed JSON Events API payload (e.g. from :meth:`event_payload`) to the app."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return await self.post_raw(
+            app_url, body, retry_num=retry_num, sign_with=sign_with, timestamp=timestamp
+        )
+
+    async def post_command(
+        self,
+        app_url: str,
+        body: bytes,
+        *,
+        retry_num: int | None = None,
+        sign_with: str | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[int, str, float]:
+        """POST a signed slash-command body (from :meth:`command_body`) to the app."""
+        return await self.post_raw(
+            app_url,
+            body,
+            content_type="application/x-www-form-urlencoded",
+            retry_num=retry_num,
+            sign_with=sign_with,
+            timestamp=timestamp,
+        )
+
+    # ------------------------------------------------------------------ HTTP handlers
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: JsonDict = dict(request.query)
+        token_from_fields: str | None = params.get("token")
+        content_type = request.content_type if request.body_exists else ""
+        if request.body_exists:
+            if content_type == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    body = None
+                if isinstance(body, dict):
+                    # A `token` inside a JSON body is not honoured by Slack; only the header is.
+                    params.update(body)
+            else:
+                form = await request.post()
+                for key, value in form.items():
+                    params[key] = value if isinstance(value, str) else value.file.read()
+                if isinstance(form.get("token"), str):
+                    token_from_fields = str(form["token"])
+
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else token_from_fields
+        call = RecordedCall(
+            method=method,
+            params=params,
+            headers=dict(request.headers),
+            http_method=request.method,
+            content_type=content_type,
+            token=token,
+        )
+
+        extra_headers = {"x-oauth-scopes": self.scopes}
+        failure = self._take_failure(method)
+        if failure is not None:
+            call.status = failure.status
+            call.response = {"ok": False, "error": failure.error}
+            if failure.retry_after is not None:
+                extra_headers["Retry-After"] = str(failure.retry_after)
+        elif not token:
+            call.response = {"ok": False, "error": "not_authed"}
+        elif token != self.bot_token:
+            call.response = {"ok": False, "error": "invalid_auth"}
+        else:
+            handler = self._api_methods().get(method)
+            call.response = handler(params) if handler else {"ok": False, "error": "unknown_method"}
+        self.calls.append(call)
+        self._notify()
+        return web.json_response(call.response, status=call.status, headers=extra_headers)
+
+    def _take_failure(self, method: str) -> _InjectedFailure | None:
+        queue = self._failures.get(method)
+        if not queue:
+            return None
+        failure = queue[0]
+        failure.remaining -= 1
+        if failure.remaining <= 0:
+            queue.pop(0)
+        return failure
+
+    def _api_methods(self) -> dict[str, Callable[[JsonDict], JsonDict]]:
+        return {
+            "api.test": lambda p: {"ok": True, "args": p},
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.update": self._chat_update,
+            "users.info": self._users_info,
+            "files.info": self._files_info,
+            "conversations.info": self._conversations_info,
+            "conversations.open": self._conversations_open,
+            "reactions.add": self._reactions_add,
+        }
+
+    async def _handle_file_download(self, request: web.Request) -> web.StreamResponse:
+        team_file = request.match_info["team_file"]
+        file_id = team_file.split("-", 1)[1] if "-" in team_file else None
+        auth = request.headers.get("Authorization")
+        authorized = auth == f"Bearer {self.bot_token}"
+        if file_id not in self.files:
+            status = 404
+            resp: web.StreamResponse = web.Response(status=404, text="File not found")
+        elif authorized:
+            status = 200
+            resp = web.Response(
+                body=self.file_contents[file_id], content_type=self.files[file_id]["mimetype"]
+            )
+        elif auth is None:
+            # No credentials: Slack redirects to its sign-in page (a client that follows
+            # redirects ends up with 200 + text/html instead of the file).
+            status = 302
+            resp = web.Response(
+                status=302,
+                text=_LOGIN_PAGE,
+                content_type="text/html",
+                headers={"Location": f"{self.base_url}/signin?redir={quote(request.path)}"},
+            )
+        else:
+            # Credentials present but wrong: refuse, still with an HTML page rather than JSON.
+            status = 403
+            resp = web.Response(status=403, text=_LOGIN_PAGE, content_type="text/html")
+        self.file_downloads.append(
+            FileDownload(
+                file_id=file_id,
+                path=request.path,
+                authorized=authorized,
+                had_auth_header=auth is not None,
+                status=status,
+            )
+        )
+        self._notify()
+        return resp
+
+    async def _handle_login_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_LOGIN_PAGE, content_type="text/html")
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        if request.path not in self._response_urls:
+            return web.Response(status=404, text="no_service")
+        raw = await request.text()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="invalid_payload")
+        self.response_url_posts.append(body)
+        self.response_url_requests.append(ResponseUrlPost(url=str(request.url), body=body))
+        self._notify()
+        return web.Response(text="ok")
+
+    # ------------------------------------------------------------------ Web API methods
+
+    def _auth_test(self, params: JsonDict) -> JsonDict:
+        return {
+            "ok": True,
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _resolve_channel(self, channel: str) -> str:
+        # Posting to a user id delivers into the bot's DM with that user, as on Slack.
+        if channel[:1] in ("U", "W"):
+            return self.dm_channel_for(channel)
+        return channel
+
+    def _chat_post_message(self, params: JsonDict) -> JsonDict:
+        channel = params.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not any(params.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
+            return {"ok": False, "error": "no_text"}
+        channel = self._resolve_channel(str(channel))
+        ts = self.next_ts()
+        message: JsonDict = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": params.get("text") or params.get("markdown_text") or "",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "ts": ts,
+        }
+        if params.get("blocks"):
+            message["blocks"] = _maybe_json(params["blocks"])
+        if params.get("thread_ts"):
+            message["thread_ts"] = str(params["thread_ts"])
+        self.messages[(channel, ts)] = message
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _chat_post_ephemeral(self, params: JsonDict) -> JsonDict:
+        if not params.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        if not params.get("user"):
+            return {"ok": False, "error": "user_not_found"}
+        if not any(params.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
+            return {"ok": False, "error": "no_text"}
+        return {"ok": True, "message_ts": self.next_ts()}
+
+    def _chat_update(self, params: JsonDict) -> JsonDict:
+        channel, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if "text" in params:
+            message["text"] = params["text"]
+        if params.get("blocks"):
+            message["blocks"] = _maybe_json(params["blocks"])
+        message["edited"] = {"user": self.bot_user_id, "ts": self.next_ts()}
+        return {"ok": True, "channel": channel, "ts": ts, "text": message["text"], "message": message}
+
+    def _users_info(self, params: JsonDict) -> JsonDict:
+        user = self.users.get(str(params.get("user") or ""))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": user}
+
+    def _files_info(self, params: JsonDict) -> JsonDict:
+        file_obj = self.files.get(str(params.get("file") or ""))
+        if file_obj is None:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": file_obj, "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    def _channel_object(
+        self, channel_id: str, *, name: str | None = None, is_private: bool = False
+    ) -> JsonDict:
+        now = int(time.time())
+        if channel_id.startswith("D"):
+            user = next((u for u, c in self._dm_channels.items() if c == channel_id), "U" + channel_id[1:])
+            return {
+                "id": channel_id,
+                "created": now,
+                "is_im": True,
+                "is_org_shared": False,
+                "user": user,
+                "is_user_deleted": False,
+                "priority": 0,
+            }
+        private = is_private or channel_id.startswith("G")
+        return {
+            "id": channel_id,
+            "name": name or f"channel-{channel_id.lower()}",
+            "is_channel": not private,
+            "is_group": False,
+            "is_im": False,
+            "is_mpim": False,
+            "is_private": private,
+            "is_archived": False,
+            "is_general": False,
+            "is_member": True,
+            "is_shared": False,
+            "is_ext_shared": False,
+            "is_org_shared": False,
+            "created": now,
+            "creator": self.bot_user_id,
+            "topic": {"value": "", "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+        }
+
+    def _conversations_info(self, params: JsonDict) -> JsonDict:
+        channel_id = str(params.get("channel") or "")
+        if channel_id in self.channels:
+            return {"ok": True, "channel": self.channels[channel_id]}
+        if channel_id[:1] not in ("C", "G", "D"):
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": self._channel_object(channel_id)}
+
+    def _conversations_open(self, params: JsonDict) -> JsonDict:
+        if params.get("channel"):
+            return {
+                "ok": True,
+                "no_op": True,
+                "already_open": True,
+                "channel": {"id": str(params["channel"])},
+            }
+        users = [u for u in str(params.get("users") or "").split(",") if u]
+        if not users:
+            return {"ok": False, "error": "users_list_not_supplied"}
+        if len(users) > 1:
+            # Multi-person DMs are not needed by membot; keep the fake honest rather than guess.
+            return {"ok": False, "error": "not_supported_by_fake"}
+        if users[0] not in self.users:
+            return {"ok": False, "error": "user_not_found"}
+        return {
+            "ok": True,
+            "no_op": True,
+            "already_open": True,
+            "channel": {"id": self.dm_channel_for(users[0])},
+        }
+
+    def _reactions_add(self, params: JsonDict) -> JsonDict:
+        channel, ts, name = (str(params.get(k) or "") for k in ("channel", "timestamp", "name"))
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not ts:
+            return {"ok": False, "error": "message_not_found"}
+        if not name:
+            return {"ok": False, "error": "invalid_name"}
+        if (channel, ts, name) in self.reactions:
+            return {"ok": False, "error": "already_reacted"}
+        self.reactions.append((channel, ts, name))
+        return {"ok": True}
+
+
+def _maybe_json(value: Any) -> Any:
+    """Form-encoded requests carry blocks as a JSON string; JSON requests carry real lists."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _tz_info(tz: str) -> tuple[str, int]:
+    """(tz_label, tz_offset seconds) for an IANA zone, like users.info reports them."""
+    try:
+        now = dt.datetime.now(zoneinfo.ZoneInfo(tz))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return tz, 0
+    offset = now.utcoffset()
+    return now.tzname() or tz, int(offset.total_seconds()) if offset else 0
