@@ -26,6 +26,7 @@ class GatewayConnection:
         # zlib-stream: ONE compression context for the whole connection; every payload ends with a
         # sync flush (00 00 ff ff), which is how discord.py finds message boundaries.
         self._compressor = zlib.compressobj() if zlib_stream else None
+        self.compressed = zlib_stream
         # Keeps sequence numbers and the shared zlib stream in send order when several tasks dispatch.
         self._lock = asyncio.Lock()
 
@@ -135,7 +136,9 @@ async def handle_gateway(fake: FakeDiscord, request: web.Request) -> web.WebSock
     # honour zlib-stream and answer anything else with plain text frames.
     connection = GatewayConnection(fake, ws, zlib_stream=request.query.get("compress") == "zlib-stream")
     fake.connection = connection
-    await connection.send({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}, "s": None, "t": None})
+    await connection.send(
+        {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}, "s": None, "t": None}
+    )
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):

@@ -6,22 +6,54 @@ import json
 import re
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.discord_fake_state import now_iso
+
 if TYPE_CHECKING:
-    from tests.fakes.discord_fake import FakeDiscord, FakeInteraction, RecordedFile
+    from tests.fakes.discord_fake import FakeDiscord
+    from tests.fakes.discord_fake_state import FakeInteraction
 
 API_PREFIX = "/api/v10"
+
+
+@dataclass
+class RecordedFile:
+    """One file part of a multipart REST request."""
+
+    field_name: str
+    filename: str
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class RecordedCall:
+    """One REST call the client made; ``path`` is relative to ``/api/v10``."""
+
+    method: str
+    path: str
+    json: Any
+    query: dict[str, str]
+    files: list[RecordedFile] = field(default_factory=list)
+    status: int = 0
+    unhandled: bool = False  # hit no known route
+
+
+# The RecordedCall of the current request, parsed once by the middleware and read by the handlers.
+CALL_KEY = web.RequestKey("call", RecordedCall)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     # discord.py only decodes a body whose Content-Type is exactly "application/json";
     # web.json_response would append "; charset=utf-8" and the client would see a plain string.
-    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def error(status: int, code: int, message: str) -> web.Response:
@@ -34,8 +66,6 @@ def no_content() -> web.Response:
 
 async def _read_body(request: web.Request) -> tuple[Any, list[RecordedFile]]:
     """JSON body, or for multipart the parsed ``payload_json`` plus the file parts."""
-    from tests.fakes.discord_fake import RecordedFile
-
     files: list[RecordedFile] = []
     if request.content_type == "multipart/form-data":
         body: Any = None
@@ -47,22 +77,22 @@ async def _read_body(request: web.Request) -> tuple[Any, list[RecordedFile]]:
                 body = json.loads(await part.text())
             else:
                 data = bytes(await part.read())
-                files.append(RecordedFile(part.name or "", part.filename or "", part.headers.get("Content-Type"), data))
+                files.append(
+                    RecordedFile(part.name or "", part.filename or "", part.headers.get("Content-Type"), data)
+                )
         return body, files
     raw = await request.read() if request.can_read_body else b""
     return (json.loads(raw) if raw else None), files
 
 
-def record_middleware(fake: FakeDiscord) -> Any:
-    from tests.fakes.discord_fake import RecordedCall
-
+def record_middleware(fake: FakeDiscord) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX + "/"):
             return await handler(request)
         body, files = await _read_body(request)
         call = RecordedCall(request.method, request.path[len(API_PREFIX) :], body, dict(request.query), files)
-        request["call"] = call
+        request[CALL_KEY] = call
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -79,11 +109,9 @@ def record_middleware(fake: FakeDiscord) -> Any:
     return middleware
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _new_attachments(fake: FakeDiscord, body: dict[str, Any], files: list[RecordedFile]) -> list[dict[str, Any]]:
+def _new_attachments(
+    fake: FakeDiscord, body: dict[str, Any], files: list[RecordedFile]
+) -> list[dict[str, Any]]:
     """Host uploaded files so tests can download what the bot sent; names come from payload attachments."""
     meta = {str(a.get("id")): a for a in body.get("attachments") or []}
     result = []
@@ -91,7 +119,9 @@ def _new_attachments(fake: FakeDiscord, body: dict[str, Any], files: list[Record
         match = re.fullmatch(r"files\[(\d+)\]", upload.field_name)
         info = meta.get(match.group(1) if match else str(position), {})
         attachment = fake.host_file(
-            info.get("filename") or upload.filename, upload.data, upload.content_type or "application/octet-stream"
+            info.get("filename") or upload.filename,
+            upload.data,
+            upload.content_type or "application/octet-stream",
         )
         if info.get("description"):
             attachment["description"] = info["description"]
@@ -100,7 +130,12 @@ def _new_attachments(fake: FakeDiscord, body: dict[str, Any], files: list[Record
 
 
 def create_bot_message(
-    fake: FakeDiscord, channel_id: int, body: dict[str, Any], files: list[RecordedFile], *, webhook: bool = False
+    fake: FakeDiscord,
+    channel_id: int,
+    body: dict[str, Any],
+    files: list[RecordedFile],
+    *,
+    webhook: bool = False,
 ) -> dict[str, Any]:
     message = fake.message_payload(
         channel_id,
@@ -109,7 +144,9 @@ def create_bot_message(
         attachments=_new_attachments(fake, body, files),
         flags=int(body.get("flags") or 0),
     )
-    message.update(embeds=body.get("embeds") or [], components=body.get("components") or [], tts=bool(body.get("tts")))
+    message.update(
+        embeds=body.get("embeds") or [], components=body.get("components") or [], tts=bool(body.get("tts"))
+    )
     reference = body.get("message_reference")
     if reference:
         message["type"] = 19  # reply
@@ -120,7 +157,9 @@ def create_bot_message(
     return fake.store_message(message)
 
 
-def edit_message(fake: FakeDiscord, message: dict[str, Any], body: dict[str, Any], files: list[RecordedFile]) -> None:
+def edit_message(
+    fake: FakeDiscord, message: dict[str, Any], body: dict[str, Any], files: list[RecordedFile]
+) -> None:
     defaults: dict[str, Any] = {"content": "", "embeds": [], "components": [], "flags": 0}
     for key, default in defaults.items():
         if key in body:
@@ -129,7 +168,7 @@ def edit_message(fake: FakeDiscord, message: dict[str, Any], body: dict[str, Any
         keep = {str(a.get("id")) for a in body.get("attachments") or []}
         kept = [a for a in message["attachments"] if a["id"] in keep]
         message["attachments"] = kept + _new_attachments(fake, body, files)
-    message["edited_timestamp"] = _now_iso()
+    message["edited_timestamp"] = now_iso()
     fake.notify()
 
 
@@ -141,11 +180,11 @@ class _Routes:
 
     @staticmethod
     def _body(request: web.Request) -> Any:
-        return request["call"].json
+        return request[CALL_KEY].json
 
     @staticmethod
     def _files(request: web.Request) -> list[RecordedFile]:
-        return request["call"].files
+        return request[CALL_KEY].files
 
     def _known_channel(self, request: web.Request) -> int | None:
         channel_id = int(request.match_info["channel_id"])
@@ -220,7 +259,13 @@ class _Routes:
             return error(404, 10003, "Unknown Channel")
         body = self._body(request) or {}
         files = self._files(request)
-        if not (body.get("content") or body.get("embeds") or files or body.get("components") or body.get("sticker_ids")):
+        if not (
+            body.get("content")
+            or body.get("embeds")
+            or files
+            or body.get("components")
+            or body.get("sticker_ids")
+        ):
             return error(400, 50006, "Cannot send an empty message")
         return json_response(create_bot_message(self.fake, channel_id, body, files))
 
@@ -250,7 +295,9 @@ class _Routes:
         return no_content()
 
     async def typing(self, request: web.Request) -> web.Response:
-        return no_content() if self._known_channel(request) is not None else error(404, 10003, "Unknown Channel")
+        return (
+            no_content() if self._known_channel(request) is not None else error(404, 10003, "Unknown Channel")
+        )
 
     async def reaction(self, request: web.Request) -> web.Response:
         return no_content() if self._message(request) is not None else error(404, 10008, "Unknown Message")
@@ -262,7 +309,16 @@ class _Routes:
         if guild_id not in self.fake.guilds:
             return error(404, 10004, "Unknown Guild")
         payload = self.fake.guild_payload(guild_id)
-        for key in ("channels", "members", "threads", "presences", "voice_states", "joined_at", "large", "unavailable"):
+        for key in (
+            "channels",
+            "members",
+            "threads",
+            "presences",
+            "voice_states",
+            "joined_at",
+            "large",
+            "unavailable",
+        ):
             payload.pop(key)  # REST guild objects do not carry the gateway-only fields
         return json_response(payload)
 
@@ -297,7 +353,9 @@ class _Routes:
         data = body.get("data") or {}
         resource: dict[str, Any] = {"type": kind}
         if kind == 4:  # CHANNEL_MESSAGE_WITH_SOURCE: the reply becomes the @original message
-            message = create_bot_message(self.fake, interaction.channel_id, data, self._files(request), webhook=True)
+            message = create_bot_message(
+                self.fake, interaction.channel_id, data, self._files(request), webhook=True
+            )
             interaction.original_message_id = int(message["id"])
             resource["message"] = message
         self.fake.notify()
@@ -353,7 +411,9 @@ class _Routes:
             interaction.original_edits.append(body)
         if message is None and is_original and interaction.deferred:
             # Editing @original after a deferral fills in the "thinking..." placeholder.
-            message = create_bot_message(self.fake, interaction.channel_id, body, self._files(request), webhook=True)
+            message = create_bot_message(
+                self.fake, interaction.channel_id, body, self._files(request), webhook=True
+            )
             message["flags"] = int(message["flags"]) | (64 if interaction.ephemeral else 0)
             interaction.original_message_id = int(message["id"])
             self.fake.notify()
@@ -379,8 +439,12 @@ class _Routes:
             return self.fake.global_commands, None
         return self.fake.guild_commands.setdefault(guild_id, []), guild_id
 
-    def _normalize_command(self, raw: dict[str, Any], existing: list[dict[str, Any]], guild_id: int | None) -> dict[str, Any]:
-        old = next((c for c in existing if c["name"] == raw["name"] and c.get("type", 1) == raw.get("type", 1)), None)
+    def _normalize_command(
+        self, raw: dict[str, Any], existing: list[dict[str, Any]], guild_id: int | None
+    ) -> dict[str, Any]:
+        old = next(
+            (c for c in existing if c["name"] == raw["name"] and c.get("type", 1) == raw.get("type", 1)), None
+        )
         command = {
             "type": 1,
             "description": "",
@@ -421,8 +485,10 @@ class _Routes:
     # ------------------------------------------------------------ misc
 
     async def unknown(self, request: web.Request) -> web.Response:
-        request["call"].unhandled = True
-        return error(404, 0, f"404: Not Found (fake discord has no route for {request.method} {request.path})")
+        request[CALL_KEY].unhandled = True
+        return error(
+            404, 0, f"404: Not Found (fake discord has no route for {request.method} {request.path})"
+        )
 
     async def attachment(self, request: web.Request) -> web.Response:
         hosted = self.fake.files.get(int(request.match_info["attachment_id"]))
@@ -450,7 +516,11 @@ def build_routes(fake: FakeDiscord, app: web.Application) -> None:
         ("PATCH", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", r.edit_channel_message),
         ("DELETE", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", r.delete_channel_message),
         ("PUT", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/reactions/{emoji}/@me", r.reaction),
-        ("DELETE", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/reactions/{emoji}/@me", r.reaction),
+        (
+            "DELETE",
+            "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/reactions/{emoji}/@me",
+            r.reaction,
+        ),
         ("POST", "/channels/{channel_id:\\d+}/typing", r.typing),
         ("GET", "/guilds/{guild_id:\\d+}", r.get_guild),
         ("GET", "/guilds/{guild_id:\\d+}/channels", r.guild_channels),
