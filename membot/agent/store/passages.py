@@ -83,7 +83,10 @@ class PassageStore:
                 ) from None
             raise PassageStoreError(f"Could not open the archival store at {uri}: {exc}") from None
         if client.has_collection(COLLECTION):
-            return cls(client, dim, cls._check_existing(client, dim))
+            hybrid = cls._check_existing(client, dim)
+            # A collection from an earlier process starts released; searches need it loaded.
+            client.load_collection(COLLECTION)
+            return cls(client, dim, hybrid)
         try:
             client.create_collection(COLLECTION, schema=cls._schema(dim, True), index_params=cls._index(client, True))
             return cls(client, dim, True)
