@@ -279,8 +279,9 @@ class Agent:
         size = self.calibration.correct(self.budget.size(prompt, self.engine.tools.schemas()))
         if size <= self.budget.limit:
             return prompt, None
-        # Free down to half the window, so that summaries are rare, not every turn.
-        target = self.budget.limit // 2
+        # Free half of the room the queue may use, so that summaries are rare, not every turn.
+        fixed = self.calibration.correct(self.budget.size(prompt[:1], self.engine.tools.schemas()))
+        target = fixed + max(0, self.budget.limit - fixed) // 2
         note = await self._evict(size - target, stats, use_model=not summarised)
         return self._prompt(stats), note
 

@@ -50,7 +50,7 @@ async def core_memory_append(
     Args:
         name: The block to edit: persona (who you are) or human (what you know of the user).
         content: The text to add, on a new line.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     ctx.core.append(name, content)
     ctx.core_changed = True
@@ -67,7 +67,7 @@ async def core_memory_replace(
         name: The block to edit: persona or human.
         old_content: The exact text to replace.
         new_content: The text to put in its place; empty to delete.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     ctx.core.replace(name, old_content, new_content)
     ctx.core_changed = True
@@ -83,7 +83,7 @@ async def conversation_search(
     Args:
         query: Words to look for.
         page: Which page of results to show, from 0.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     results = await ctx.recall.search(query, check_page(page))
     lines = [results.describe("results")] + [describe(row) for row in results.items]
@@ -99,7 +99,7 @@ async def conversation_search_date(
         start_date: The first day, written YYYY-MM-DD.
         end_date: The last day, written YYYY-MM-DD.
         page: Which page of results to show, from 0.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     results = await ctx.recall.search_dates(start_date, end_date, check_page(page))
     lines = [results.describe("messages")] + [describe(row) for row in results.items]
@@ -112,7 +112,7 @@ async def archival_memory_insert(ctx: ToolContext, content: str, request_heartbe
 
     Args:
         content: The passage to store.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     if not content.strip():
         raise ValueError("content is empty")
@@ -133,7 +133,7 @@ async def archival_memory_search(
     Args:
         query: What to look for.
         page: Which page of results to show, from 0.
-        request_heartbeat: True to be called again right after this function returns, to keep working.
+        request_heartbeat: True to be woken right after this returns, to keep working.
     """
     results = await ctx.archival.search(query, check_page(page))
     lines = [results.describe("passages")] + [hit.describe() for hit in results.items]

@@ -113,7 +113,9 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
         **fields,
     )
     parameters = model.model_json_schema()
-    parameters.pop("title", None)
+    # Validation forbids extra arguments anyway; the schema need not spend tokens on saying so.
+    for key in ("title", "additionalProperties"):
+        parameters.pop(key, None)
     for name, prop in parameters.get("properties", {}).items():
         prop.pop("title", None)
         prop["description"] = arg_docs[name]
