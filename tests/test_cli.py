@@ -88,6 +88,25 @@ async def test_load_directory_and_sources(model, home, tmp_path):
     assert code == 0 and out.strip() == "Loaded 0 passages and 13 documents from memgpt_research_paper"
     code, out, err = await membot(model, home, "sources")
     assert "memgpt_research_paper" in out and "13 documents" in out
+
+    # The seed walkthrough: attach it in the chat and ask about it.
+    model.script(
+        send("Hello, I answer questions about documents."),
+        send("I'll search it when you ask."),
+        tool_call("archival_memory_search", {"query": "virtual context management", "request_heartbeat": True}),
+        send("MemGPT manages virtual context, like an OS pages memory."),
+    )
+    code, out, err = await membot(
+        model, home, "chat", "--user", "alice", "--persona", "memgpt_doc",
+        stdin="/attach memgpt_research_paper\nTell me about the paper.\n/memory\n/attach nothing\n/exit\n",
+    )
+    assert code == 0, err
+    assert "Attached memgpt_research_paper" in err and "13 documents" in err
+    assert "Attached sources: memgpt_research_paper" in err
+    assert "no source called 'nothing'" in err
+    assert out.splitlines()[-1] == "MemGPT manages virtual context, like an OS pages memory."
+    found = model.requests[-1]["messages"][-2]["content"]
+    assert "memgpt_paper.pdf, page" in found
     code, out, err = await membot(model, home, "sources", "delete", "memgpt_research_paper")
     assert code == 0 and "Deleted memgpt_research_paper" in out
     code, out, err = await membot(model, home, "sources", "delete", "nothing")
