@@ -156,7 +156,7 @@ class Agent:
             yield Thought(self.id, result.content)
         rows: list[MessageRow] = []
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
-                          heartbeats_paused_until=self.row.heartbeats_paused_until)
+                          heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model)
         if not result.tool_calls:
             rows.append(msg.assistant_message(self.id, result.content, None))
             rows.append(msg.event_message(self.id, "system_alert", NO_CALL_HINT))

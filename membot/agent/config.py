@@ -29,6 +29,10 @@ def known_context_window(model: str) -> int:
     return DEFAULT_CONTEXT_WINDOW
 
 
+class EngineConfigError(ValueError):
+    """A configuration that cannot work; the message says what to set."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     database_url: str
@@ -52,7 +56,9 @@ class EngineConfig:
     # Messages always kept in context when older ones are summarised away.
     keep_recent_messages: int = 6
     summary_word_limit: int = 200
+    #: Extra functions switched on (MEMBOT_EXTRAS), and the hosts http_request may reach.
     extras: frozenset[str] = field(default_factory=frozenset)
+    http_allow: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def sandbox_root(self) -> Path:

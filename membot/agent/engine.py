@@ -17,7 +17,7 @@ from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageStore
 from membot.agent.store.schema import AgentRow, BlockRow
-from membot.agent.tools.base import BASE_FUNCTIONS
+from membot.agent.tools import build_tools
 from membot.agent.tools.registry import ToolRegistry
 
 
@@ -33,13 +33,14 @@ class Engine:
         passages: PassageStore,
         model: ModelClient,
         embedder: Embedder,
+        tools: ToolRegistry,
     ) -> None:
         self.config = config
         self.db = db
         self.passages = passages
         self.model = model
         self.embedder = embedder
-        self.tools = ToolRegistry(list(BASE_FUNCTIONS))
+        self.tools = tools
         self.counter = TokenCounter.for_model(config.model)
         self.system_prompt = prompts.system_prompt()
         self.catalog = SourceCatalog(db, passages)
@@ -47,6 +48,7 @@ class Engine:
 
     @classmethod
     async def open(cls, config: EngineConfig) -> Engine:
+        tools = build_tools(config)  # first: a bad configuration opens nothing
         db = await Database.open(config.database_url)
         try:
             passages = await PassageStore.open(config.milvus_uri, config.embedding_dim, config.milvus_token)
@@ -65,6 +67,7 @@ class Engine:
             passages,
             ModelClient(chat, config.model),
             Embedder(embed_client, config.embedding_model, config.embedding_dim, config.embedding_batch_size),
+            tools,
         )
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from membot.agent.config import EngineConfigError
 from membot.agent.store.passages import PassageStoreError
 from membot.bot.identity import UserRef
 from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load_directory
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         if args.command == "memory":
             return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
-    except (CommandError, PassageStoreError, ConfigurationError) as exc:
+    except (CommandError, PassageStoreError, ConfigurationError, EngineConfigError) as exc:
         print(f"membot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,26 +14,30 @@ from membot.agent.store.schema import Base
 
 @dataclass(frozen=True)
 class UserRef:
-    """A person as a platform names them. `scope` is where their agent and sources live (the terminal,
-    a Discord guild, a Slack workspace)."""
+    """A person as a platform names them. `scope` is where their agent lives (the terminal, a Slack
+    workspace; all of Discord, whose user ids are global), and their sources too unless `source_scope`
+    says otherwise."""
 
     platform: str
     scope: str
     user_id: str
     display_name: str = ""
+    #: Where the data sources this user sees live; f"{platform}:{scope}" unless the adapter says otherwise
+    #: (a Discord user has one agent everywhere, but sources belong to the guild, or the DM, they came from).
+    source_scope: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source_scope:
+            object.__setattr__(self, "source_scope", f"{self.platform}:{self.scope}")
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """Identity without the display name, which can change."""
+        """Identity without the display name (which can change) and without where the user is talking."""
         return (self.platform, self.scope, self.user_id)
 
     @property
     def label(self) -> str:
         return f"{self.platform}:{self.display_name or self.user_id}"
-
-    @property
-    def source_scope(self) -> str:
-        return f"{self.platform}:{self.scope}"
 
 
 class IdentityRow(Base):

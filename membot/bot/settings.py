@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     agent_cache_size: int = Field(default=256, validation_alias="MEMBOT_AGENT_CACHE_SIZE")
     max_upload_mb: float = Field(default=50.0, validation_alias="MEMBOT_MAX_UPLOAD_MB")
 
+    # Extra functions, off unless named (comma-separated), and the hosts http_request may reach.
+    extras: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_EXTRAS")
+    http_allow: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_HTTP_ALLOW")
+
     # Discord.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
     discord_monologue_channel_id: int | None = Field(default=None, validation_alias="DISCORD_MONOLOGUE_CHANNEL_ID")
@@ -71,7 +75,7 @@ class Settings(BaseSettings):
         default=3000, validation_alias=AliasChoices("MEMBOT_SLACK_PORT", "SLACK_PORT")
     )
 
-    _split_ids = field_validator("discord_admin_ids", "slack_admin_ids", mode="before")(_ids)
+    _split_ids = field_validator("discord_admin_ids", "slack_admin_ids", "extras", "http_allow", mode="before")(_ids)
 
     @property
     def home_dir(self) -> Path:
@@ -106,4 +110,6 @@ class Settings(BaseSettings):
             max_chain=self.max_chain,
             pressure_threshold=self.pressure_threshold,
             max_file_bytes=int(self.max_upload_mb * 1024 * 1024),
+            extras=frozenset(self.extras),
+            http_allow=frozenset(h.lower() for h in self.http_allow),
         )

@@ -11,6 +11,7 @@ from membot.agent.memory.recall import RecallMemory
 
 if TYPE_CHECKING:
     from membot.agent.config import EngineConfig
+    from membot.agent.llm.client import ModelClient
     from membot.agent.memory.archival import ArchivalMemory
 
 
@@ -25,3 +26,5 @@ class ToolContext:
     outbox: list[str] = field(default_factory=list)
     core_changed: bool = False
     heartbeats_paused_until: datetime | None = None
+    #: The model endpoint, for message_chatgpt.
+    model: ModelClient | None = None
