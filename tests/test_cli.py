@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import ScriptedModel, send, tool_call
+from tests.cli_helpers import membot
+from tests.fakes.openai_server import send, tool_call
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
-
-
-async def membot(model: ScriptedModel, home: Path, *args: str, stdin: str = "") -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_"))}
-    env.update(
-        OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, MEMBOT_HOME=str(home),
-        MEMBOT_EMBEDDING_DIM="64", MEMBOT_MODEL_MAX_RETRIES="0",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "membot", *args, env=env, cwd=str(home.parent),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=120)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_a_second_process_remembers_and_users_stay_apart(model, home):

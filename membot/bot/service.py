@@ -40,6 +40,7 @@ class BotService:
         self.engine = engine
         self._agents: OrderedDict[int, Agent] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
+        self._user_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._resolve_lock = asyncio.Lock()
 
     @classmethod
@@ -94,12 +95,15 @@ class BotService:
 
     async def chat(self, user: UserRef, text: str) -> AsyncIterator[Event]:
         """Hand a user's message to their agent; yields the step's events in order."""
-        agent_id, _ = await self.agent_id(user)
         if len(text) > MAX_MESSAGE_CHARS:
             # Kept whole up to a sane bound; the context window cuts further (and says so to the model).
             text = text[:MAX_MESSAGE_CHARS] + f"\n[… {len(text) - MAX_MESSAGE_CHARS} characters cut]"
-        async for event in self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None)):
-            yield event
+        # The user's lock is taken before anything else awaits, so their messages keep their arrival order
+        # (asyncio locks are fair) even while the agent is still being looked up or created.
+        async with self._user_locks.setdefault(user.key, asyncio.Lock()):
+            agent_id, _ = await self.agent_id(user)
+            async for event in self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None)):
+                yield event
 
     async def login(self, user: UserRef, persona: str | None = None, human: str | None = None) -> AsyncIterator[Event]:
         agent_id, _ = await self.agent_id(user, persona, human)

@@ -1,0 +1,35 @@
+"""Running `membot` in a child process against the scripted model, as a person or a script would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.openai_server import ScriptedModel
+
+
+def child_env(model: ScriptedModel, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_"))}
+    env.update(
+        OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, MEMBOT_HOME=str(home),
+        MEMBOT_EMBEDDING_DIM="64", MEMBOT_MODEL_MAX_RETRIES="0",
+    )
+    env.update(extra or {})
+    return env
+
+
+async def start(model: ScriptedModel, home: Path, *args: str, env: dict[str, str] | None = None):
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "membot", *args, env=child_env(model, home, env), cwd=str(home.parent),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def membot(
+    model: ScriptedModel, home: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    proc = await start(model, home, *args, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=120)
+    return proc.returncode or 0, out.decode(), err.decode()
