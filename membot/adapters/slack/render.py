@@ -59,7 +59,7 @@ def plain_text(text: str, bot_user_id: str | None = None) -> str:
         return target.removeprefix("mailto:")
 
     cleaned = _SLACK_MARKUP.sub(readable, text)
-    return re.sub(r"[ \t]{2,}", " ", _unescape(cleaned)).strip()
+    return _unescape(cleaned).strip()
 
 
 def parse_user_arg(text: str) -> tuple[str, str] | None:
@@ -73,20 +73,19 @@ def parse_user_arg(text: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2) or ""
 
 
-def _cut_point(window: str) -> int:
-    """Where to end a piece that must fit in `window`: the last paragraph break, else line break, else
-    sentence end or space, as long as that keeps at least half the window; else a hard cut."""
-    floor = len(window) // 2
+def _cut_point(text: str, limit: int) -> int:
+    """Where to end the next piece (at most `limit` characters) of a longer text: the last paragraph
+    break, else line break, else sentence end or space, as long as that keeps at least half the limit;
+    else a hard cut."""
+    window = text[: limit + 1]  # a break right after the limit still makes a full piece
     for separator in ("\n\n", "\n", ". ", " "):
         at = window.rfind(separator)
-        if at >= floor:
-            return at + (1 if separator == ". " else 0)
-    cut = len(window)
+        end = at + (1 if separator == ". " else 0)
+        if limit // 2 <= at and end <= limit:
+            return end
     # Never split an entity (&amp; …) that escape() produced: Slack would show the halves as text.
-    tail = _ENTITY_TAIL.search(window)
-    if tail is not None:
-        cut = tail.start() or cut
-    return cut
+    tail = _ENTITY_TAIL.search(text[:limit])
+    return tail.start() if tail is not None and tail.start() > 0 else limit
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -97,7 +96,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     pieces: list[str] = []
     rest = text.strip()
     while len(rest) > limit:
-        cut = _cut_point(rest[:limit])
+        cut = _cut_point(rest, limit)
         piece = rest[:cut].rstrip()
         if piece:
             pieces.append(piece)
@@ -114,8 +113,8 @@ def _clip(text: str, limit: int) -> str:
     return _ENTITY_TAIL.sub("", text[: limit - 1]).rstrip() + "…"
 
 
-def monologue_line(user_id: str, event: Event) -> str | None:
-    """One line for the monologue channel, tagged with whose agent it was; None for visible events."""
+def monologue_text(event: Event) -> str | None:
+    """A monologue event as one line of plain text (clipped); None for what the user sees."""
     if isinstance(event, Thought):
         body = f"💭 {event.text}"
     elif isinstance(event, FunctionCall):
@@ -126,16 +125,26 @@ def monologue_line(user_id: str, event: Event) -> str | None:
         body = f"· {event.text}"
     else:
         return None
-    return f"[<@{user_id}>] {escape(_clip(body, MONOLOGUE_ITEM_LIMIT))}"
+    return _clip(body, MONOLOGUE_ITEM_LIMIT)
+
+
+def tagged(user_id: str, line: str) -> str:
+    """A monologue line for the log channel, tagged with whose agent it was (the mention renders as the
+    user's current name)."""
+    return f"[<@{user_id}>] {escape(line)}"
 
 
 def upload_summary(outcome: FileOutcome, name: str) -> str:
     """The answer in the thread after an upload (plain text; the caller escapes it)."""
     if outcome.failed:
-        return f"{outcome.reason} Nothing was loaded."
+        return f"{outcome.reason.rstrip('.')}. Nothing was loaded."
     if outcome.status == "duplicate":
         return f"{name} was loaded before; it is attached to your agent."
-    pages = f" from {outcome.pages} page{'s' if outcome.pages != 1 else ''}" if name.lower().endswith(".pdf") else ""
+    pages = (
+        f" from {outcome.pages} page{'s' if outcome.pages != 1 else ''}"
+        if name.lower().endswith(".pdf")
+        else ""
+    )
     return f"Loaded {name}: {outcome.passages} passages{pages}, attached to your agent."
 
 
@@ -148,14 +157,21 @@ def memory_blocks(report: MemoryReport, owner: str) -> list[dict[str, Any]]:
         },
         {
             "type": "context",
-            "elements": [{"type": "mrkdwn", "text": escape(_clip(f"Agent {report.name}, persona {report.persona_name}", FIELD_LIMIT))}],
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": escape(_clip(f"Agent {report.name}, persona {report.persona_name}", FIELD_LIMIT)),
+                }
+            ],
         },
     ]
     for label, (value, limit) in report.blocks.items():
         heading = f"*{escape(label)}* ({len(value):,}/{limit:,} characters)\n"
         body = escape(value) if value else "_(empty)_"
         # Clip after escaping: the 3,000-character limit applies to what Slack receives.
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(heading + body, SECTION_LIMIT)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _clip(heading + body, SECTION_LIMIT)}}
+        )
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     sources = ", ".join(report.sources) if report.sources else "none"
     fields = [
@@ -166,7 +182,9 @@ def memory_blocks(report: MemoryReport, owner: str) -> list[dict[str, Any]]:
         f"{report.context_messages} messages",
     ]
     blocks.append({"type": "divider"})
-    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, FIELD_LIMIT)} for f in fields]})
+    blocks.append(
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, FIELD_LIMIT)} for f in fields]}
+    )
     if report.summary_hidden:
         summary = f"*Summary of {report.summary_hidden:,} earlier messages*\n{escape(report.summary)}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(summary, SECTION_LIMIT)}})

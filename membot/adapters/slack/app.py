@@ -1,0 +1,168 @@
+"""The bolt app: Slack events and commands in, BotService calls out, replies back to Slack.
+
+Ack first, work after, in bolt's own idiom: the app runs with `process_before_response=False`, so bolt
+acks an Events API request as soon as a listener matches and runs the listener in a task of its own; slash
+command listeners call `ack()` first and the HTTP response goes out at that moment. Agent steps, downloads
+and PDF parsing all happen after Slack has its 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    async_default_handlers,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from membot.adapters.slack.commands import Commands
+from membot.adapters.slack.dedupe import Seen
+from membot.adapters.slack.inflight import InFlight
+from membot.adapters.slack.people import People
+from membot.adapters.slack.posting import Place, Poster
+from membot.adapters.slack.render import plain_text
+from membot.adapters.slack.uploads import Uploads
+from membot.bot.service import BotService
+from membot.bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Message subtypes that are a person talking (or sharing a file); edits, deletions, joins, bot posts and
+#: the rest are not for the agent.
+HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}
+#: How long a `file_shared` event waits before it handles the file itself, so that the `message/file_share`
+#: delivery of the same upload (which knows the message to thread under) normally wins the claim.
+FILE_SHARED_GRACE = 2.0
+
+
+def _team(context: AsyncBoltContext, body: dict[str, Any]) -> str:
+    return str(context.team_id or body.get("team_id") or "")
+
+
+class SlackAdapter:
+    def __init__(
+        self, service: BotService, settings: Settings, *, file_shared_grace: float = FILE_SHARED_GRACE
+    ) -> None:
+        if settings.slack_bot_token is None:
+            raise ValueError("the Slack adapter needs SLACK_BOT_TOKEN")
+        self.service = service
+        self.settings = settings
+        self.file_shared_grace = file_shared_grace
+        self.seen = Seen()
+        self.inflight = InFlight()
+        self.people = People(settings.slack_admin_ids)
+        self.poster = Poster(settings.slack_monologue_channel)
+        self.uploads = Uploads(service, self.poster, self.people, self.seen, settings.max_upload_mb)
+        self.commands = Commands(service, self.poster, self.people)
+        self.app = self._build()
+
+    def _client(self) -> AsyncWebClient:
+        assert self.settings.slack_bot_token is not None
+        # Rate-limited calls (HTTP 429) wait for Retry-After and go again instead of losing a reply.
+        retries = [*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+        extra: dict[str, Any] = (
+            {"base_url": self.settings.slack_api_url} if self.settings.slack_api_url else {}
+        )
+        return AsyncWebClient(
+            token=self.settings.slack_bot_token.get_secret_value(), retry_handlers=retries, **extra
+        )
+
+    def _build(self) -> AsyncApp:
+        secret = self.settings.slack_signing_secret
+        app = AsyncApp(
+            name="membot",
+            client=self._client(),
+            # Socket Mode needs no secret (bolt skips verification there); an empty one fails every HTTP
+            # request rather than trusting them. Passing "" also keeps bolt from reading the environment.
+            signing_secret=secret.get_secret_value() if secret else "",
+            process_before_response=False,
+        )
+        app.middleware(self._drop_redeliveries)
+        track = self.inflight.track
+        app.event("message")(track(self.on_message))
+        app.event("app_mention")(track(self.on_mention))
+        app.event("file_shared")(track(self.on_file_shared))
+        for name in ("/attach", "/persona", "/memory"):
+            app.command(name)(track(getattr(self.commands, name[1:])))
+        return app
+
+    async def _drop_redeliveries(
+        self, body: dict[str, Any], next_: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse | None:
+        """Slack redelivers an event it thinks we missed (X-Slack-Retry-Num, same event_id): ack it and
+        do nothing, or the agent would answer twice."""
+        event_id = body.get("event_id")
+        if body.get("type") == "event_callback" and event_id and not self.seen.claim(f"event:{event_id}"):
+            log.info("dropped redelivered Slack event %s", event_id)
+            return BoltResponse(status=200, body="")
+        return await next_()
+
+    # ----- listeners (bolt injects arguments by name) ----------------------------------------------------
+
+    async def on_message(
+        self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient, body: dict[str, Any]
+    ) -> None:
+        subtype = event.get("subtype")
+        user_id = event.get("user")
+        if event.get("bot_id") or subtype not in HANDLED_SUBTYPES or not user_id:
+            return
+        channel, ts = str(event["channel"]), str(event["ts"])
+        team_id = _team(context, body)
+        in_dm = event.get("channel_type") == "im"
+        if subtype == "file_share":
+            # Upload answers go in a thread under the file, tying each confirmation to its file.
+            place = Place(channel, event.get("thread_ts") or ts)
+            for file in event.get("files") or []:
+                await self.uploads.handle(client, team_id, str(user_id), file, place)
+        if not in_dm:
+            return  # in channels the agent answers mentions only (the app_mention event)
+        text = plain_text(str(event.get("text") or ""), context.bot_user_id)
+        await self._converse(
+            client, team_id, str(user_id), text, Place(channel, event.get("thread_ts")), f"{channel}:{ts}"
+        )
+
+    async def on_mention(
+        self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient, body: dict[str, Any]
+    ) -> None:
+        user_id = event.get("user")
+        if event.get("bot_id") or not user_id:
+            return
+        channel, ts = str(event["channel"]), str(event["ts"])
+        # In a channel the answer is threaded under the mention, so the channel is not flooded.
+        thread = event.get("thread_ts") or (ts if not channel.startswith("D") else None)
+        text = plain_text(str(event.get("text") or ""), context.bot_user_id)
+        await self._converse(
+            client, _team(context, body), str(user_id), text, Place(channel, thread), f"{channel}:{ts}"
+        )
+
+    async def on_file_shared(
+        self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient, body: dict[str, Any]
+    ) -> None:
+        user_id, file_id = event.get("user_id"), event.get("file_id") or (event.get("file") or {}).get("id")
+        channel = event.get("channel_id")
+        if not (user_id and file_id and channel) or user_id == context.bot_user_id:
+            return
+        await asyncio.sleep(self.file_shared_grace)
+        await self.uploads.shared(client, _team(context, body), str(user_id), str(channel), str(file_id))
+
+    async def _converse(
+        self, client: AsyncWebClient, team_id: str, user_id: str, text: str, place: Place, message_key: str
+    ) -> None:
+        # One message can come as both `message` and `app_mention` (a mention in a DM): answer it once.
+        if not text or not self.seen.claim(f"message:{message_key}"):
+            return
+        user = await self.people.user(client, team_id, user_id)
+        await self.poster.deliver(client, place, user_id, self.service.chat(user, text))
+
+
+def build_app(
+    service: BotService, settings: Settings, *, file_shared_grace: float = FILE_SHARED_GRACE
+) -> AsyncApp:
+    """The bolt app for these settings, ready to be served over HTTP or Socket Mode."""
+    return SlackAdapter(service, settings, file_shared_grace=file_shared_grace).app

@@ -1,0 +1,135 @@
+"""Slash commands: /attach <source>, /persona <name>, /memory [@user].
+
+Each listener acks first (Slack wants an answer within 3 seconds; the work may take longer), then answers
+privately through the command's response_url (`respond`, ephemeral): unlike chat.postEphemeral it works in
+any conversation, including ones the bot is not a member of.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from membot.adapters.slack.people import PLATFORM, People
+from membot.adapters.slack.posting import Place, Poster
+from membot.adapters.slack.render import escape, memory_blocks, parse_user_arg, plain_text
+from membot.bot.identity import UserRef
+from membot.bot.service import BotService, CommandError
+
+log = logging.getLogger(__name__)
+
+MEMORY_USAGE = "Usage: `/memory` for your agent's memory, or `/memory @someone` (admins only) for theirs."
+REFUSED = "Only a workspace admin can see another user's memory."
+NO_SOURCES = "none yet (share a PDF, text or Markdown file with me)"
+FAILED = "Sorry, something went wrong running that command. Nothing was changed; please try again."
+
+
+async def private(respond: AsyncRespond, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+    """An answer only the person who ran the command sees."""
+    try:
+        await respond(text=escape(text) if blocks is None else text, blocks=blocks, response_type="ephemeral")
+    except Exception:  # a lost answer is logged; it must not look like the command failed
+        log.exception("response_url post failed")
+
+
+class Commands:
+    def __init__(self, service: BotService, poster: Poster, people: People) -> None:
+        self.service = service
+        self.poster = poster
+        self.people = people
+
+    def register(self, app: AsyncApp) -> None:
+        app.command("/attach")(self.attach)
+        app.command("/persona")(self.persona)
+        app.command("/memory")(self.memory)
+
+    async def _requester(self, client: AsyncWebClient, command: dict[str, Any]) -> UserRef:
+        return await self.people.user(client, str(command.get("team_id") or ""), str(command["user_id"]))
+
+    async def attach(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        try:
+            user = await self._requester(client, command)
+            name = plain_text(str(command.get("text") or ""))
+            if not name:
+                names = ", ".join(s.name for s in await self.service.sources(user)) or NO_SOURCES
+                await private(respond, f"Usage: /attach <source>. Sources here: {names}.")
+                return
+            note, events = await self.service.attach(user, name)
+        except CommandError as exc:
+            await private(respond, str(exc))
+            return
+        except Exception:
+            log.exception("/attach failed")
+            await private(respond, FAILED)
+            return
+        await private(respond, note)
+        # The agent's reaction goes to the user's DM: it is conversation, and an ephemeral reply vanishes.
+        await self.poster.deliver(client, Place(await self._dm(client, user.user_id)), user.user_id, events)
+
+    async def persona(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        name = plain_text(str(command.get("text") or ""))
+        if not name:
+            await private(respond, f"Usage: /persona <name>. Personas: {', '.join(self.service.personas())}.")
+            return
+        try:
+            await private(
+                respond, await self.service.set_persona(await self._requester(client, command), name)
+            )
+        except CommandError as exc:
+            await private(respond, str(exc))
+        except Exception:
+            log.exception("/persona failed")
+            await private(respond, FAILED)
+
+    async def memory(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        arg = str(command.get("text") or "").strip()
+        requester_id = str(command["user_id"])
+        target_id, typed_name = requester_id, ""
+        if arg:
+            parsed = parse_user_arg(arg)
+            if parsed is None:
+                await private(respond, MEMORY_USAGE)
+                return
+            target_id, typed_name = parsed
+        try:
+            requester = await self._requester(client, command)
+            if target_id == requester_id:
+                report, owner = await self.service.memory(requester), requester.display_name
+            else:
+                # Checked here, before anything about the other user is read.
+                if not await self.people.is_admin(client, requester_id):
+                    await private(respond, REFUSED)
+                    return
+                person = await self.people.lookup(client, target_id)
+                name = person.name if person.name != target_id else typed_name or target_id
+                target = UserRef(PLATFORM, requester.scope, target_id, name)
+                report, owner = await self.service.memory(requester, target, is_admin=True), name
+        except CommandError as exc:
+            await private(respond, str(exc))
+            return
+        except Exception:
+            log.exception("/memory failed")
+            await private(respond, FAILED)
+            return
+        await private(respond, f"Memory of {escape(owner)}", memory_blocks(report, owner))
+
+    async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
+        try:
+            return str((await client.conversations_open(users=user_id))["channel"]["id"])
+        except (SlackApiError, KeyError, TypeError) as exc:
+            # Posting to a user id also lands in the bot's DM with them (the app's Messages tab).
+            log.warning("conversations.open for %s failed: %s", user_id, exc)
+            return user_id

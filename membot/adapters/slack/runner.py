@@ -1,0 +1,57 @@
+"""`membot serve` for Slack: Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP on
+MEMBOT_SLACK_PORT at /slack/events. Runs until `stop` is set, then stops taking requests, lets running
+handlers finish (within a grace period) and returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from membot.adapters.slack.app import SlackAdapter
+from membot.bot.service import BotService
+from membot.bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+#: A step usually ends within seconds; past this, shutdown cancels it (what it committed stays).
+SHUTDOWN_GRACE = 20.0
+
+
+def socket_mode_handler(adapter: SlackAdapter, settings: Settings) -> AsyncSocketModeHandler:
+    assert settings.slack_app_token is not None
+    # The handler opens its connection through the app's Web API client, so MEMBOT_SLACK_API_URL applies.
+    return AsyncSocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value())
+
+
+async def http_runner(adapter: SlackAdapter, settings: Settings, host: str | None = None) -> web.AppRunner:
+    """The Events API / slash-command endpoint, started on settings.slack_port (0: any free port)."""
+    runner = web.AppRunner(adapter.app.web_app(path=EVENTS_PATH, port=settings.slack_port), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, settings.slack_port).start()
+    return runner
+
+
+async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event) -> None:
+    adapter = SlackAdapter(service, settings)
+    if settings.slack_app_token:
+        handler = socket_mode_handler(adapter, settings)
+        await handler.connect_async()
+        log.warning("Slack: connected in Socket Mode")
+        try:
+            await stop.wait()
+        finally:
+            await handler.close_async()
+            await adapter.inflight.drain(SHUTDOWN_GRACE)
+        return
+    runner = await http_runner(adapter, settings)
+    log.warning("Slack: listening on port %s at %s", settings.slack_port, EVENTS_PATH)
+    try:
+        await stop.wait()
+    finally:
+        # Stop accepting first, so nothing new starts while the running handlers finish.
+        await runner.cleanup()
+        await adapter.inflight.drain(SHUTDOWN_GRACE)
