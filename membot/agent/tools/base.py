@@ -17,11 +17,10 @@ MAX_PASSAGE_CHARS = 20_000
 
 
 async def send_message(ctx: ToolContext, message: str) -> str | None:
-    """Send a message to the user. This is the only thing the user ever sees of you; your inner monologue
-    stays private.
+    """Send a message to the user: the only thing they ever see of you.
 
     Args:
-        message: The message text. Full Unicode, including emoji, is supported.
+        message: The message text.
     """
     if not message.strip():
         raise ValueError("message is empty; write what the user should read")
@@ -32,10 +31,10 @@ async def send_message(ctx: ToolContext, message: str) -> str | None:
 
 
 async def pause_heartbeats(ctx: ToolContext, minutes: int) -> str | None:
-    """Stop timed heartbeats for a while. Heartbeats you request with request_heartbeat are not affected.
+    """Pause timed heartbeats (not the ones you request).
 
     Args:
-        minutes: How many minutes to pause timed heartbeats for (at most 360).
+        minutes: How long, in minutes (at most 360).
     """
     minutes = max(0, min(int(minutes), 360))
     ctx.heartbeats_paused_until = utcnow() + timedelta(minutes=minutes)
@@ -45,12 +44,12 @@ async def pause_heartbeats(ctx: ToolContext, minutes: int) -> str | None:
 async def core_memory_append(
     ctx: ToolContext, name: BlockName, content: str, request_heartbeat: bool = False
 ) -> str | None:
-    """Append text to a block of your core memory (always in your prompt).
+    """Append a line to a core memory block.
 
     Args:
-        name: The block to edit: persona (who you are) or human (what you know of the user).
-        content: The text to add, on a new line.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        name: persona or human.
+        content: The text to add.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     ctx.core.append(name, content)
     ctx.core_changed = True
@@ -60,14 +59,13 @@ async def core_memory_append(
 async def core_memory_replace(
     ctx: ToolContext, name: BlockName, old_content: str, new_content: str, request_heartbeat: bool = False
 ) -> str | None:
-    """Replace text in a block of your core memory. The old text must match exactly; an empty new_content
-    deletes it.
+    """Replace exact text in a core memory block; empty new_content deletes it.
 
     Args:
-        name: The block to edit: persona or human.
+        name: persona or human.
         old_content: The exact text to replace.
-        new_content: The text to put in its place; empty to delete.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        new_content: The new text.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     ctx.core.replace(name, old_content, new_content)
     ctx.core_changed = True
@@ -77,13 +75,12 @@ async def core_memory_replace(
 async def conversation_search(
     ctx: ToolContext, query: str, page: int = 0, request_heartbeat: bool = False
 ) -> str | None:
-    """Search your whole conversation history (recall memory), best matches first, including what is no
-    longer in your context window.
+    """Search all past conversation (recall memory) by words, best first.
 
     Args:
         query: Words to look for.
-        page: Which page of results to show, from 0.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        page: Result page, from 0.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     results = await ctx.recall.search(query, check_page(page))
     lines = [results.describe("results")] + [describe(row) for row in results.items]
@@ -93,13 +90,13 @@ async def conversation_search(
 async def conversation_search_date(
     ctx: ToolContext, start_date: str, end_date: str, page: int = 0, request_heartbeat: bool = False
 ) -> str | None:
-    """Find messages of your conversation history between two dates (both included, UTC), oldest first.
+    """List past messages between two dates (inclusive, UTC), oldest first.
 
     Args:
-        start_date: The first day, written YYYY-MM-DD.
-        end_date: The last day, written YYYY-MM-DD.
-        page: Which page of results to show, from 0.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        start_date: First day, YYYY-MM-DD.
+        end_date: Last day, YYYY-MM-DD.
+        page: Result page, from 0.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     results = await ctx.recall.search_dates(start_date, end_date, check_page(page))
     lines = [results.describe("messages")] + [describe(row) for row in results.items]
@@ -107,12 +104,11 @@ async def conversation_search_date(
 
 
 async def archival_memory_insert(ctx: ToolContext, content: str, request_heartbeat: bool = False) -> str | None:
-    """Store a passage in your archival memory, a store with no size limit that you search on demand.
-    Write it so that it makes sense on its own later.
+    """Store a self-contained passage in archival memory (unlimited, searched on demand).
 
     Args:
         content: The passage to store.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     if not content.strip():
         raise ValueError("content is empty")
@@ -127,13 +123,12 @@ async def archival_memory_insert(ctx: ToolContext, content: str, request_heartbe
 async def archival_memory_search(
     ctx: ToolContext, query: str, page: int = 0, request_heartbeat: bool = False
 ) -> str | None:
-    """Search your archival memory and the data sources attached to you, by meaning and by words, best
-    matches first.
+    """Search archival memory and attached data sources, by meaning and words, best first.
 
     Args:
         query: What to look for.
-        page: Which page of results to show, from 0.
-        request_heartbeat: True to be woken right after this returns, to keep working.
+        page: Result page, from 0.
+        request_heartbeat: True to wake again right after, to keep working.
     """
     results = await ctx.archival.search(query, check_page(page))
     lines = [results.describe("passages")] + [hit.describe() for hit in results.items]

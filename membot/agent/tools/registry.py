@@ -117,7 +117,9 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
     for key in ("title", "additionalProperties"):
         parameters.pop(key, None)
     for name, prop in parameters.get("properties", {}).items():
+        # Optional arguments are simply not required; their defaults cost tokens and tell the model nothing.
         prop.pop("title", None)
+        prop.pop("default", None)
         prop["description"] = arg_docs[name]
     parameters.setdefault("required", [])
     schema = {
