@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the Discord and/or Slack adapters whose tokens are set")
 
+    discord_cmd = sub.add_parser("discord", help="Discord adapter tasks").add_subparsers(dest="action", required=True)
+    sync = discord_cmd.add_parser("sync", help="register the slash commands with Discord (not done at every start)")
+    sync.add_argument("--guild", type=int, metavar="ID", help="only in this guild, where they show at once")
+
     memory = sub.add_parser("memory", help="inspect an agent's memory").add_subparsers(dest="action", required=True)
     for action in ("show", "search"):
         p = memory.add_parser(action)
@@ -72,6 +76,15 @@ async def _with_service(settings: Settings, work: Callable[[BotService], Awaitab
         return await work(service) or 0
     finally:
         await service.close()
+
+
+async def _discord_sync(settings: Settings, guild: int | None) -> int:
+    from membot.adapters.discord.runner import sync_commands
+
+    names = await sync_commands(settings, guild)
+    where = f"in guild {guild}" if guild else "globally"
+    print(f"Synced {len(names)} commands {where}: {', '.join('/' + name for name in names)}")
+    return 0
 
 
 async def _memory(service: BotService, args: argparse.Namespace) -> int:
@@ -115,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_with_service(settings, lambda s: list_sources(s, args.scope)))
         if args.command == "serve":
             return asyncio.run(serve(settings))
+        if args.command == "discord":
+            return asyncio.run(_discord_sync(settings, args.guild))
         if args.command == "memory":
             return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
     except (CommandError, PassageStoreError, ConfigurationError, EngineConfigError) as exc:

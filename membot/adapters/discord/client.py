@@ -1,0 +1,175 @@
+"""The Discord client: messages in (a DM, or a mention in a guild channel) -> the sender's agent -> replies
+out, plus the slash-command tree. It translates; the bot service does the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import discord
+from discord import app_commands
+
+from membot.adapters.discord.commands import add_commands
+from membot.adapters.discord.monologue import Monologue
+from membot.adapters.discord.people import person
+from membot.adapters.discord.relay import Say, relay
+from membot.adapters.discord.render import strip_mentions
+from membot.adapters.discord.uploads import load_upload
+from membot.bot.service import BotService, CommandError
+from membot.bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, something went wrong on my side while answering. Please try again."
+GUILD_UPLOAD_HINT = "To load a file here, use /attach with the file (or send it to me in a DM)."
+#: On shutdown, messages being answered get this long to finish before they are cancelled.
+DRAIN_SECONDS = 10.0
+
+
+def intents() -> discord.Intents:
+    """Default intents (guilds, guild and DM messages) plus message content, which Discord counts as
+    privileged: it must also be enabled for the bot in the Developer Portal."""
+    wanted = discord.Intents.default()
+    wanted.message_content = True
+    return wanted
+
+
+@asynccontextmanager
+async def typing(channel: discord.abc.Messageable) -> AsyncIterator[None]:
+    """The typing indicator while the agent works; a channel that refuses it does not stop the answer."""
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(channel.typing())
+        except discord.HTTPException as exc:
+            log.debug("no typing indicator in %s: %s", channel, exc)
+        yield
+
+
+class MembotClient(discord.Client):
+    def __init__(
+        self,
+        service: BotService,
+        settings: Settings,
+        *,
+        guild_ready_timeout: float = 2.0,
+        drain_seconds: float = DRAIN_SECONDS,
+    ) -> None:
+        super().__init__(
+            intents=intents(),
+            guild_ready_timeout=guild_ready_timeout,
+            # An agent repeating "@everyone" or a role must not ping anyone; replying still notifies the
+            # person the reply is for.
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
+        )
+        self.service = service
+        self.settings = settings
+        self.max_upload_bytes = int(settings.max_upload_mb * 1024 * 1024)
+        self.monologue = Monologue(self, settings.discord_monologue_channel_id)
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
+        add_commands(self.tree)
+        self.drain_seconds = drain_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[int, asyncio.Task[None]] = {}  # each user's latest message task
+        self._closing = False
+
+    async def on_ready(self) -> None:
+        log.warning("Discord: connected as %s in %d guild(s)", self.user, len(self.guilds))
+
+    # ----- messages --------------------------------------------------------------------------------------
+
+    def _for_me(self, message: discord.Message) -> bool:
+        me = self.user
+        if self._closing or me is None or message.author.bot or message.author.id == me.id:
+            return False
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return False  # joins, pins and other system messages
+        if not (message.content.strip() or message.attachments):
+            return False
+        if message.guild is None:
+            return isinstance(message.channel, discord.DMChannel)
+        # A mention of the bot itself: @everyone and role pings are not addressed to it.
+        return any(user.id == me.id for user in message.mentions)
+
+    async def on_message(self, message: discord.Message) -> None:
+        if not self._for_me(message):
+            return
+        # Each message in its own task, so a slow agent holds up only its own user. A user's messages are
+        # answered one after the other in arrival order, uploads included (a question right after a file
+        # must find the file loaded); nothing here awaits before the task is queued, so order holds.
+        key = message.author.id
+        task = asyncio.create_task(
+            self._answer_after(self._last.get(key), message), name=f"discord-message-{message.id}"
+        )
+        self._last[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def _answer_after(self, previous: asyncio.Task[None] | None, message: discord.Message) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})  # its outcome is its own; only its end matters here
+        await self._answer(message)
+
+    def _sayer(self, message: discord.Message) -> Say:
+        """Replies in DMs are plain messages; in a channel the first part replies to the message."""
+        replied = message.guild is None
+
+        async def say(text: str) -> None:
+            nonlocal replied
+            if replied:
+                await message.channel.send(text)
+            else:
+                replied = True
+                await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
+
+        return say
+
+    async def _answer(self, message: discord.Message) -> None:
+        assert self.user is not None
+        user = person(message.author, message.guild.id if message.guild else None)
+        names = {u.id: u.display_name for u in message.mentions}
+        text = strip_mentions(message.content, self.user.id, names)
+        say = self._sayer(message)
+        try:
+            async with typing(message.channel):
+                if message.guild is None:
+                    for attachment in message.attachments:
+                        await load_upload(
+                            self.service, user, attachment, max_bytes=self.max_upload_bytes,
+                            post=message.channel.send, after=lambda events: relay(events, say, self.monologue, user),
+                        )
+                elif message.attachments:
+                    await say(GUILD_UPLOAD_HINT)
+                if text:
+                    await relay(self.service.chat(user, text), say, self.monologue, user)
+        except CommandError as exc:
+            await self._try(say, str(exc))
+        except Exception:
+            log.exception("answering message %s from %s failed", message.id, message.author.id)
+            await self._try(say, SORRY)
+
+    @staticmethod
+    async def _try(say: Say, text: str) -> None:
+        try:
+            await say(text)
+        except discord.HTTPException as exc:
+            log.warning("could not tell the user: %s", exc)
+
+    # ----- shutdown --------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop taking messages, let the ones in flight finish (bounded), then disconnect."""
+        self._closing = True
+        pending = {task for task in self._tasks if not task.done()}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.drain_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await super().close()

@@ -1,0 +1,153 @@
+"""Slash commands: /attach, /persona, /memory. Each defers at once (private, "thinking…") and answers with
+ephemeral follow-ups, so a slow agent or a big file never meets Discord's 3-second limit and nobody else
+sees the answer. Errors become a clear private follow-up.
+
+The commands reach the service through `interaction.client` (the MembotClient), so a tree can be built
+without one: `membot discord sync` registers them without opening any storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, cast
+
+import discord
+from discord import app_commands
+
+from membot.adapters.discord.people import person
+from membot.adapters.discord.relay import relay
+from membot.adapters.discord.render import memory_embed, split_message
+from membot.adapters.discord.uploads import load_upload
+from membot.bot.service import CommandError
+
+if TYPE_CHECKING:
+    from membot.adapters.discord.client import MembotClient
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, something went wrong on my side. Please try again."
+MAX_CHOICES = 25  # Discord's limit for autocomplete answers
+
+
+def _bot(interaction: discord.Interaction) -> MembotClient:
+    return cast("MembotClient", interaction.client)
+
+
+async def private(interaction: discord.Interaction, text: str) -> None:
+    for part in split_message(text):
+        await interaction.followup.send(part, ephemeral=True)
+
+
+@asynccontextmanager
+async def answering(interaction: discord.Interaction) -> AsyncIterator[None]:
+    """Defer first; whatever goes wrong inside becomes a private, readable follow-up."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        yield
+    except CommandError as exc:
+        await private(interaction, str(exc))
+    except Exception:
+        log.exception("/%s failed", getattr(interaction.command, "name", "?"))
+        await private(interaction, SORRY)
+
+
+def matching(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]:
+    """Names starting with what was typed first, then names containing it; at most 25."""
+    typed = typed.strip().lower()
+    names = sorted(set(names), key=str.lower)
+    first = [n for n in names if n.lower().startswith(typed)]
+    then = [n for n in names if typed in n.lower() and n not in first]
+    return [app_commands.Choice(name=n[:100], value=n) for n in (first + then)[:MAX_CHOICES]]
+
+
+def may_see_others(interaction: discord.Interaction, target: discord.User | discord.Member) -> bool:
+    """Bot admins (DISCORD_ADMIN_IDS) see anyone's memory; a guild's Administrators see its members'."""
+    if str(interaction.user.id) in _bot(interaction).settings.discord_admin_ids:
+        return True
+    return (
+        interaction.guild_id is not None
+        and interaction.permissions.administrator
+        and isinstance(target, discord.Member)
+        and target.guild.id == interaction.guild_id
+    )
+
+
+def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
+    """Build the commands afresh for this tree (a command object belongs to one tree)."""
+
+    @tree.command(name="attach", description="Attach a data source to your agent, or load a file into one")
+    @app_commands.describe(
+        source="The data source to attach (with a file: the source to load it into, created if new)",
+        file="A PDF, text or Markdown file to load",
+    )
+    async def attach(
+        interaction: discord.Interaction, source: app_commands.Range[str, 1, 100], file: discord.Attachment | None = None
+    ) -> None:
+        bot = _bot(interaction)
+        user = person(interaction.user, interaction.guild_id)
+
+        async def say(text: str) -> None:
+            await interaction.followup.send(text, ephemeral=True)
+
+        async with answering(interaction):
+            if file is None:
+                note, events = await bot.service.attach(user, source)
+                await private(interaction, note)
+                await relay(events, say, bot.monologue, user)
+                return
+
+            async def post(text: str) -> discord.WebhookMessage:
+                return await interaction.followup.send(text, ephemeral=True, wait=True)
+
+            await load_upload(
+                bot.service, user, file, max_bytes=bot.max_upload_bytes, source_name=source, post=post,
+                after=lambda events: relay(events, say, bot.monologue, user),
+            )
+
+    @attach.autocomplete("source")
+    async def source_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        try:
+            infos = await _bot(interaction).service.sources(person(interaction.user, interaction.guild_id))
+        except Exception:  # an autocomplete error only shows as "loading failed": log it, offer nothing
+            log.exception("autocomplete of /attach source failed")
+            return []
+        return matching((info.name for info in infos), current)
+
+    @tree.command(name="persona", description="Switch your agent's persona")
+    @app_commands.describe(name="One of the personas this bot knows")
+    async def persona(interaction: discord.Interaction, name: app_commands.Range[str, 1, 100]) -> None:
+        bot = _bot(interaction)
+        async with answering(interaction):
+            await private(interaction, await bot.service.set_persona(person(interaction.user, interaction.guild_id), name))
+
+    @persona.autocomplete("name")
+    async def persona_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching(_bot(interaction).service.personas(), current)
+
+    @tree.command(name="memory", description="Show your agent's memory, privately (admins: anyone's)")
+    @app_commands.describe(user="Whose agent (admins only; default: yours)")
+    async def memory(interaction: discord.Interaction, user: discord.User | None = None) -> None:
+        bot = _bot(interaction)
+        requester = person(interaction.user, interaction.guild_id)
+        async with answering(interaction):
+            target, whose, is_admin = None, interaction.user.display_name, False
+            if user is not None and user.id != interaction.user.id:
+                # The service refuses non-admins (CommandError) before it reads any memory.
+                target, whose, is_admin = person(user), user.display_name, may_see_others(interaction, user)
+            report = await bot.service.memory(requester, target, is_admin=is_admin)
+            await interaction.followup.send(embed=memory_embed(report, whose), ephemeral=True)
+
+    @tree.error
+    async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        # Only what failed before a command's own handling (bad option values, unknown commands) gets here.
+        log.warning("slash command failed: %s", error)
+        text = "That did not work: check the command's options and try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            pass

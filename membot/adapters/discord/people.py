@@ -1,0 +1,29 @@
+"""Who is talking, in the bot service's terms.
+
+A Discord user id is the same in every guild and in DMs, and a person expects the bot to remember them
+wherever they talk to it: so there is ONE agent per Discord user (the agent scope is all of Discord).
+Data sources are shared differently: a guild's sources belong to the guild (members can attach what
+others loaded there), while files sent in a DM stay private to the one who sent them.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from membot.bot.identity import UserRef
+
+PLATFORM = "discord"
+#: Empty: Discord ids are global, so no guild or workspace narrows them (also what
+#: `membot memory show --platform discord --user ID` looks up when no --scope is given).
+AGENT_SCOPE = ""
+
+
+def source_scope(user_id: int, guild_id: int | None) -> str:
+    return f"{PLATFORM}:{guild_id}" if guild_id is not None else f"{PLATFORM}:dm:{user_id}"
+
+
+def person(user: discord.abc.User, guild_id: int | None = None) -> UserRef:
+    """The user's agent identity, with the sources of the place they are talking in (a guild or a DM)."""
+    # The global name, not a guild nickname: the agent is the same in every guild.
+    name = user.global_name or user.name
+    return UserRef(PLATFORM, AGENT_SCOPE, str(user.id), name, source_scope=source_scope(user.id, guild_id))

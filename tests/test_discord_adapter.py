@@ -1,0 +1,408 @@
+"""The Discord adapter at the protocol level: the real adapter (run_discord) against the fake Discord,
+the real bot service and a scripted model. Assertions are on what the bot sent to Discord."""
+
+# ruff: noqa: ASYNC109 - helpers take timeout= like the fake's waiting helpers
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord.http
+import pytest
+from aiohttp import web
+
+from membot.adapters.discord.render import split_message, strip_mentions, units
+from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
+from membot.bot.identity import UserRef
+from membot.bot.serve import ConfigurationError
+from membot.bot.service import BotService
+from membot.bot.settings import Settings
+from tests.conftest import make_settings
+from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
+from tests.fakes.openai_server import ScriptedModel, send
+
+PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
+DISCORD_API = discord.http.Route.BASE
+
+GUILD, GENERAL, LOG = 500, 501, 502
+ALICE, BOB, ADMIN, MOD = 42, 43, 7, 8
+EPHEMERAL = 64
+MESSAGE_CONTENT_INTENT = 1 << 15
+
+
+def alice_ref() -> UserRef:
+    """Alice as the adapter names her in her DMs (her agent, her private sources)."""
+    return UserRef("discord", "", str(ALICE), "alice", source_scope=f"discord:dm:{ALICE}")
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    return json.loads(request["messages"][-1]["content"])["message"]
+
+
+# ----- fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        for user_id, name in ((ALICE, "alice"), (BOB, "bob"), (ADMIN, "root"), (MOD, "mod")):
+            fake.add_user(user_id, name)
+        fake.add_guild(
+            GUILD,
+            "Test Guild",
+            channels=[{"id": GENERAL, "name": "general"}, {"id": LOG, "name": "membot-log"}],
+            members=[{"id": uid} for uid in (ALICE, BOB, ADMIN, MOD)],
+        )
+        yield fake
+
+
+@pytest.fixture
+def settings(home: Path, model: ScriptedModel, fake: FakeDiscord) -> Settings:
+    # Overrides conftest's: the `service` fixture is built over these.
+    return make_settings(
+        home,
+        model,
+        DISCORD_TOKEN="fake-token",
+        DISCORD_MONOLOGUE_CHANNEL_ID=LOG,
+        DISCORD_ADMIN_IDS=str(ADMIN),
+        MEMBOT_DISCORD_API_URL=fake.api_url,
+        MEMBOT_DISCORD_GATEWAY_URL=fake.gateway_url,
+    )
+
+
+@dataclass
+class Running:
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, service: BotService, settings: Settings) -> AsyncIterator[Running]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_discord(service, settings, stop, guild_ready_timeout=0.1))
+    await fake.wait_connected()
+    yield Running(task, stop)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # The endpoints were class attributes: they must be back for whatever runs next.
+    assert discord.http.Route.BASE == DISCORD_API
+    assert not fake.unhandled_calls
+
+
+def dm(user_id: int) -> int:
+    return FakeDiscord.dm_channel_id(user_id)
+
+
+async def slash(fake: FakeDiscord, user_id: int, name: str, options: list[dict[str, Any]] | None = None,
+                **kwargs: Any) -> FakeInteraction:
+    interaction = await fake.send_slash_command(user_id, name, options or [], **kwargs)
+    # Always deferred first, privately, "thinking…".
+    assert await interaction.wait_callback() == {"type": 5, "data": {"flags": EPHEMERAL}}
+    return interaction
+
+
+# ----- messages --------------------------------------------------------------------------------------------
+
+
+async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bot, model):
+    model.script(send("Hi Alice!", thought="SECRET-THOUGHT she greets me"))
+    await fake.send_dm(ALICE, "hello there")
+    reply = await fake.wait_for_message(dm(ALICE))
+    assert reply["content"] == "Hi Alice!"
+    log_line = await fake.wait_for_message(LOG, predicate=lambda m: "SECRET-THOUGHT" in m["content"])
+    assert log_line["content"].startswith("**alice** (42) 💭")
+    assert "send\\_message" in log_line["content"]  # the function call, markdown-escaped
+    assert all("SECRET" not in m["content"] for m in fake.messages_in(dm(ALICE)))
+    assert fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
+    assert fake.intents is not None and fake.intents & MESSAGE_CONTENT_INTENT
+    assert last_user_text(model.requests[0]) == "hello there"
+
+
+async def test_long_reply_is_split_with_code_fences_balanced(fake, bot, model):
+    code = "```python\n" + "\n".join(f"value_{i} = compute({i})  # step {i}" for i in range(90)) + "\n```"
+    long = "Here is the script you asked for.\n\n" + code + "\n\n" + "It works like this. " * 80
+    assert len(long) > 4000
+    model.script(send(long))
+    await fake.send_dm(ALICE, "write me a script")
+    last = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"].rstrip().endswith("like this."))
+    parts = [m["content"] for m in fake.messages_in(dm(ALICE))]
+    assert last["content"] == parts[-1] and len(parts) >= 3
+    assert all(len(p) <= 2000 and p.count("```") % 2 == 0 for p in parts)
+    assert parts[1].startswith("```python")  # the block reopened where it was cut
+    body = "\n".join(parts)
+    assert all(f"value_{i} = compute({i})" in body for i in range(90))
+
+
+async def test_guild_mention_is_answered_in_the_channel(fake, bot, model):
+    model.script(send("Noted, milk it is."))
+    await fake.send_guild_message(GUILD, GENERAL, BOB, "just chatting, not for the bot")
+    sent = await fake.send_guild_message(GUILD, GENERAL, BOB, "remember the milk", mentions_bot=True)
+    reply = await fake.wait_for_message(GENERAL)
+    assert reply["content"] == "Noted, milk it is."
+    assert int(reply["message_reference"]["message_id"]) == int(sent["id"])
+    assert len(model.requests) == 1 and last_user_text(model.requests[0]) == "remember the milk"
+    # One agent per person: bob's DM reaches the same agent as his guild mention.
+    model.script(send("Yes: milk."))
+    await fake.send_dm(BOB, "what did I ask you to remember?")
+    await fake.wait_for_message(dm(BOB))
+    assert "remember the milk" in json.dumps(model.requests[1])
+    # Files in a channel are not loaded by a mention (they would become the guild's): the bot says how.
+    notes = fake.host_file("notes.txt", b"guild notes", "text/plain")
+    await fake.send_guild_message(GUILD, GENERAL, BOB, "", mentions_bot=True, attachments=[notes])
+    hint = await fake.wait_for_message(GENERAL, 2)
+    assert "/attach" in hint["content"] and len(model.requests) == 2
+
+
+async def test_two_users_stay_apart_and_a_slow_agent_blocks_no_one(fake, bot, model):
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(body: dict[str, Any]) -> Any:
+        if "ALICE-WORDS" in json.dumps(body):
+            asked.set()
+            await release.wait()  # alice's model call hangs until bob has his answer
+            return send("for alice")
+        return send("for bob")
+
+    model.script(answer, answer)
+    await fake.send_dm(ALICE, "ALICE-WORDS my secret plan")
+    await asyncio.wait_for(asked.wait(), 10)
+    await fake.send_dm(BOB, "BOB-WORDS hello")
+    assert (await fake.wait_for_message(dm(BOB)))["content"] == "for bob"
+    release.set()
+    assert (await fake.wait_for_message(dm(ALICE)))["content"] == "for alice"
+    alice_request, bob_request = (json.dumps(r) for r in model.requests)
+    assert "ALICE-WORDS" not in bob_request and "BOB-WORDS" not in alice_request
+
+
+async def test_a_question_right_after_a_file_finds_it_loaded(fake, bot, model):
+    notes = fake.host_file("notes.txt", b"The launch code word is PELICAN.", "text/plain")
+    model.script(send("Got your notes."), send("It is PELICAN."))
+    await fake.send_dm(ALICE, "", attachments=[notes])
+    await fake.send_dm(ALICE, "what is the code word?")
+    await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"] == "It is PELICAN.")
+    told, asked = model.requests
+    assert "notes.txt" in told["messages"][-1]["content"] and last_user_text(asked) == "what is the code word?"
+    contents = [m["content"] for m in fake.messages_in(dm(ALICE))]
+    assert contents[-2:] == ["Got your notes.", "It is PELICAN."] and contents[0].startswith("Loaded notes.txt")
+
+
+# ----- slash commands --------------------------------------------------------------------------------------
+
+
+async def test_persona_command_defers_then_answers_privately(fake, bot, model):
+    choices = await fake.send_autocomplete(ALICE, "persona", [{"name": "name", "type": 3, "value": "mem"}])
+    assert [c["value"] for c in choices] == ["memgpt_doc"]
+    interaction = await slash(fake, ALICE, "persona", [{"name": "name", "type": 3, "value": "memgpt_doc"}])
+    followup = await interaction.wait_followup()
+    assert followup["content"] == "Persona set to memgpt_doc." and followup["flags"] & EPHEMERAL
+    webhook = fake.calls_to("POST", f"/webhooks/{fake.application_id}/{interaction.token}")
+    assert webhook[0].json["flags"] == EPHEMERAL
+
+    interaction = await slash(fake, ALICE, "persona", [{"name": "name", "type": 3, "value": "pirate"}])
+    followup = await interaction.wait_followup()
+    assert "pirate" in followup["content"] and followup["flags"] & EPHEMERAL
+    assert not model.requests  # commands do not talk to the model
+
+
+def _user_option(fake: FakeDiscord, user_id: int) -> dict[str, Any]:
+    return {
+        "users": {str(user_id): fake.user(user_id)},
+        "members": {str(user_id): fake.member_payload(GUILD, user_id, with_user=False)},
+    }
+
+
+async def test_memory_is_private_and_only_admins_see_others(fake, bot):
+    own = await slash(fake, ALICE, "memory")
+    followup = await own.wait_followup()
+    assert followup["flags"] & EPHEMERAL
+    [embed] = followup["embeds"]
+    names = [field["name"] for field in embed["fields"]]
+    assert any(n.startswith("persona") for n in names) and any(n.startswith("human") for n in names)
+    assert "Context window" in names and all(len(f["value"]) <= 1024 for f in embed["fields"])
+    persona_text = next(f["value"] for f in embed["fields"] if f["name"].startswith("persona"))
+
+    about_alice = [{"name": "user", "type": 6, "value": str(ALICE)}]
+    refused = await slash(fake, BOB, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                          resolved=_user_option(fake, ALICE))
+    followup = await refused.wait_followup()
+    assert "admin" in followup["content"] and not followup["embeds"] and followup["flags"] & EPHEMERAL
+    assert persona_text[:40] not in followup["content"]
+
+    for user_id, permissions in ((ADMIN, "0"), (MOD, str(1 << 3))):  # DISCORD_ADMIN_IDS; Administrator
+        allowed = await slash(fake, user_id, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                              resolved=_user_option(fake, ALICE), member_permissions=permissions)
+        followup = await allowed.wait_followup()
+        assert followup["flags"] & EPHEMERAL and "alice" in followup["embeds"][0]["title"]
+
+
+async def test_attach_command_loads_a_file_and_autocompletes_sources(fake, bot, model, service):
+    notes = fake.host_file("notes.txt", b"The launch code word is PELICAN.\n" * 20, "text/plain")
+    model.script(send("I'll keep your notes in mind."))
+    interaction = await slash(
+        fake, ALICE, "attach",
+        [{"name": "source", "type": 3, "value": "notes"}, {"name": "file", "type": 11, "value": notes["id"]}],
+        resolved={"attachments": {notes["id"]: notes}},
+    )
+    status = await interaction.wait_followup()
+    assert status["content"] == "Loading notes.txt…" and status["flags"] & EPHEMERAL
+    await fake.wait_until(
+        lambda: fake.get_message(dm(ALICE), int(status["id"]))["content"].startswith("Loaded"), 10, "loaded"
+    )
+    final = fake.get_message(dm(ALICE), int(status["id"]))["content"]
+    assert final == "Loaded notes.txt into notes: 1 passage from 1 page, attached to your agent."
+    reaction = await interaction.wait_followup(2)
+    assert reaction["content"] == "I'll keep your notes in mind." and reaction["flags"] & EPHEMERAL
+    assert "notes" in (await service.memory(alice_ref())).sources
+
+    choices = await fake.send_autocomplete(ALICE, "attach", [{"name": "source", "type": 3, "value": "no"}])
+    assert choices == [{"name": "notes", "value": "notes"}]
+    # DM uploads are private: bob sees none of alice's sources, in his DM or in the guild.
+    assert await fake.send_autocomplete(BOB, "attach", [{"name": "source", "type": 3, "value": ""}]) == []
+    assert await fake.send_autocomplete(BOB, "attach", [{"name": "source", "type": 3, "value": ""}],
+                                        guild_id=GUILD, channel_id=GENERAL) == []
+
+    missing = await slash(fake, ALICE, "attach", [{"name": "source", "type": 3, "value": "nope"}])
+    followup = await missing.wait_followup()
+    assert "no source called 'nope'" in followup["content"] and "notes" in followup["content"]
+
+
+# ----- uploads ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not PAPER.exists(), reason="shared/data/memgpt_paper.pdf not present")
+async def test_pdf_in_a_dm_is_loaded_and_attached(fake, bot, model, service):
+    paper = fake.host_file(PAPER.name, PAPER.read_bytes(), "application/pdf")
+    model.script(send("Thanks, I'll read the paper."))
+    await fake.send_dm(ALICE, "", attachments=[paper])
+    done = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"].startswith("Loaded"))
+    assert done["content"].startswith("Loaded memgpt_paper.pdf: ")
+    assert done["content"].endswith(" passages from 13 pages, attached to your agent.")
+    assert fake.calls_to("PATCH", f"/channels/{dm(ALICE)}/messages/{done['id']}")  # one message, edited
+    reaction = await fake.wait_for_message(dm(ALICE), 2)
+    assert reaction["content"] == "Thanks, I'll read the paper."
+    assert "memgpt_paper.pdf" in model.requests[-1]["messages"][-1]["content"]  # the agent was told
+    assert (await service.memory(alice_ref())).sources == ["memgpt_paper.pdf"]
+
+
+async def test_bad_uploads_get_a_clear_reply_and_change_nothing(fake, bot, model, service):
+    broken = fake.host_file("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf")
+    await fake.send_dm(ALICE, "", attachments=[broken])
+    reply = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"].startswith("Could not"))
+    assert "broken.pdf" in reply["content"] and reply["content"].endswith("Nothing was changed.")
+
+    huge = fake.host_file("huge.pdf", b"%PDF-1.4", "application/pdf")
+    huge["size"] = 60 * 1024 * 1024  # Discord reports the size; the bot must not download it
+    photo = fake.host_file("cat.png", b"\x89PNG\r\n\x1a\n....", "image/png")
+    await fake.send_dm(ALICE, "", attachments=[huge, photo])
+    too_big = await fake.wait_for_message(dm(ALICE), 2)
+    assert too_big["content"].startswith("Could not load huge.pdf: 60.0 MB is over the 50.0 MB limit")
+    unsupported = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"].startswith("Could not load cat.png"))
+    assert "unsupported" in unsupported["content"]
+    assert await service.sources(alice_ref()) == []
+    assert not model.requests  # the agent heard of none of it
+
+
+# ----- running and syncing ---------------------------------------------------------------------------------
+
+
+async def test_missing_message_content_intent_stops_with_what_to_enable(fake, service, settings):
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_discord(service, settings, stop, guild_ready_timeout=0.1))
+    await fake.wait_connected()
+    assert fake.connection is not None
+    await fake.connection.close(code=4014)  # Discord's "disallowed intents"
+    with pytest.raises(ConfigurationError) as raised:
+        await asyncio.wait_for(task, 10)
+    assert str(raised.value) == NO_INTENT and "Message Content Intent" in NO_INTENT
+    assert discord.http.Route.BASE == DISCORD_API
+
+
+async def test_rejected_token_stops_with_what_to_set(model, home, service):
+    async def unauthorized(request: web.Request) -> web.Response:
+        return web.Response(status=401, body=b'{"message": "401: Unauthorized", "code": 0}',
+                            headers={"Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", unauthorized)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v10"
+        settings = make_settings(home, model, DISCORD_TOKEN="wrong", MEMBOT_DISCORD_API_URL=url)
+        with pytest.raises(ConfigurationError, match="DISCORD_TOKEN"):
+            await asyncio.wait_for(run_discord(service, settings, asyncio.Event()), 10)
+        with pytest.raises(ConfigurationError, match="DISCORD_TOKEN"):
+            await sync_commands(settings)
+    finally:
+        await runner.cleanup()
+
+
+async def test_sync_registers_the_commands_globally_or_in_one_guild(fake, settings):
+    assert await sync_commands(settings) == ["attach", "memory", "persona"]
+    assert sorted(c["name"] for c in fake.global_commands) == ["attach", "memory", "persona"]
+    assert await sync_commands(settings, GUILD) == ["attach", "memory", "persona"]
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "memory", "persona"]
+    attach = next(c for c in fake.global_commands if c["name"] == "attach")
+    assert [o["name"] for o in attach["options"]] == ["source", "file"] and attach["options"][0]["autocomplete"]
+    assert discord.http.Route.BASE == DISCORD_API
+
+
+async def test_cli_discord_sync(fake, model, home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_"))}
+    env.update(DISCORD_TOKEN="fake-token", MEMBOT_HOME=str(home), MEMBOT_DISCORD_API_URL=fake.api_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "membot", "discord", "sync", "--guild", str(GUILD), env=env, cwd=str(home.parent),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == f"Synced 3 commands in guild {GUILD}: /attach, /memory, /persona"
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "memory", "persona"]
+
+
+# ----- pure helpers ----------------------------------------------------------------------------------------
+
+
+def test_split_leaves_short_text_alone_and_drops_blank_text():
+    assert split_message("hello") == ["hello"]
+    assert split_message("  \n\n ") == []
+    assert split_message("x" * 2000) == ["x" * 2000]
+
+
+def test_split_cuts_at_line_ends_and_long_lines_at_spaces():
+    text = "\n".join(f"line {i} " + "word " * 30 for i in range(40))
+    parts = split_message(text, 500)
+    assert all(len(p) <= 500 for p in parts) and "\n".join(parts) == text
+    one_line = "word " * 1000
+    parts = split_message(one_line.strip(), 300)
+    assert all(len(p) <= 300 for p in parts) and "".join(parts) == one_line.strip()
+    assert all(not p.startswith(" ") for p in parts[1:])  # the cut falls after a space
+
+
+def test_split_reopens_code_blocks_with_their_language():
+    code = "```js\n" + "\n".join(f"let a{i} = {i};" for i in range(200)) + "\n```"
+    parts = split_message("Before.\n" + code + "\nAfter.", 400)
+    assert all(len(p) <= 400 and p.count("```") % 2 == 0 for p in parts)
+    assert all(p.startswith("```js\n") for p in parts[1:-1]) and parts[-1].endswith("```\nAfter.")
+    lines = [line for p in parts for line in p.split("\n") if line.startswith("let")]
+    assert lines == [f"let a{i} = {i};" for i in range(200)]
+    # A block that never closes is closed in every part.
+    assert all(p.count("```") % 2 == 0 for p in split_message("```\n" + "y\n" * 600, 300))
+
+
+def test_split_counts_emoji_as_discord_does():
+    parts = split_message("😀" * 1500)
+    assert all(units(p) <= 2000 for p in parts) and "".join(parts) == "😀" * 1500
+
+
+def test_mentions_are_cleaned_for_the_agent():
+    assert strip_mentions("<@1000> hi <@!42>, meet <@7>", 1000, {42: "alice"}) == "hi @alice, meet <@7>"
+    assert strip_mentions("<@!1000>", 1000, {}) == ""
