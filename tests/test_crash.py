@@ -12,6 +12,9 @@ import json
 import random
 import re
 
+from sqlalchemy import select
+
+from membot.agent.store.schema import MessageRow
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from tests.cli_helpers import start
@@ -77,8 +80,43 @@ async def test_sigkill_at_random_points_loses_nothing(home):
                 assert human.count(f"fact-{i}.") <= 1, (i, human)
             # Every fact line is whole: no half-applied edit.
             assert all(line.startswith(("fact-", "First name")) for line in human.splitlines()), human
+            # A passage a search can show was stored by a step that committed: never an orphan, never twice.
+            found = await service.search_memory(victim, "passage", archival=True, limit=100)
+            async with service.engine.db.sessions() as session:
+                calls = await session.scalars(select(MessageRow.tool_calls).where(MessageRow.role == "assistant"))
+                recalled = json.dumps([c for c in calls if c])
+            for i in range(KILLS):
+                hits = [line for line in found if f"passage-{i}." in line]
+                assert len(hits) <= 1, (i, hits)
+                if hits:
+                    assert f"passage-{i}." in recalled, i
             # The agent still works.
             events = await collect(service.chat(victim, "crash test message 999"))
             assert [e.text for e in events if e.visible] == ["done 999"]
         finally:
             await service.close()
+
+
+async def test_a_passage_whose_step_never_committed_is_not_shown(home, model, user):
+    """The window between the Milvus write and the SQL commit, hit on purpose."""
+    from membot.agent.memory.archival import agent_owner
+    from membot.agent.store.passages import PassageRow
+    from tests.fakes.openai_server import embed_text
+
+    model.default = lambda body: send("ok")
+    service = await BotService.open(make_settings(home, model))
+    alice = user("alice")
+    await collect(service.chat(alice, "hello"))
+    agent_id, _ = await service.agent_id(alice)
+    # As if the process died right after archival_memory_insert wrote to Milvus, before its commit.
+    await service.engine.passages.insert(
+        agent_owner(agent_id), [PassageRow("orphaned passage about zebras", embed_text("orphaned passage about zebras", 64))]
+    )
+    await service.close()
+
+    service = await BotService.open(make_settings(home, model))
+    try:
+        assert await service.search_memory(alice, "zebras", archival=True) == []
+        assert (await service.memory(alice)).archival_passages == 0
+    finally:
+        await service.close()

@@ -3,7 +3,9 @@ creation and loading of agents. Built once per process and passed in; nothing he
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import UTC
+
+from sqlalchemy import func, select
 
 from membot.agent import prompts
 from membot.agent.agent import Agent
@@ -11,12 +13,13 @@ from membot.agent.config import EngineConfig
 from membot.agent.context.tokens import TokenCounter
 from membot.agent.llm.client import ModelClient, make_openai
 from membot.agent.llm.embeddings import Embedder
+from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
 from membot.agent.sources.catalog import SourceCatalog
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageStore
-from membot.agent.store.schema import AgentRow, BlockRow
+from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
 from membot.agent.tools import build_tools
 from membot.agent.tools.registry import ToolRegistry
 
@@ -97,6 +100,11 @@ class Engine:
                 raise UnknownAgent(f"no agent {agent_id}")
             blocks = await session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
             core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
+            last_commit = await session.scalar(select(func.max(MessageRow.created_at)).where(MessageRow.agent_id == agent_id))
+        if last_commit is not None:
+            # An archival insert goes to Milvus before its step commits in SQL. A passage newer than the
+            # last commit belongs to a step that died before committing: the agent never saw it stored.
+            await self.passages.delete_newer(agent_owner(agent_id), last_commit.replace(tzinfo=UTC).timestamp())
         agent = Agent(self, row, core)
         await agent.reload_context()
         return agent

@@ -209,6 +209,11 @@ class PassageStore:
         )
         return int(result[0]["count(*)"]) if result else 0
 
+    async def delete_newer(self, owner: str, after: float) -> None:
+        """Delete an owner's passages written after a moment (epoch seconds)."""
+        expr = f"owner == {json.dumps(owner)} and created_at > {after!r}"
+        await asyncio.to_thread(self.client.delete, COLLECTION, filter=expr)
+
     async def delete(self, owner: str, doc_hash: str | None = None) -> None:
         expr = f"owner == {json.dumps(owner)}"
         if doc_hash is not None:
