@@ -74,6 +74,8 @@ class Agent:
         self.context: list[MessageRow] = []
         self.calibration = TokenCalibration(row.token_ratio)
         self.budget = PromptBudget(engine.config.context_window, engine.counter)
+        #: Messages in recall memory: counted once, then kept up to date by this agent's own commits.
+        self._recall_count: int | None = None
 
     async def reload_context(self) -> None:
         self.context = await self.recall.in_context()
@@ -108,6 +110,8 @@ class Agent:
                     update(AgentRow).where(AgentRow.id == self.id).values(last_login_at=incoming.created_at)
                 )
         self.context.append(incoming)
+        if self._recall_count is not None:
+            self._recall_count += 1
         stats = await self._stats()
         summarised = False
         config = self.engine.config
@@ -191,6 +195,7 @@ class Agent:
             self._continue = True
         await self._commit(rows, ctx)
         stats.recall_messages += len(rows)
+        self._recall_count = stats.recall_messages
 
     async def _run_tool(self, ctx: ToolContext, call: ToolCallOut) -> tuple[bool, str | None, bool]:
         """(ok, output for the model, heartbeat requested). Every failure becomes a message to the model."""
@@ -259,7 +264,9 @@ class Agent:
                     .order_by(SourceRow.name)
                 )
             )
-        return MemoryStats(await self.recall.count(), await self.archival.count_own(), names)
+        if self._recall_count is None:
+            self._recall_count = await self.recall.count()
+        return MemoryStats(self._recall_count, await self.archival.count_own(), names)
 
     def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
         prompt = [system_message(self.engine.system_prompt, self.core, stats)]

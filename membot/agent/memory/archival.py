@@ -45,6 +45,7 @@ class ArchivalMemory:
         self.store = store
         self.embedder = embedder
         self.agent_id = agent_id
+        self._own_count: int | None = None
 
     async def _scope(self) -> dict[str, str | None]:
         """owner -> source name (None for the agent's own passages)."""
@@ -61,6 +62,8 @@ class ArchivalMemory:
     async def insert(self, text: str) -> int:
         embedding = await self.embedder.embed_one(text)
         ids = await self.store.insert(agent_owner(self.agent_id), [PassageRow(text=text, embedding=embedding)])
+        if self._own_count is not None:
+            self._own_count += 1
         return ids[0]
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[ArchivalHit]:
@@ -74,7 +77,11 @@ class ArchivalMemory:
         return Page([ArchivalHit(hit, scope.get(hit.owner)) for hit in hits], total, page, page_size)
 
     async def count_own(self) -> int:
-        return await self.store.count([agent_owner(self.agent_id)])
+        # Counted once, then kept up to date here: only this agent writes its own passages, and a count
+        # query per step would cost more than the rest of the step.
+        if self._own_count is None:
+            self._own_count = await self.store.count([agent_owner(self.agent_id)])
+        return self._own_count
 
     async def count_all(self) -> int:
         return await self.store.count(list(await self._scope()))
