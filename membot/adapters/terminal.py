@@ -9,8 +9,9 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from membot.agent.events import Event, FunctionCall, FunctionResult, SystemNote, Thought
+from membot.agent.events import Event
 from membot.bot.identity import UserRef
+from membot.bot.monologue import monologue_line
 from membot.bot.service import BotService, CommandError
 from membot.bot.views import memory_text
 
@@ -36,14 +37,8 @@ class Terminal:
         async for event in events:
             if event.visible:
                 self._say(getattr(event, "text", ""))
-            elif isinstance(event, Thought):
-                self._log(f"💭 {event.text}")
-            elif isinstance(event, FunctionCall):
-                self._log(f"⚡ {event.name}({event.arguments})")
-            elif isinstance(event, FunctionResult):
-                self._log(f"{'✓' if event.ok else '✗'} {event.name}: {event.result}")
-            elif isinstance(event, SystemNote):
-                self._log(f"· {event.text}")
+            elif (line := monologue_line(event)) is not None:
+                self._log(line)
 
     async def _readline(self) -> str | None:
         if self.inp.isatty():

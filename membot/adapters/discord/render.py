@@ -9,7 +9,8 @@ from collections.abc import Iterator, Mapping
 import discord
 
 from membot.agent.agent import MemoryReport
-from membot.agent.events import Event, FunctionCall, FunctionResult, SystemNote, Thought
+from membot.agent.events import Event
+from membot.bot.monologue import monologue_line as plain_monologue_line
 
 #: Discord's limit for a message's content.
 MESSAGE_LIMIT = 2000
@@ -142,15 +143,8 @@ def _clip(text: str, limit: int) -> str:
 
 def monologue_line(event: Event) -> str | None:
     """One line of the private monologue for an event the user does not see; None for visible ones."""
-    if isinstance(event, Thought):
-        body = f"💭 {event.text}"
-    elif isinstance(event, FunctionCall):
-        body = f"⚡ {event.name}({event.arguments})"
-    elif isinstance(event, FunctionResult):
-        body = f"{'✓' if event.ok else '✗'} {event.name}: {event.result}"
-    elif isinstance(event, SystemNote):
-        body = f"· {event.text}"
-    else:
+    body = plain_monologue_line(event)
+    if body is None:
         return None
     # Escaped: stray backticks or asterisks in a function result must not restyle the rest of the log.
     return discord.utils.escape_markdown(_clip(body, MONOLOGUE_ITEM))

@@ -11,8 +11,9 @@ import re
 from typing import Any
 
 from membot.agent.agent import MemoryReport
-from membot.agent.events import Event, FunctionCall, FunctionResult, SystemNote, Thought
+from membot.agent.events import Event
 from membot.agent.sources.loader import FileOutcome
+from membot.bot.monologue import monologue_line
 
 #: Slack truncates chat.postMessage text past 40,000 characters and advises staying under 4,000;
 #: a little headroom keeps every piece readable as one message.
@@ -115,17 +116,8 @@ def _clip(text: str, limit: int) -> str:
 
 def monologue_text(event: Event) -> str | None:
     """A monologue event as one line of plain text (clipped); None for what the user sees."""
-    if isinstance(event, Thought):
-        body = f"💭 {event.text}"
-    elif isinstance(event, FunctionCall):
-        body = f"⚡ {event.name}({event.arguments})"
-    elif isinstance(event, FunctionResult):
-        body = f"{'✓' if event.ok else '✗'} {event.name}: {event.result}"
-    elif isinstance(event, SystemNote):
-        body = f"· {event.text}"
-    else:
-        return None
-    return _clip(body, MONOLOGUE_ITEM_LIMIT)
+    body = monologue_line(event)
+    return None if body is None else _clip(body, MONOLOGUE_ITEM_LIMIT)
 
 
 def tagged(user_id: str, line: str) -> str:
