@@ -88,6 +88,7 @@ def to_openai(row: MessageRow) -> dict[str, Any]:
 
 
 def describe(row: MessageRow) -> str:
-    """One line of a search result: time, who, what."""
+    """One line of a search result: time, who, what (line breaks shown as " / ")."""
     who = {"user": "user", "assistant": "you (assistant)"}.get(row.role, row.role)
-    return f"[{format_time(row.created_at)}] {who}: {row.search_text or row.content or ''}"
+    text = (row.search_text or row.content or "").replace("\r", " ").replace("\n", " / ")
+    return f"[{format_time(row.created_at)}] {who}: {text}"

@@ -23,7 +23,7 @@ from membot.agent.store.schema import MessageRow
 _FTS_SEARCH = text(
     """SELECT m.id FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid
        WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
-       ORDER BY bm25(messages_fts), m.id DESC LIMIT :limit OFFSET :offset"""
+       ORDER BY bm25(messages_fts, 1.0, 0.5), m.id DESC LIMIT :limit OFFSET :offset"""
 )
 _FTS_COUNT = text(
     """SELECT count(*) FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid

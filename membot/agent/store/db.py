@@ -14,14 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from membot.agent.store.schema import Base
 
-# External-content FTS5 table over messages.search_text. Porter stemming so "loves" finds "love";
-# messages are never updated or deleted, so one insert trigger keeps it in step.
+# Contentless FTS5 index over messages.search_text, with a second column holding the previous message of
+# the same role (a turn often answers words said just before it; it is ranked at half weight). Porter
+# stemming so "loves" finds "love". Messages are never updated or deleted, so one insert trigger suffices.
 _FTS_DDL = (
     """CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-        search_text, content='messages', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')""",
+        search_text, context, content='', tokenize='porter unicode61 remove_diacritics 2')""",
     """CREATE TRIGGER IF NOT EXISTS messages_fts_ai AFTER INSERT ON messages
         WHEN new.search_text IS NOT NULL BEGIN
-        INSERT INTO messages_fts(rowid, search_text) VALUES (new.id, new.search_text); END""",
+        INSERT INTO messages_fts(rowid, search_text, context) VALUES (new.id, new.search_text,
+            coalesce((SELECT search_text FROM messages WHERE agent_id = new.agent_id AND id < new.id
+                      AND role = new.role AND search_text IS NOT NULL ORDER BY id DESC LIMIT 1), '')); END""",
 )
 
 
