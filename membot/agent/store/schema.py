@@ -76,6 +76,8 @@ class MessageRow(Base):
     __table_args__ = (
         Index("ix_messages_agent_ctx", "agent_id", "in_context", "id"),
         Index("ix_messages_agent_time", "agent_id", "created_at"),
+        # The search index's trigger looks up the previous message of the same agent and role.
+        Index("ix_messages_agent_role", "agent_id", "role", "id"),
     )
 
 
