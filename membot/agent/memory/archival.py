@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from membot.agent.llm.embeddings import Embedder
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageHit, PassageRow, PassageStore
-from membot.agent.store.schema import AttachmentRow, SourceRow
+from membot.agent.store.schema import AttachmentRow, DocumentRow, SourceRow
 
 
 def agent_owner(agent_id: int) -> str:
@@ -47,16 +47,22 @@ class ArchivalMemory:
         self.agent_id = agent_id
         self._own_count: int | None = None
 
-    async def _scope(self) -> dict[str, str | None]:
-        """owner -> source name (None for the agent's own passages)."""
+    async def _attached(self) -> list[tuple[int, str, int]]:
+        """(source id, name, passages) of the sources attached to this agent; the counts come from SQL."""
         async with self.db.sessions() as session:
             rows = await session.execute(
-                select(SourceRow.id, SourceRow.name)
+                select(SourceRow.id, SourceRow.name, func.coalesce(func.sum(DocumentRow.passages), 0))
                 .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+                .outerjoin(DocumentRow, DocumentRow.source_id == SourceRow.id)
                 .where(AttachmentRow.agent_id == self.agent_id)
+                .group_by(SourceRow.id)
             )
-            scope: dict[str, str | None] = {agent_owner(self.agent_id): None}
-            scope.update({source_owner(sid): name for sid, name in rows})
+            return [(sid, name, int(count)) for sid, name, count in rows]
+
+    async def _scope(self) -> dict[str, str | None]:
+        """owner -> source name (None for the agent's own passages)."""
+        scope: dict[str, str | None] = {agent_owner(self.agent_id): None}
+        scope.update({source_owner(sid): name for sid, name, _ in await self._attached()})
         return scope
 
     async def insert(self, text: str) -> int:
@@ -67,9 +73,12 @@ class ArchivalMemory:
         return ids[0]
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[ArchivalHit]:
-        scope = await self._scope()
+        attached = await self._attached()
+        scope: dict[str, str | None] = {agent_owner(self.agent_id): None}
+        scope.update({source_owner(sid): name for sid, name, _ in attached})
         owners = list(scope)
-        total = await self.store.count(owners)
+        # Totals from our own counts: a filtered count(*) in Milvus Lite costs ~1 s at 10,000 rows.
+        total = await self.count_own() + sum(count for _, _, count in attached)
         if total == 0 or page * page_size >= total:
             return Page([], total, page, page_size)
         embedding = await self.embedder.embed_one(query)
@@ -84,4 +93,4 @@ class ArchivalMemory:
         return self._own_count
 
     async def count_all(self) -> int:
-        return await self.store.count(list(await self._scope()))
+        return await self.count_own() + sum(count for _, _, count in await self._attached())

@@ -104,6 +104,7 @@ class SourceLoader:
                 written += len(rows)
                 if progress:
                     progress(written, len(chunks))
+            await self.passages.flush()
             await self.catalog.record_file(
                 source.id, parsed.filename, parsed.content_hash, len(parsed.documents), len(chunks)
             )

@@ -201,6 +201,10 @@ class PassageStore:
             for hit in list(hits)[offset:window]
         ]
 
+    async def flush(self) -> None:
+        """Seal what was inserted so that searches use the index instead of scanning growing segments."""
+        await asyncio.to_thread(self.client.flush, COLLECTION)
+
     async def count(self, owners: list[str]) -> int:
         if not owners:
             return 0
