@@ -1,0 +1,120 @@
+"""Step overhead: what membot itself adds to each model call, with a model that answers at once.
+
+Each user message runs a chain of two model calls (core_memory_append with a heartbeat, then send_message),
+on SQLite + Milvus Lite. Right after each message, the two requests the server just received are sent again,
+byte for byte, through a bare openai client: that is the cost of the SDK, HTTP and the fake server for exactly
+those payloads. What is left, per model call, is membot's own time (prompt building, commits, tool runs).
+
+Samples are spread over several users with short histories, so prompts stay the size of a fresh
+conversation; with long ones, the SDK's cost grows with the payload on both sides alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from openai import AsyncOpenAI
+from sqlalchemy import event, text
+
+from bench import Row, Target, drain, log, ms, open_service, percentile, scripted_model, stopwatch, user
+from membot.bot.service import BotService
+
+NAME = "step overhead"
+
+
+async def run(quick: bool) -> list[Row]:
+    users, warmup, measured = (3, 1, 3) if quick else (20, 2, 10)
+    async with scripted_model("chain") as model, open_service(model) as service:
+        bare = AsyncOpenAI(api_key="sk-bench", base_url=model.base_url, max_retries=0)
+        # Counted to explain the figure: each statement is a round trip to aiosqlite's thread.
+        statements = [0]
+
+        def count_statement(*_: Any) -> None:
+            statements[0] += 1
+
+        event.listen(service.engine.db.engine.sync_engine, "before_cursor_execute", count_statement)
+        steps: list[float] = []  # seconds per user message
+        calls: list[int] = []  # model calls per user message (expected: 2)
+        replays: list[float] = []  # seconds for the same requests through the bare client
+        minimal: list[float] = []  # seconds for the smallest possible request
+        for round_ in range(warmup + measured):
+            for index in range(users):
+                who = user(f"step-{index}")
+                before = len(model.requests)
+                with stopwatch() as step:
+                    await drain(service.chat(who, f"Message {round_} from user {index}: I like tea."))
+                sent = model.requests[before:]
+                if round_ < warmup:
+                    statements[0] = 0
+                    continue  # first contact creates and loads the agent: not a step's cost
+                steps.append(step[0])
+                calls.append(len(sent))
+                replays.append(await _replay(bare, sent))
+                minimal.append(await _minimal(bare))
+        await bare.close()
+        sql_count = statements[0]
+        statement, raw_statement = await _sql_round_trip(service, 200 if quick else 1000)
+
+    per_call = [s / c for s, c in zip(steps, calls, strict=True)]
+    per_call_bare = [r / c for r, c in zip(replays, calls, strict=True)]
+    own = [(s - r) / c for s, r, c in zip(steps, replays, calls, strict=True)]
+    n = len(steps)
+    note = f"{n} messages, {sum(calls) / n:.1f} model calls each, {users} users"
+    log(f"{note}; step p50 {ms(percentile(steps, 50)):.1f} ms")
+    bare_label = "bare client, same payloads"
+    return [
+        Row(NAME, "user message, p50", ms(percentile(steps, 50)), "ms", ms(percentile(replays, 50)), bare_label,
+            note=note),
+        Row(NAME, "user message, p95", ms(percentile(steps, 95)), "ms", ms(percentile(replays, 95)), bare_label),
+        Row(NAME, "per model call (message ÷ calls), p50", ms(percentile(per_call, 50)), "ms",
+            ms(percentile(per_call_bare, 50)), "bare round trip per call"),
+        Row(NAME, "own time per model call, p50", ms(percentile(own, 50)), "ms",
+            ms(percentile(per_call_bare, 50)), "bare round trip per call",
+            Target("<=", 2.0, label="2 ms")),
+        Row(NAME, "own time per model call, p95", ms(percentile(own, 95)), "ms",
+            ms(percentile(per_call_bare, 95)), "bare round trip per call"),
+        Row(NAME, "bare round trip, one-line request, p50", ms(percentile(minimal, 50)), "ms",
+            note="SDK + HTTP + fake server, no tools; for scale"),
+        Row(NAME, "SQL statements per user message", sql_count / n, "", note="through SQLAlchemy + aiosqlite"),
+        Row(NAME, "one SQL statement (SELECT 1) via the product's Database, p50", ms(statement), "ms",
+            ms(raw_statement), "plain sqlite3, same statement"),
+    ]
+
+
+async def _sql_round_trip(service: BotService, repeat: int) -> tuple[float, float]:
+    """p50 seconds of a trivial statement through the product's async session, and through sqlite3 directly:
+    the fixed price of every statement a step runs."""
+    samples: list[float] = []
+    async with service.engine.db.sessions() as session:
+        for _ in range(repeat):
+            with stopwatch() as elapsed:
+                await session.execute(text("SELECT 1"))
+            samples.append(elapsed[0])
+    raw: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "plain.db")
+        for _ in range(repeat):
+            with stopwatch() as elapsed:
+                conn.execute("SELECT 1").fetchall()
+            raw.append(elapsed[0])
+        conn.close()
+    return percentile(samples, 50), percentile(raw, 50)
+
+
+async def _replay(client: AsyncOpenAI, bodies: list[dict[str, Any]]) -> float:
+    """Seconds to send these exact request bodies again, one after the other, through a bare client."""
+    with stopwatch() as elapsed:
+        for body in bodies:
+            await client.chat.completions.create(**body)
+    return elapsed[0]
+
+
+async def _minimal(client: AsyncOpenAI) -> float:
+    with stopwatch() as elapsed:
+        await client.chat.completions.create(
+            model="scripted-model", messages=[{"role": "user", "content": "hi"}]
+        )
+    return elapsed[0]
