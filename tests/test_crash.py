@@ -106,9 +106,15 @@ async def test_a_passage_whose_step_never_committed_is_not_shown(home, model, us
     model.default = lambda body: send("ok")
     service = await BotService.open(make_settings(home, model))
     alice = user("alice")
+    model.script(tool_call("archival_memory_insert", {"content": "a real passage about zebras and lions"}))
     await collect(service.chat(alice, "hello"))
     agent_id, _ = await service.agent_id(alice)
-    # As if the process died right after archival_memory_insert wrote to Milvus, before its commit.
+    # As if the next step committed its user message, ran archival_memory_insert (Milvus), and died
+    # before committing the function's result.
+    from membot.agent.messages import user_message
+
+    async with service.engine.db.transaction() as session:
+        session.add(user_message(agent_id, "remember zebras"))
     await service.engine.passages.insert(
         agent_owner(agent_id), [PassageRow("orphaned passage about zebras", embed_text("orphaned passage about zebras", 64))]
     )
@@ -116,7 +122,10 @@ async def test_a_passage_whose_step_never_committed_is_not_shown(home, model, us
 
     service = await BotService.open(make_settings(home, model))
     try:
-        assert await service.search_memory(alice, "zebras", archival=True) == []
-        assert (await service.memory(alice)).archival_passages == 0
+        found = await service.search_memory(alice, "zebras", archival=True)
+        assert len(found) == 1 and "a real passage" in found[0]
+        assert (await service.memory(alice)).archival_passages == 1
+        # The interrupted user message itself is kept.
+        assert "remember zebras" in (await service.search_memory(alice, "zebras"))[0]
     finally:
         await service.close()

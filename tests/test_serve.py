@@ -32,3 +32,20 @@ def test_both_platforms_run_in_one_process():
 def test_admin_ids_parse_from_a_list():
     s = settings(DISCORD_ADMIN_IDS="1, 2 3", SLACK_ADMIN_IDS="UA,UB")
     assert s.discord_admin_ids == ["1", "2", "3"] and s.slack_admin_ids == ["UA", "UB"]
+
+
+def test_bad_settings_get_one_clear_line(monkeypatch, capsys, tmp_path):
+    from membot.bot.cli import main
+
+    monkeypatch.setenv("MEMBOT_HOME", str(tmp_path))
+    monkeypatch.setenv("MEMBOT_CONTEXT_WINDOW", "lots")
+    assert main(["memory", "show", "--user", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "MEMBOT_CONTEXT_WINDOW" in err and "Traceback" not in err
+    monkeypatch.delenv("MEMBOT_CONTEXT_WINDOW")
+    for url in ("postgresql://u@h/db", "nonsense", f"sqlite+aiosqlite:///{tmp_path}/file.txt/x.db"):
+        if "file.txt" in url:
+            (tmp_path / "file.txt").write_text("not a folder")
+        monkeypatch.setenv("MEMBOT_DATABASE_URL", url)
+        assert main(["memory", "show", "--user", "x"]) == 2, url
+        assert "MEMBOT_DATABASE_URL" in capsys.readouterr().err

@@ -70,12 +70,14 @@ class Agent:
         self.id = row.id
         self.core = core
         self.recall = RecallMemory(engine.db, row.id)
-        self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id)
+        self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id, row.archival_passages)
         self.context: list[MessageRow] = []
         self.calibration = TokenCalibration(row.token_ratio)
         self.budget = PromptBudget(engine.config.context_window, engine.counter)
         #: Messages in recall memory: counted once, then kept up to date by this agent's own commits.
         self._recall_count: int | None = None
+        #: Set by each model call's handling: whether the chain goes on.
+        self._continue = False
 
     async def reload_context(self) -> None:
         self.context = await self.recall.in_context()
@@ -150,7 +152,7 @@ class Agent:
         result = await self.engine.model.chat(prompt, tools)
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
-        self._last_tokens = result.prompt_tokens or self.calibration.correct(estimate)
+        self.row.last_prompt_tokens = result.prompt_tokens or self.calibration.correct(estimate)
         return result
 
     async def _act(self, result: ChatResult, stats: MemoryStats) -> AsyncIterator[Event]:
@@ -221,7 +223,7 @@ class Agent:
 
     def _pressure_alert(self) -> str | None:
         window = self.engine.config.context_window
-        used = getattr(self, "_last_tokens", 0) or 0
+        used = self.row.last_prompt_tokens
         if self.row.pressure_alerted or used < self.engine.config.pressure_threshold * window:
             return None
         self.row.pressure_alerted = True
@@ -229,7 +231,6 @@ class Agent:
 
     async def _commit(self, rows: list[MessageRow], ctx: ToolContext) -> None:
         self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
-        self.row.last_prompt_tokens = getattr(self, "_last_tokens", 0) or 0
         self.row.token_ratio = self.calibration.ratio
         async with self.engine.db.transaction() as session:
             self.recall.add(session, *rows)
@@ -248,6 +249,7 @@ class Agent:
                     last_prompt_tokens=self.row.last_prompt_tokens,
                     token_ratio=self.row.token_ratio,
                     pressure_alerted=self.row.pressure_alerted,
+                    archival_passages=self.archival.own_count,
                 )
             )
         self.context.extend(rows)
@@ -266,7 +268,7 @@ class Agent:
             )
         if self._recall_count is None:
             self._recall_count = await self.recall.count()
-        return MemoryStats(self._recall_count, await self.archival.count_own(), names)
+        return MemoryStats(self._recall_count, self.archival.own_count, names)
 
     def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
         prompt = [system_message(self.engine.system_prompt, self.core, stats)]

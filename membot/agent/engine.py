@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from membot.agent import prompts
 from membot.agent.agent import Agent
@@ -100,11 +100,19 @@ class Engine:
                 raise UnknownAgent(f"no agent {agent_id}")
             blocks = await session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
             core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
-            last_commit = await session.scalar(select(func.max(MessageRow.created_at)).where(MessageRow.agent_id == agent_id))
-        if last_commit is not None:
-            # An archival insert goes to Milvus before its step commits in SQL. A passage newer than the
-            # last commit belongs to a step that died before committing: the agent never saw it stored.
-            await self.passages.delete_newer(agent_owner(agent_id), last_commit.replace(tzinfo=UTC).timestamp())
+            last = (
+                await session.execute(
+                    select(MessageRow.role, MessageRow.created_at)
+                    .where(MessageRow.agent_id == agent_id)
+                    .order_by(MessageRow.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        if last is not None and last.role != "tool":
+            # A chain that ended cleanly ends on a function result. Anything else may be a step that died
+            # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
+            # commit was never seen stored by the agent, and goes.
+            await self.passages.delete_newer(agent_owner(agent_id), last.created_at.replace(tzinfo=UTC).timestamp())
         agent = Agent(self, row, core)
         await agent.reload_context()
         return agent

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from membot.agent.config import EngineConfigError
 from membot.agent.store.passages import PassageStoreError
 from membot.bot.identity import UserRef
@@ -104,7 +106,13 @@ async def _memory(service: BotService, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # A mistyped variable (MEMBOT_CONTEXT_WINDOW=lots) gets one line per problem, not a traceback.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        print(f"membot: bad configuration: {problems}", file=sys.stderr)
+        return 2
     try:
         if args.command == "chat":
             from membot.adapters.terminal import run_chat

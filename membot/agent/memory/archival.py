@@ -40,12 +40,13 @@ class ArchivalHit:
 
 
 class ArchivalMemory:
-    def __init__(self, db: Database, store: PassageStore, embedder: Embedder, agent_id: int) -> None:
+    def __init__(self, db: Database, store: PassageStore, embedder: Embedder, agent_id: int, own_count: int) -> None:
         self.db = db
         self.store = store
         self.embedder = embedder
         self.agent_id = agent_id
-        self._own_count: int | None = None
+        #: The agent's own passages; the agent persists it with the step that inserted them.
+        self.own_count = own_count
 
     async def _attached(self) -> list[tuple[int, str, int]]:
         """(source id, name, passages) of the sources attached to this agent; the counts come from SQL."""
@@ -68,8 +69,7 @@ class ArchivalMemory:
     async def insert(self, text: str) -> int:
         embedding = await self.embedder.embed_one(text)
         ids = await self.store.insert(agent_owner(self.agent_id), [PassageRow(text=text, embedding=embedding)])
-        if self._own_count is not None:
-            self._own_count += 1
+        self.own_count += 1
         return ids[0]
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[ArchivalHit]:
@@ -78,19 +78,12 @@ class ArchivalMemory:
         scope.update({source_owner(sid): name for sid, name, _ in attached})
         owners = list(scope)
         # Totals from our own counts: a filtered count(*) in Milvus Lite costs ~1 s at 10,000 rows.
-        total = await self.count_own() + sum(count for _, _, count in attached)
+        total = self.own_count + sum(count for _, _, count in attached)
         if total == 0 or page * page_size >= total:
             return Page([], total, page, page_size)
         embedding = await self.embedder.embed_one(query)
         hits = await self.store.search(owners, query, embedding, page_size, page * page_size)
         return Page([ArchivalHit(hit, scope.get(hit.owner)) for hit in hits], total, page, page_size)
 
-    async def count_own(self) -> int:
-        # Counted once, then kept up to date here: only this agent writes its own passages, and a count
-        # query per step would cost more than the rest of the step.
-        if self._own_count is None:
-            self._own_count = await self.store.count([agent_owner(self.agent_id)])
-        return self._own_count
-
     async def count_all(self) -> int:
-        return await self.count_own() + sum(count for _, _, count in await self._attached())
+        return self.own_count + sum(count for _, _, count in await self._attached())

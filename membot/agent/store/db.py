@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from membot.agent.config import EngineConfigError
 from membot.agent.store.schema import Base
 
 # Contentless FTS5 index over messages.search_text, with a second column holding the previous message of
@@ -50,17 +52,28 @@ class Database:
 
     @classmethod
     async def open(cls, url: str) -> Database:
-        parsed = make_url(url)
-        kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                await asyncio.to_thread(_ensure_folder, parsed.database)
-            kwargs["connect_args"] = {"timeout": 30}
-        engine = create_async_engine(url, **kwargs)
+        try:
+            parsed = make_url(url)
+            kwargs: dict[str, Any] = {}
+            if parsed.get_backend_name() == "sqlite":
+                if parsed.database and parsed.database != ":memory:":
+                    await asyncio.to_thread(_ensure_folder, parsed.database)
+                kwargs["connect_args"] = {"timeout": 30}
+            engine = create_async_engine(url, **kwargs)
+        except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
+            # A sync driver, a driver that is not installed, a folder that cannot be made.
+            raise EngineConfigError(
+                f"MEMBOT_DATABASE_URL is not usable ({exc.__class__.__name__}: {exc}); "
+                "e.g. sqlite+aiosqlite:///path/membot.db or postgresql+asyncpg://user@host/db"
+            ) from None
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         db = cls(engine)
-        await db.create_schema()
+        try:
+            await db.create_schema()
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise EngineConfigError(f"Could not open the database at {parsed.render_as_string()}: {exc}") from None
         return db
 
     async def create_schema(self) -> None:

@@ -42,6 +42,9 @@ class AgentRow(Base):
     summary_hidden: Mapped[int] = mapped_column(Integer, default=0)
     heartbeats_paused_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # The agent's own archival passages, counted here with each step's commit: Milvus Lite needs ~1 s to
+    # count 5,000 filtered rows.
+    archival_passages: Mapped[int] = mapped_column(Integer, default=0)
     token_ratio: Mapped[float] = mapped_column(default=1.0)
     pressure_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
 
