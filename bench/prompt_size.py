@@ -2,17 +2,16 @@
 memory (default persona and human) and the tool schemas.
 
 Taken from the first request the scripted server receives for a new user's first message, so it is exactly
-what goes over the wire. Counted with the product's own TokenCounter (the one that decides when to summarise;
+what goes over the wire. Tool schemas are counted as the model reads them (rendered as OpenAI does, see
+`render_tools`), not as the JSON that carries them. Counted with the product's own TokenCounter (the one that decides when to summarise;
 it over-counts on purpose when tiktoken's files are not cached, as here) and with the fake server's own
 estimate (about 4 characters of JSON per token, the whole request) as a second opinion.
 """
 
 from __future__ import annotations
 
-import json
-
 from bench import Row, Target, drain, log, open_service, scripted_model, user
-from membot.agent.context.tokens import TokenCounter
+from membot.agent.context.tokens import TokenCounter, render_tools
 from tests.fakes.openai_server import estimate_prompt_tokens
 
 NAME = "prompt size"
@@ -31,7 +30,7 @@ async def run(quick: bool) -> list[Row]:
     fixed = counter.messages(system) + counter.tools(tools)
     # The server estimates the whole request; the one-word user message is a rounding error in it.
     server = estimate_prompt_tokens({"messages": system, "tools": tools})
-    chars = sum(len(m["content"]) for m in system) + len(json.dumps(tools, separators=(",", ":")))
+    chars = sum(len(m["content"]) for m in system) + len(render_tools(tools))
     counting = "exact (tiktoken)" if counter.exact else "estimate, 3.2 chars/token"
     log(f"system prompt + core memory {counter.messages(system)} tokens, tools {counter.tools(tools)} ({counting})")
     return [

@@ -86,7 +86,46 @@ class TokenCounter:
         return sum(self.message(m) for m in messages) + 3
 
     def tools(self, schemas: list[dict[str, Any]]) -> int:
-        return self.encode_len(json.dumps(schemas, separators=(",", ":"))) if schemas else 0
+        return self.encode_len(render_tools(schemas)) if schemas else 0
+
+
+def _ts_type(spec: dict[str, Any]) -> str:
+    if "enum" in spec:
+        return " | ".join(json.dumps(v) for v in spec["enum"])
+    kind = spec.get("type", "any")
+    if kind == "array":
+        return f"{_ts_type(spec.get('items', {}))}[]"
+    return {"integer": "number", "object": "object"}.get(kind, kind)
+
+
+def render_tools(schemas: list[dict[str, Any]]) -> str:
+    """Tool schemas as OpenAI's models see them: a TypeScript-like namespace, not the JSON we send.
+
+    The API renders function definitions this way before tokenising (OpenAI cookbook, "counting tokens for
+    chat completions API calls" with functions); counting the JSON instead over-counts them by about half.
+    Servers that render them differently are corrected by `TokenCalibration` against their reported counts.
+    """
+    lines = ["# Tools", "", "## functions", "", "namespace functions {", ""]
+    for schema in schemas:
+        fn = schema.get("function", schema)
+        if fn.get("description"):
+            lines.append(f"// {fn['description']}")
+        params = fn.get("parameters") or {}
+        props = params.get("properties") or {}
+        if not props:
+            lines.append(f"type {fn.get('name', '')} = () => any;")
+            lines.append("")
+            continue
+        required = set(params.get("required") or ())
+        lines.append(f"type {fn.get('name', '')} = (_: {{")
+        for name, spec in props.items():
+            if spec.get("description"):
+                lines.append(f"// {spec['description']}")
+            lines.append(f"{name}{'' if name in required else '?'}: {_ts_type(spec)},")
+        lines.append("}) => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
 
 
 @dataclass
