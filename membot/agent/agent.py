@@ -69,7 +69,7 @@ class Agent:
         self.row = row
         self.id = row.id
         self.core = core
-        self.recall = RecallMemory(engine.db, row.id)
+        self.recall = RecallMemory(engine.db, row.id, engine.terms)
         self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id, row.archival_passages)
         self.context: list[MessageRow] = []
         self.calibration = TokenCalibration(row.token_ratio)

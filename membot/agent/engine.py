@@ -15,6 +15,7 @@ from membot.agent.llm.client import ModelClient, make_openai
 from membot.agent.llm.embeddings import Embedder
 from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
+from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.sources.catalog import SourceCatalog
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
@@ -47,6 +48,7 @@ class Engine:
         self.counter = TokenCounter.for_model(config.model)
         self.system_prompt = prompts.system_prompt()
         self.catalog = SourceCatalog(db, passages)
+        self.terms = TermFrequencies()
         self.loader = SourceLoader(self.catalog, passages, embedder, max_bytes=config.max_file_bytes)
 
     @classmethod

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
+from membot.agent.memory.term_stats import TermFrequencies, fts_phrase, rerank
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
 
@@ -27,6 +28,15 @@ _FTS_SEARCH = text(
        WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
        ORDER BY bm25(messages_fts, 1.0, 0.5), m.id DESC LIMIT :limit OFFSET :offset"""
 )
+# The same ranking, with each candidate's text and score, for re-ranking by common terms (see term_stats).
+_FTS_CANDIDATES = text(
+    """SELECT m.id, m.search_text, bm25(messages_fts, 1.0, 0.5) FROM messages_fts
+       CROSS JOIN messages AS m ON m.id = messages_fts.rowid
+       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
+       ORDER BY bm25(messages_fts, 1.0, 0.5), m.id DESC LIMIT :limit"""
+)
+# Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
+RERANK_DEPTH = 40
 # Counting every hit of a common word costs more than the search; past COUNT_CAP the total is "more than".
 COUNT_CAP = 1000
 _FTS_COUNT = text(
@@ -42,9 +52,10 @@ def parse_day(value: str, field: str) -> date:
 
 
 class RecallMemory:
-    def __init__(self, db: Database, agent_id: int) -> None:
+    def __init__(self, db: Database, agent_id: int, terms: TermFrequencies) -> None:
         self.db = db
         self.agent_id = agent_id
+        self.terms = terms
 
     # Writes take the caller's session so that a step's messages commit together with its memory edits.
     def add(self, session: AsyncSession, *rows: MessageRow) -> None:
@@ -86,15 +97,20 @@ class RecallMemory:
         return await self._search_portable(terms, page, page_size)
 
     async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
-        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-        params = {"query": match, "agent_id": self.agent_id}
         async with self.db.sessions() as session:
-            total = (await session.execute(_FTS_COUNT, {**params, "cap": COUNT_CAP + 1})).scalar_one()
-            ids = (
-                await session.execute(
-                    _FTS_SEARCH, {**params, "limit": page_size, "offset": page * page_size}
-                )
-            ).scalars().all()
+            split = await self.terms.split(session, terms)
+            if split.rare and split.common:
+                match = " OR ".join(map(fts_phrase, split.rare))
+                window = (page + 1) * page_size
+                params = {"query": match, "agent_id": self.agent_id, "limit": window + RERANK_DEPTH}
+                candidates = (await session.execute(_FTS_CANDIDATES, params)).tuples().all()
+                ids = rerank(candidates, split.common)[page * page_size : window]
+            else:
+                match = " OR ".join(map(fts_phrase, terms))
+                params = {"query": match, "agent_id": self.agent_id, "limit": page_size, "offset": page * page_size}
+                ids = list((await session.execute(_FTS_SEARCH, params)).scalars().all())
+            count = {"query": match, "agent_id": self.agent_id, "cap": COUNT_CAP + 1}
+            total = (await session.execute(_FTS_COUNT, count)).scalar_one()
             rows = await self._load(session, ids)
         return Page(rows, min(total, COUNT_CAP), page, page_size, capped=total > COUNT_CAP)
 

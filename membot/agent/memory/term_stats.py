@@ -1,0 +1,108 @@
+"""How common each search term is across all messages, so that ranked search stays fast on long histories.
+
+Ranking an OR query costs one BM25 score per message that holds any of its words. A word found in a
+twentieth of all messages (a speaker's name, "go", "like") would have tens of thousands scored for a
+ranking it barely moves, since its weight (IDF) is small. So, as a search engine's common-terms query does,
+terms are split: the rarer ones find and rank the candidates; the common ones only add their weight to the
+candidates that contain them (see `rerank`). Queries made only of common words are ranked in full.
+
+Document frequencies are counted over the whole index (as FTS5's own BM25 does) and cached here: common
+words are the ones every search repeats. Counts are refreshed when the index has grown by a tenth.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# Below this many messages holding it, a term is ranked in full whatever the size of the index.
+COMMON_MIN_DOCS = 2_000
+# Above one message in this many, a term is common.
+COMMON_SHARE = 20
+CACHE_SIZE = 4_096
+# Cached counts stay valid until the index has grown by this factor.
+STALE_GROWTH = 1.1
+
+_COUNT_UP_TO = text(
+    "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH :term LIMIT :cap)"
+)
+_COUNT = text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH :term")
+_SIZE = text("SELECT coalesce(max(id), 0) FROM messages")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
+
+
+def fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def light_stem(word: str) -> str:
+    """A rough stem for matching a query word inside a candidate's text (FTS5 itself uses Porter)."""
+    for suffix in _SUFFIXES:
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def idf(docs: int, total: int) -> float:
+    return math.log(1 + (total - docs + 0.5) / (docs + 0.5))
+
+
+@dataclass(frozen=True)
+class TermSplit:
+    rare: list[str]
+    #: Common terms with their IDF, added to the score of candidates that contain them.
+    common: dict[str, float]
+
+
+def rerank(candidates: Sequence[tuple[int, str, float]], common: dict[str, float]) -> list[int]:
+    """Order (id, text, bm25) candidates, FTS5 scores being negative (lower is better), after adding the
+    weight of each common term a candidate contains; ties go to the newer message."""
+    scored = []
+    for row_id, body, score in candidates:
+        words = {light_stem(w) for w in _WORD.findall(body.lower())}
+        bonus = sum(weight for term, weight in common.items() if light_stem(term) in words)
+        scored.append((score - bonus, -row_id))
+    scored.sort()
+    return [-neg_id for _, neg_id in scored]
+
+
+class TermFrequencies:
+    """Process-wide cache of document frequencies in the message index (one per engine)."""
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    async def split(self, session: AsyncSession, terms: list[str]) -> TermSplit:
+        total = int((await session.execute(_SIZE)).scalar_one())
+        cap = max(COMMON_MIN_DOCS, total // COMMON_SHARE)
+        rare: list[str] = []
+        common: dict[str, float] = {}
+        for term in terms:
+            docs = await self._docs(session, term, total, cap)
+            if docs > cap:
+                common[term] = idf(docs, total)
+            else:
+                rare.append(term)
+        return TermSplit(rare, common)
+
+    async def _docs(self, session: AsyncSession, term: str, total: int, cap: int) -> int:
+        cached = self._cache.get(term)
+        if cached is not None and total <= cached[1] * STALE_GROWTH:
+            self._cache.move_to_end(term)
+            return cached[0]
+        phrase = fts_phrase(term)
+        # Counting a rare term is cheap; only past the cap is the whole list counted (for its IDF).
+        docs = int((await session.execute(_COUNT_UP_TO, {"term": phrase, "cap": cap + 1})).scalar_one())
+        if docs > cap:
+            docs = int((await session.execute(_COUNT, {"term": phrase})).scalar_one())
+        self._cache[term] = (docs, max(total, 1))
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return docs
