@@ -8,6 +8,7 @@ import logging
 import random
 from pathlib import Path
 
+import pypdf
 import pytest
 from pypdf import PageObject, PdfReader, PdfWriter
 from pypdf.errors import DependencyError
@@ -107,7 +108,7 @@ def test_missing_crypto_dependency_is_a_reason(monkeypatch: pytest.MonkeyPatch) 
     def no_crypto(*args: object, **kwargs: object) -> None:
         raise DependencyError("cryptography is required for AES algorithm")
 
-    monkeypatch.setattr(documents, "PdfReader", no_crypto)
+    monkeypatch.setattr(pypdf, "PdfReader", no_crypto)  # documents imports it when it first reads a PDF
     assert "cryptography" in _rejected("aes.pdf", b"%PDF-1.7\n...")
 
 

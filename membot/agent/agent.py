@@ -42,6 +42,7 @@ from membot.agent.llm.client import ChatResult, ContextOverflow, ModelUnavailabl
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory
+from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, AttachmentRow, BlockRow, MessageRow, SourceRow
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.registry import ToolArgumentsError
@@ -212,7 +213,7 @@ class Agent:
         heartbeat = bool(args.get("request_heartbeat", False))
         try:
             output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
-        except (CoreMemoryError, ValueError) as exc:
+        except (CoreMemoryError, ValueError, PassageStoreError) as exc:
             return False, f"{call.name} failed: {exc}", heartbeat
         except ModelUnavailable as exc:
             return False, f"{call.name} failed: {exc}", heartbeat

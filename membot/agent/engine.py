@@ -3,6 +3,7 @@ creation and loading of agents. Built once per process and passed in; nothing he
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC
 
 from sqlalchemy import select
@@ -19,10 +20,12 @@ from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.sources.catalog import SourceCatalog
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
-from membot.agent.store.passages import PassageStore
+from membot.agent.store.passages import PassageStore, PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
 from membot.agent.tools import build_tools
 from membot.agent.tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
 
 
 class UnknownAgent(LookupError):
@@ -55,11 +58,8 @@ class Engine:
     async def open(cls, config: EngineConfig) -> Engine:
         tools = build_tools(config)  # first: a bad configuration opens nothing
         db = await Database.open(config.database_url)
-        try:
-            passages = await PassageStore.open(config.milvus_uri, config.embedding_dim, config.milvus_token)
-        except BaseException:
-            await db.close()
-            raise
+        # Opens on first use (see PassageStore).
+        passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)
         chat = make_openai(config.api_key, config.base_url, config.model_timeout, config.model_max_retries)
         embed_client = (
             make_openai(config.api_key, config.embedding_base_url, config.model_timeout, config.model_max_retries)
@@ -114,7 +114,12 @@ class Engine:
             # A chain that ended cleanly ends on a function result. Anything else may be a step that died
             # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
             # commit was never seen stored by the agent, and goes.
-            await self.passages.delete_newer(agent_owner(agent_id), last.created_at.replace(tzinfo=UTC).timestamp())
+            try:
+                await self.passages.delete_newer(
+                    agent_owner(agent_id), last.created_at.replace(tzinfo=UTC).timestamp()
+                )
+            except PassageStoreError as exc:  # the agent can still talk; the next load tries again
+                log.warning("could not clear uncommitted passages of agent %s: %s", agent_id, exc)
         agent = Agent(self, row, core)
         await agent.reload_context()
         return agent

@@ -43,6 +43,7 @@ async def load_directory(
     )
     if not paths:
         raise CommandError("No files to load.")
+    await service.engine.passages.ready()  # a store in use elsewhere stops the load before any work
     try:
         source = await service.engine.catalog.get_or_create(scope, name)
     except SourceError as exc:

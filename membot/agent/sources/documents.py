@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError, LimitReachedError
+if TYPE_CHECKING:
+    from pypdf import PdfReader
 
 SUPPORTED_EXTENSIONS = (".pdf", ".txt", ".md", ".markdown")
 MAX_PAGES = 2_000
@@ -162,6 +163,10 @@ def read_path(path: Path, *, max_bytes: int, max_pages: int = MAX_PAGES) -> Pars
 
 
 def _read_pdf(filename: str, data: bytes, max_pages: int) -> tuple[list[Document], int]:
+    # Imported on first use: pypdf (with the cryptography it loads) costs ~13 MB a process that never
+    # reads a PDF need not carry.
+    from pypdf.errors import DependencyError, LimitReachedError
+
     try:
         with _quiet_pypdf():
             return _extract_pages(filename, data, max_pages)
@@ -187,6 +192,8 @@ def _declared_page_count(reader: PdfReader) -> int:
 
 
 def _extract_pages(filename: str, data: bytes, max_pages: int) -> tuple[list[Document], int]:
+    from pypdf import PasswordType, PdfReader
+
     deadline = time.monotonic() + MAX_PARSE_SECONDS
     reader = PdfReader(io.BytesIO(data), strict=False)
     # Owner-password-only PDFs open with the empty user password; only a real user password stops us.

@@ -20,7 +20,7 @@ from membot.agent.memory.archival import source_owner
 from membot.agent.sources.catalog import SourceCatalog
 from membot.agent.sources.chunking import Chunk, chunk_documents
 from membot.agent.sources.documents import FileRejected, ParsedFile, read_file_bytes, read_path
-from membot.agent.store.passages import PassageRow, PassageStore
+from membot.agent.store.passages import PassageRow, PassageStore, PassageStoreError
 from membot.agent.store.schema import SourceRow
 
 INSERT_BATCH = 512
@@ -82,9 +82,12 @@ class SourceLoader:
         self, source: SourceRow, filename: str, parse: Callable[[], ParsedFile], progress: Progress | None
     ) -> FileOutcome:
         try:
+            await self.passages.ready()  # before parsing: a store that cannot open fails the file at once
             parsed = await asyncio.to_thread(parse)
         except FileRejected as exc:
             return FileOutcome(filename, "failed", reason=exc.reason)
+        except PassageStoreError as exc:
+            return FileOutcome(filename, "failed", reason=f"{filename}: {exc}")
         if await self.catalog.has_file(source.id, parsed.content_hash):
             return FileOutcome(filename, "duplicate", len(parsed.documents), parsed.pages, 0)
         chunks = await asyncio.to_thread(self._chunk, parsed)

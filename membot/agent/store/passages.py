@@ -5,6 +5,8 @@ Every search and count names the owners it may see; the archival memory of one a
 from its own id and its attached sources, so nothing here can return another agent's rows.
 
 pymilvus is blocking (gRPC, and Milvus Lite runs in this process): every call goes to a worker thread.
+The store opens on first use, not at start: pymilvus with Milvus Lite costs ~120 MB of memory and a second
+of start-up, which commands and agents that never touch archival memory need not pay.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +57,48 @@ def _owner_filter(owners: list[str]) -> str:
     return "owner in " + json.dumps(owners)
 
 
+@dataclass(frozen=True)
+class _Opened:
+    client: MilvusClient
+    #: BM25 full-text search fused with dense search; decided once, when the collection is created.
+    hybrid: bool
+
+
 class PassageStore:
-    def __init__(self, client: MilvusClient, dim: int, hybrid: bool) -> None:
-        self.client = client
+    def __init__(self, uri: str, dim: int, token: str | None = None) -> None:
+        self.uri = uri
         self.dim = dim
-        #: BM25 full-text search fused with dense search; decided once, when the collection is opened.
-        self.hybrid = hybrid
+        self.token = token
+        self._opened: _Opened | None = None
+        self._opening = asyncio.Lock()
 
     @classmethod
     async def open(cls, uri: str, dim: int, token: str | None = None) -> PassageStore:
-        return await asyncio.to_thread(cls._open_blocking, uri, dim, token)
+        """A store opened now rather than on first use (so that errors show at once)."""
+        store = cls(uri, dim, token)
+        await store.ready()
+        return store
+
+    async def ready(self) -> _Opened:
+        if self._opened is None:
+            async with self._opening:
+                if self._opened is None:
+                    self._opened = await asyncio.to_thread(self._open_blocking, self.uri, self.dim, self.token)
+        return self._opened
+
+    @property
+    def client(self) -> MilvusClient:
+        if self._opened is None:
+            raise RuntimeError("the passage store is not open yet")
+        return self._opened.client
 
     @classmethod
-    def _open_blocking(cls, uri: str, dim: int, token: str | None) -> PassageStore:
+    def _open_blocking(cls, uri: str, dim: int, token: str | None) -> _Opened:
+        # Arrow's own allocator keeps ~20-30 MB more than malloc once Milvus Lite holds a few hundred rows.
+        # It is read when pyarrow loads, so it is set before the first pymilvus import (unless set already).
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        from pymilvus import MilvusClient
+
         is_server = "://" in uri
         if not is_server:
             # Milvus Lite's in-process gRPC server logs a traceback for calls it does not implement
@@ -86,10 +119,10 @@ class PassageStore:
             hybrid = cls._check_existing(client, dim)
             # A collection from an earlier process starts released; searches need it loaded.
             client.load_collection(COLLECTION)
-            return cls(client, dim, hybrid)
+            return _Opened(client, hybrid)
         try:
             client.create_collection(COLLECTION, schema=cls._schema(dim, True), index_params=cls._index(client, True))
-            return cls(client, dim, True)
+            return _Opened(client, True)
         except Exception as exc:  # a backend without the BM25 function: dense search only
             log.info("BM25 full-text search not available (%s); archival search is dense only", exc)
             if client.has_collection(COLLECTION):
@@ -97,7 +130,7 @@ class PassageStore:
             client.create_collection(
                 COLLECTION, schema=cls._schema(dim, False), index_params=cls._index(client, False)
             )
-            return cls(client, dim, False)
+            return _Opened(client, False)
 
     @staticmethod
     def _check_existing(client: MilvusClient, dim: int) -> bool:
@@ -113,6 +146,8 @@ class PassageStore:
 
     @staticmethod
     def _schema(dim: int, hybrid: bool) -> Any:
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("owner", DataType.VARCHAR, max_length=64, is_partition_key=True)
@@ -158,7 +193,8 @@ class PassageStore:
             }
             for row in rows
         ]
-        result = await asyncio.to_thread(self.client.insert, COLLECTION, data)
+        client = (await self.ready()).client
+        result = await asyncio.to_thread(client.insert, COLLECTION, data)
         return list(result["ids"])
 
     async def search(
@@ -166,20 +202,23 @@ class PassageStore:
     ) -> list[PassageHit]:
         if not owners or limit <= 0:
             return []
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        opened = await self.ready()
         expr = _owner_filter(owners)
         fields = ["owner", "text", "filename", "page", "created_at"]
         window = offset + limit
-        if self.hybrid and query.strip():
+        if opened.hybrid and query.strip():
             requests = [
                 AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=window, expr=expr),
                 AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=window, expr=expr),
             ]
             result = await asyncio.to_thread(
-                self.client.hybrid_search, COLLECTION, requests, RRFRanker(60), limit=window, output_fields=fields
+                opened.client.hybrid_search, COLLECTION, requests, RRFRanker(60), limit=window, output_fields=fields
             )
         else:
             result = await asyncio.to_thread(
-                self.client.search,
+                opened.client.search,
                 COLLECTION,
                 data=[embedding],
                 anns_field="dense",
@@ -203,26 +242,32 @@ class PassageStore:
 
     async def flush(self) -> None:
         """Seal what was inserted so that searches use the index instead of scanning growing segments."""
-        await asyncio.to_thread(self.client.flush, COLLECTION)
+        if self._opened is not None:  # nothing was written if it never opened
+            await asyncio.to_thread(self._opened.client.flush, COLLECTION)
 
     async def count(self, owners: list[str]) -> int:
         if not owners:
             return 0
+        client = (await self.ready()).client
         result = await asyncio.to_thread(
-            self.client.query, COLLECTION, filter=_owner_filter(owners), output_fields=["count(*)"]
+            client.query, COLLECTION, filter=_owner_filter(owners), output_fields=["count(*)"]
         )
         return int(result[0]["count(*)"]) if result else 0
 
     async def delete_newer(self, owner: str, after: float) -> None:
         """Delete an owner's passages written after a moment (epoch seconds)."""
         expr = f"owner == {json.dumps(owner)} and created_at > {after!r}"
-        await asyncio.to_thread(self.client.delete, COLLECTION, filter=expr)
+        client = (await self.ready()).client
+        await asyncio.to_thread(client.delete, COLLECTION, filter=expr)
 
     async def delete(self, owner: str, doc_hash: str | None = None) -> None:
         expr = f"owner == {json.dumps(owner)}"
         if doc_hash is not None:
             expr += f" and doc_hash == {json.dumps(doc_hash)}"
-        await asyncio.to_thread(self.client.delete, COLLECTION, filter=expr)
+        client = (await self.ready()).client
+        await asyncio.to_thread(client.delete, COLLECTION, filter=expr)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.client.close)
+        if self._opened is not None:
+            await asyncio.to_thread(self._opened.client.close)
+            self._opened = None
