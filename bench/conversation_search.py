@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from bench import DATA, Row, Target, log, ms, open_service, percentile, scripted_model, stopwatch, user
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.recall import _FTS_SEARCH
+from membot.agent.memory.recall import _FTS_RANKED
 from membot.agent.messages import user_message
 
 NAME = "conversation search"
@@ -79,8 +79,8 @@ async def run(quick: bool) -> list[Row]:
             match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
             with stopwatch() as t:
                 async with service.engine.db.sessions() as session:
-                    params = {"query": match, "agent_id": agent_id, "limit": 10, "offset": 0}
-                    (await session.execute(_FTS_SEARCH, params)).all()
+                    params = {"query": match, "agent_id": agent_id, "limit": 10}
+                    (await session.execute(_FTS_RANKED, params)).all()
             paged.append(t[0])
             with stopwatch() as t:
                 async with service.engine.db.sessions() as session:

@@ -77,6 +77,8 @@ class Agent:
         self.budget = PromptBudget(engine.config.context_window, engine.counter)
         #: Messages in recall memory: counted once, then kept up to date by this agent's own commits.
         self._recall_count: int | None = None
+        #: Attached source names, with the catalog's change count they were read at.
+        self._sources: tuple[int, list[str]] | None = None
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
 
@@ -258,18 +260,25 @@ class Agent:
     # ----- the context window ----------------------------------------------------------------------------
 
     async def _stats(self) -> MemoryStats:
-        async with self.engine.db.sessions() as session:
-            names = list(
-                await session.scalars(
-                    select(SourceRow.name)
-                    .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
-                    .where(AttachmentRow.agent_id == self.id)
-                    .order_by(SourceRow.name)
-                )
-            )
         if self._recall_count is None:
             self._recall_count = await self.recall.count()
-        return MemoryStats(self._recall_count, self.archival.own_count, names)
+        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
+
+    async def _source_names(self) -> list[str]:
+        """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
+        changes = self.engine.catalog.changes
+        if self._sources is None or self._sources[0] != changes:
+            async with self.engine.db.sessions() as session:
+                names = list(
+                    await session.scalars(
+                        select(SourceRow.name)
+                        .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+                        .where(AttachmentRow.agent_id == self.id)
+                        .order_by(SourceRow.name)
+                    )
+                )
+            self._sources = (changes, names)
+        return list(self._sources[1])
 
     def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
         prompt = [system_message(self.engine.system_prompt, self.core, stats)]

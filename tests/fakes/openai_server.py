@@ -324,7 +324,7 @@ class ScriptedModel:
         app.router.add_get("/v1/models/{model}", self._handle_model)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)  # 200 clients may connect at once
         await site.start()
         port = runner.addresses[0][1]
         self._runner = runner

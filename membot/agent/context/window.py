@@ -103,5 +103,10 @@ class PromptBudget:
         # Room is left for the model's answer.
         return self.window - min(1024, self.window // 8)
 
+    #: The last tool list seen and its token count: the registry hands out one list, counted once.
+    _tools: tuple[list[dict[str, Any]] | None, int] = (None, 0)
+
     def size(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
-        return self.counter.messages(messages) + self.counter.tools(tools)
+        if self._tools[0] is not tools:
+            self._tools = (tools, self.counter.tools(tools))
+        return self.counter.messages(messages) + self._tools[1]

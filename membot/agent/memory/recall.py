@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
@@ -23,26 +23,18 @@ from membot.agent.store.schema import MessageRow
 
 # CROSS JOIN fixes the join order: the FTS index is read first and the agent filter applied to its hits.
 # Left to itself the planner may walk the agent's messages and probe the index once per row (100x slower).
-_FTS_SEARCH = text(
-    """SELECT m.id FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
-       ORDER BY bm25(messages_fts, 1.0, 0.5), m.id DESC LIMIT :limit OFFSET :offset"""
-)
-# The same ranking, with each candidate's text and score, for re-ranking by common terms (see term_stats).
-_FTS_CANDIDATES = text(
-    """SELECT m.id, m.search_text, bm25(messages_fts, 1.0, 0.5) FROM messages_fts
-       CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id
-       ORDER BY bm25(messages_fts, 1.0, 0.5), m.id DESC LIMIT :limit"""
+# Every hit is scored to be ranked anyway, so counting them all (the window count) comes almost free.
+# (bm25() cannot sit beside a window function, hence the subquery.)
+_FTS_RANKED = text(
+    """SELECT id, body, score, count(*) OVER () FROM (
+         SELECT m.id AS id, m.search_text AS body, bm25(messages_fts, 1.0, 0.5) AS score FROM messages_fts
+         CROSS JOIN messages AS m ON m.id = messages_fts.rowid
+         WHERE messages_fts MATCH :query AND m.agent_id = :agent_id)
+       ORDER BY score, id DESC LIMIT :limit"""
 )
 # Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
 RERANK_DEPTH = 40
-# Counting every hit of a common word costs more than the search; past COUNT_CAP the total is "more than".
-COUNT_CAP = 1000
-_FTS_COUNT = text(
-    """SELECT count(*) FROM (SELECT 1 FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-       WHERE messages_fts MATCH :query AND m.agent_id = :agent_id LIMIT :cap)"""
-)
+
 
 def parse_day(value: str, field: str) -> date:
     try:
@@ -64,11 +56,16 @@ class RecallMemory:
                 raise PermissionError("a message may only be stored in its own agent's recall memory")
             session.add(row)
 
+    def _own(self, ids: Sequence[int]) -> ColumnElement[bool]:
+        """These messages, if they are this agent's. `agent_id + 0` keeps SQLite from walking the agent's whole
+        index (ix_messages_agent_*) instead of looking the ids up by primary key: 11 ms vs 0.5 ms at 100,000."""
+        return and_(MessageRow.id.in_(list(ids)), (MessageRow.agent_id + 0) == self.agent_id)
+
     async def evict(self, session: AsyncSession, ids: Sequence[int]) -> None:
         """Take messages out of the context window; they stay in recall memory."""
         await session.execute(
             update(MessageRow)
-            .where(MessageRow.agent_id == self.agent_id, MessageRow.id.in_(list(ids)))
+            .where(self._own(ids))
             .values(in_context=False)
         )
 
@@ -97,22 +94,22 @@ class RecallMemory:
         return await self._search_portable(terms, page, page_size)
 
     async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
+        window = (page + 1) * page_size
         async with self.db.sessions() as session:
             split = await self.terms.split(session, terms)
-            if split.rare and split.common:
-                match = " OR ".join(map(fts_phrase, split.rare))
-                window = (page + 1) * page_size
-                params = {"query": match, "agent_id": self.agent_id, "limit": window + RERANK_DEPTH}
-                candidates = (await session.execute(_FTS_CANDIDATES, params)).tuples().all()
-                ids = rerank(candidates, split.common)[page * page_size : window]
-            else:
-                match = " OR ".join(map(fts_phrase, terms))
-                params = {"query": match, "agent_id": self.agent_id, "limit": page_size, "offset": page * page_size}
-                ids = list((await session.execute(_FTS_SEARCH, params)).scalars().all())
-            count = {"query": match, "agent_id": self.agent_id, "cap": COUNT_CAP + 1}
-            total = (await session.execute(_FTS_COUNT, count)).scalar_one()
-            rows = await self._load(session, ids)
-        return Page(rows, min(total, COUNT_CAP), page, page_size, capped=total > COUNT_CAP)
+            # Rare terms find the candidates, common ones re-rank them; without both kinds, every term ranks.
+            found_by = split.rare if split.rare and split.common else terms
+            common = split.common if found_by is split.rare else {}
+            params = {
+                "query": " OR ".join(map(fts_phrase, found_by)),
+                "agent_id": self.agent_id,
+                "limit": window + (RERANK_DEPTH if common else 0),
+            }
+            ranked = (await session.execute(_FTS_RANKED, params)).tuples().all()
+            total = ranked[0][3] if ranked else 0
+            ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], common)
+            rows = await self._load(session, ids[page * page_size : window])
+        return Page(rows, total, page, page_size)
 
     async def _search_portable(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
         # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
@@ -162,7 +159,7 @@ class RecallMemory:
         if not ids:
             return []
         rows = await session.scalars(
-            select(MessageRow).where(MessageRow.agent_id == self.agent_id, MessageRow.id.in_(list(ids)))
+            select(MessageRow).where(self._own(ids))
         )
         by_id = {row.id: row for row in rows}
         return [by_id[i] for i in ids if i in by_id]

@@ -29,12 +29,8 @@ CACHE_SIZE = 4_096
 # Cached counts stay valid until the index has grown by this factor.
 STALE_GROWTH = 1.1
 
-_COUNT_UP_TO = text(
-    "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH :term LIMIT :cap)"
-)
 _COUNT = text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH :term")
 _SIZE = text("SELECT coalesce(max(id), 0) FROM messages")
-_WORD = re.compile(r"\w+", re.UNICODE)
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
@@ -61,13 +57,19 @@ class TermSplit:
     common: dict[str, float]
 
 
+def _inflections(term: str) -> re.Pattern[str]:
+    """The term's light stem with any of the suffixes `light_stem` strips, as a whole word."""
+    alternatives = "|".join(_SUFFIXES)
+    return re.compile(rf"\b{re.escape(light_stem(term))}(?:{alternatives})?\b", re.IGNORECASE)
+
+
 def rerank(candidates: Sequence[tuple[int, str, float]], common: dict[str, float]) -> list[int]:
     """Order (id, text, bm25) candidates, FTS5 scores being negative (lower is better), after adding the
     weight of each common term a candidate contains; ties go to the newer message."""
+    patterns = [(_inflections(term), weight) for term, weight in common.items()]
     scored = []
     for row_id, body, score in candidates:
-        words = {light_stem(w) for w in _WORD.findall(body.lower())}
-        bonus = sum(weight for term, weight in common.items() if light_stem(term) in words)
+        bonus = sum(weight for pattern, weight in patterns if pattern.search(body))
         scored.append((score - bonus, -row_id))
     scored.sort()
     return [-neg_id for _, neg_id in scored]
@@ -82,27 +84,35 @@ class TermFrequencies:
     async def split(self, session: AsyncSession, terms: list[str]) -> TermSplit:
         total = int((await session.execute(_SIZE)).scalar_one())
         cap = max(COMMON_MIN_DOCS, total // COMMON_SHARE)
-        rare: list[str] = []
-        common: dict[str, float] = {}
-        for term in terms:
-            docs = await self._docs(session, term, total, cap)
-            if docs > cap:
-                common[term] = idf(docs, total)
-            else:
-                rare.append(term)
+        docs = {term: self._cached(term, total) for term in terms}
+        missing = [term for term, count in docs.items() if count is None]
+        if missing:
+            docs.update(await self._count(session, missing, total, cap))
+        rare = [term for term in terms if (docs[term] or 0) <= cap]
+        common = {term: idf(docs[term] or 0, total) for term in terms if (docs[term] or 0) > cap}
         return TermSplit(rare, common)
 
-    async def _docs(self, session: AsyncSession, term: str, total: int, cap: int) -> int:
+    def _cached(self, term: str, total: int) -> int | None:
         cached = self._cache.get(term)
-        if cached is not None and total <= cached[1] * STALE_GROWTH:
-            self._cache.move_to_end(term)
-            return cached[0]
-        phrase = fts_phrase(term)
-        # Counting a rare term is cheap; only past the cap is the whole list counted (for its IDF).
-        docs = int((await session.execute(_COUNT_UP_TO, {"term": phrase, "cap": cap + 1})).scalar_one())
-        if docs > cap:
-            docs = int((await session.execute(_COUNT, {"term": phrase})).scalar_one())
-        self._cache[term] = (docs, max(total, 1))
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return docs
+        if cached is None or total > cached[1] * STALE_GROWTH:
+            return None
+        self._cache.move_to_end(term)
+        return cached[0]
+
+    async def _count(self, session: AsyncSession, terms: list[str], total: int, cap: int) -> dict[str, int]:
+        # One statement for all the terms (each statement is a round trip to the database thread). Counting a
+        # rare term is cheap; only past the cap is a term's whole list counted, for its IDF.
+        capped = ", ".join(
+            f"(SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH :t{i} LIMIT :cap))"
+            for i in range(len(terms))
+        )
+        params: dict[str, object] = {f"t{i}": fts_phrase(term) for i, term in enumerate(terms)}
+        counts = dict(zip(terms, (await session.execute(text(f"SELECT {capped}"), {**params, "cap": cap + 1})).one(),
+                          strict=True))
+        for term in [t for t, n in counts.items() if n > cap]:
+            counts[term] = int((await session.execute(_COUNT, {"term": fts_phrase(term)})).scalar_one())
+        for term, count in counts.items():
+            self._cache[term] = (int(count), max(total, 1))
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return {term: int(count) for term, count in counts.items()}

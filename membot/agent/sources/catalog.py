@@ -48,6 +48,8 @@ class SourceCatalog:
     def __init__(self, db: Database, passages: PassageStore) -> None:
         self.db = db
         self.passages = passages
+        #: Bumped by every attach, detach and delete in this process, so agents can cache their source names.
+        self.changes = 0
 
     async def find(self, scope: str, name: str) -> SourceRow | None:
         async with self.db.sessions() as session:
@@ -110,6 +112,7 @@ class SourceCatalog:
             await session.execute(delete(AttachmentRow).where(AttachmentRow.source_id == source.id))
             await session.execute(delete(DocumentRow).where(DocumentRow.source_id == source.id))
             await session.execute(delete(SourceRow).where(SourceRow.id == source.id))
+        self.changes += 1
         return info
 
     # ----- files of a source ------------------------------------------------------------------------------
@@ -142,6 +145,7 @@ class SourceCatalog:
         try:
             async with self.db.transaction() as session:
                 session.add(AttachmentRow(agent_id=agent_id, source_id=source_id))
+            self.changes += 1
             return True
         except IntegrityError:
             return False
@@ -151,4 +155,5 @@ class SourceCatalog:
             result = await session.execute(
                 delete(AttachmentRow).where(AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id)
             )
+        self.changes += 1
         return bool(result.rowcount)
