@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 from sqlalchemy import event, text
 
 from bench import Row, Target, drain, log, ms, open_service, percentile, scripted_model, stopwatch, user
@@ -105,10 +106,11 @@ async def _sql_round_trip(service: BotService, repeat: int) -> tuple[float, floa
 
 
 async def _replay(client: AsyncOpenAI, bodies: list[dict[str, Any]]) -> float:
-    """Seconds to send these exact request bodies again, one after the other, through a bare client."""
+    """Seconds to send these exact request bodies again, one after the other, through a bare client, the way
+    membot sends them (the client's generic POST, see llm/client.py): the HTTP and SDK cost of those calls."""
     with stopwatch() as elapsed:
         for body in bodies:
-            await client.chat.completions.create(**body)
+            await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
     return elapsed[0]
 
 
