@@ -19,14 +19,13 @@ to change it (a multiple of 5,000).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 
 import numpy as np
 
 from bench import Row, Target, log, ms, open_service, percentile, scripted_model, stopwatch
-from membot.agent.store.passages import COLLECTION, PassageRow, PassageStore
+from membot.agent.store.passages import PassageRow, PassageStore
 
 NAME = "archival search"
 DIM = 1536
@@ -86,7 +85,7 @@ async def run(quick: bool) -> list[Row]:
                     log(f"search at {BATCH:,} passages: {[round(t, 3) for t in small]} s")
         rate = total / (insert[0] - sum(small) - sum(single))
         with stopwatch() as flush:
-            await asyncio.to_thread(store.client.flush, COLLECTION)
+            await store.flush()
         log(f"flush took {flush[0]:.1f} s")
         for owner_index, vector, words in probes[:3]:  # warm up caches after the flush
             await store.search([owners[owner_index]], words, vector.tolist(), 10)

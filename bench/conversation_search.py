@@ -18,6 +18,7 @@ from sqlalchemy import text
 from bench import DATA, Row, Target, log, ms, open_service, percentile, scripted_model, stopwatch, user
 from membot.agent.memory.query import query_terms
 from membot.agent.memory.recall import _FTS_RANKED
+from membot.agent.memory.term_stats import fts_phrase
 from membot.agent.messages import user_message
 
 NAME = "conversation search"
@@ -76,7 +77,7 @@ async def run(quick: bool) -> list[Row]:
         for question in probe:
             terms = query_terms(question) or ["the"]
             # Every term ranked in full, as before the common-terms split (see memory/term_stats.py).
-            match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+            match = " OR ".join(map(fts_phrase, terms))
             with stopwatch() as t:
                 async with service.engine.db.sessions() as session:
                     params = {"query": match, "agent_id": agent_id, "limit": 10}

@@ -74,7 +74,7 @@ class Agent:
         self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id, row.archival_passages)
         self.context: list[MessageRow] = []
         self.calibration = TokenCalibration(row.token_ratio)
-        self.budget = PromptBudget(engine.config.context_window, engine.counter)
+        self.budget = PromptBudget(engine.config.context_window, engine.counter, engine.tool_tokens)
         #: Messages in recall memory: counted once, then kept up to date by this agent's own commits.
         self._recall_count: int | None = None
         #: Attached source names, with the catalog's change count they were read at.
@@ -150,9 +150,8 @@ class Agent:
         yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
 
     async def _call_model(self, prompt: list[dict[str, Any]]) -> ChatResult:
-        tools = self.engine.tools.schemas()
-        estimate = self.budget.size(prompt, tools)
-        result = await self.engine.model.chat(prompt, tools)
+        estimate = self.budget.size(prompt)
+        result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
         self.row.last_prompt_tokens = result.prompt_tokens or self.calibration.correct(estimate)
@@ -290,16 +289,16 @@ class Agent:
 
     def prompt_tokens(self, stats: MemoryStats) -> int:
         """The corrected size of the next prompt, tools included."""
-        return self.calibration.correct(self.budget.size(self._prompt(stats), self.engine.tools.schemas()))
+        return self.calibration.correct(self.budget.size(self._prompt(stats)))
 
     async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], str | None]:
         """The prompt for the next call, after summarising and evicting if it would not fit."""
         prompt = self._prompt(stats)
-        size = self.calibration.correct(self.budget.size(prompt, self.engine.tools.schemas()))
+        size = self.calibration.correct(self.budget.size(prompt))
         if size <= self.budget.limit:
             return prompt, None
         # Free half of the room the queue may use, so that summaries are rare, not every turn.
-        fixed = self.calibration.correct(self.budget.size(prompt[:1], self.engine.tools.schemas()))
+        fixed = self.calibration.correct(self.budget.size(prompt[:1]))
         target = fixed + max(0, self.budget.limit - fixed) // 2
         note = await self._evict(size - target, stats, use_model=not summarised)
         return self._prompt(stats), note

@@ -49,6 +49,7 @@ class Engine:
         self.embedder = embedder
         self.tools = tools
         self.counter = TokenCounter.for_model(config.model)
+        self.tool_tokens = self.counter.tools(tools.schemas())
         self.system_prompt = prompts.system_prompt()
         self.catalog = SourceCatalog(db, passages)
         self.terms = TermFrequencies()

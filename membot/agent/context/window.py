@@ -97,16 +97,14 @@ class PromptBudget:
 
     window: int
     counter: TokenCounter
+    #: The tool schemas' tokens: the same schemas go with every call, so they are counted once.
+    tool_tokens: int = 0
 
     @property
     def limit(self) -> int:
         # Room is left for the model's answer.
         return self.window - min(1024, self.window // 8)
 
-    #: The last tool list seen and its token count: the registry hands out one list, counted once.
-    _tools: tuple[list[dict[str, Any]] | None, int] = (None, 0)
-
-    def size(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
-        if self._tools[0] is not tools:
-            self._tools = (tools, self.counter.tools(tools))
-        return self.counter.messages(messages) + self._tools[1]
+    def size(self, messages: Sequence[dict[str, Any]]) -> int:
+        """Tokens of these messages plus the tool schemas."""
+        return self.counter.messages(messages) + self.tool_tokens

@@ -17,8 +17,6 @@ class Page(Generic[T]):
     total: int
     page: int  # 0-based, as the functions take it
     page_size: int = PAGE_SIZE
-    #: The total was counted only up to a cap: there are more than `total`.
-    capped: bool = False
 
     @property
     def pages(self) -> int:
@@ -32,8 +30,6 @@ class Page(Generic[T]):
         first = self.page * self.page_size + 1
         last = first + len(self.items) - 1
         more = f"; ask for page {self.page + 1} for more" if self.page + 1 < self.pages else ""
-        if self.capped:
-            return f"Showing {what} {first}-{last} of more than {self.total} (page {self.page}; ask for page {self.page + 1} for more)."
         return f"Showing {what} {first}-{last} of {self.total} (page {self.page} of pages 0-{self.pages - 1}{more})."
 
 

@@ -96,18 +96,16 @@ class RecallMemory:
     async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
         window = (page + 1) * page_size
         async with self.db.sessions() as session:
+            # Rare terms find the candidates, common ones re-rank them (see term_stats).
             split = await self.terms.split(session, terms)
-            # Rare terms find the candidates, common ones re-rank them; without both kinds, every term ranks.
-            found_by = split.rare if split.rare and split.common else terms
-            common = split.common if found_by is split.rare else {}
             params = {
-                "query": " OR ".join(map(fts_phrase, found_by)),
+                "query": " OR ".join(map(fts_phrase, split.rare)),
                 "agent_id": self.agent_id,
-                "limit": window + (RERANK_DEPTH if common else 0),
+                "limit": window + (RERANK_DEPTH if split.common else 0),
             }
             ranked = (await session.execute(_FTS_RANKED, params)).tuples().all()
             total = ranked[0][3] if ranked else 0
-            ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], common)
+            ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], split.common)
             rows = await self._load(session, ids[page * page_size : window])
         return Page(rows, total, page, page_size)
 

@@ -52,6 +52,7 @@ def idf(docs: int, total: int) -> float:
 
 @dataclass(frozen=True)
 class TermSplit:
+    #: The terms that find and rank the candidates: the rare ones, or all of them when none or all are rare.
     rare: list[str]
     #: Common terms with their IDF, added to the score of candidates that contain them.
     common: dict[str, float]
@@ -84,13 +85,15 @@ class TermFrequencies:
     async def split(self, session: AsyncSession, terms: list[str]) -> TermSplit:
         total = int((await session.execute(_SIZE)).scalar_one())
         cap = max(COMMON_MIN_DOCS, total // COMMON_SHARE)
-        docs = {term: self._cached(term, total) for term in terms}
-        missing = [term for term, count in docs.items() if count is None]
+        cached = {term: self._cached(term, total) for term in terms}
+        missing = [term for term, count in cached.items() if count is None]
+        docs = {term: count for term, count in cached.items() if count is not None}
         if missing:
             docs.update(await self._count(session, missing, total, cap))
-        rare = [term for term in terms if (docs[term] or 0) <= cap]
-        common = {term: idf(docs[term] or 0, total) for term in terms if (docs[term] or 0) > cap}
-        return TermSplit(rare, common)
+        rare = [term for term in terms if docs[term] <= cap]
+        if not rare or len(rare) == len(terms):
+            return TermSplit(terms, {})  # nothing to split: every term ranks
+        return TermSplit(rare, {term: idf(docs[term], total) for term in terms if docs[term] > cap})
 
     def _cached(self, term: str, total: int) -> int | None:
         cached = self._cache.get(term)

@@ -72,25 +72,18 @@ class PassageStore:
         self._opened: _Opened | None = None
         self._opening = asyncio.Lock()
 
-    @classmethod
-    async def open(cls, uri: str, dim: int, token: str | None = None) -> PassageStore:
-        """A store opened now rather than on first use (so that errors show at once)."""
-        store = cls(uri, dim, token)
-        await store.ready()
-        return store
+    @property
+    def is_server(self) -> bool:
+        """A Milvus server URI rather than a Milvus Lite file."""
+        return "://" in self.uri
 
     async def ready(self) -> _Opened:
+        """The open store, opened now if this is its first use."""
         if self._opened is None:
             async with self._opening:
                 if self._opened is None:
                     self._opened = await asyncio.to_thread(self._open_blocking, self.uri, self.dim, self.token)
         return self._opened
-
-    @property
-    def client(self) -> MilvusClient:
-        if self._opened is None:
-            raise RuntimeError("the passage store is not open yet")
-        return self._opened.client
 
     @classmethod
     def _open_blocking(cls, uri: str, dim: int, token: str | None) -> _Opened:
@@ -246,7 +239,7 @@ class PassageStore:
         Milvus Lite only (~10 ms for a few rows): a server indexes growing segments itself, and rate-limits
         flush calls.
         """
-        if self._opened is not None and "://" not in self.uri:  # nothing was written if it never opened
+        if self._opened is not None and not self.is_server:  # nothing was written if it never opened
             await asyncio.to_thread(self._opened.client.flush, COLLECTION)
 
     async def count(self, owners: list[str]) -> int:

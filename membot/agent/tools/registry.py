@@ -132,7 +132,7 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
 class ToolRegistry:
     def __init__(self, funcs: list[Callable[..., Awaitable[str | None]]]) -> None:
         self.tools = {tool.name: tool for tool in map(make_tool, funcs)}
-        # Built once: the same list goes with every call, and token counts of it can be kept by identity.
+        # Built once: the same list goes with every call.
         self._schemas = [tool.schema for tool in self.tools.values()]
 
     def get(self, name: str) -> Tool | None:
