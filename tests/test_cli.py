@@ -93,7 +93,17 @@ async def test_load_directory_and_sources(model, home, tmp_path):
     assert out.splitlines()[-1] == "MemGPT manages virtual context, like an OS pages memory."
     found = model.requests[-1]["messages"][-2]["content"]
     assert "memgpt_paper.pdf, page" in found
+    # --scope before the action counts for delete too: there is no such source in that scope.
+    code, out, err = await membot(model, home, "sources", "--scope", "discord:9", "delete", "memgpt_research_paper")
+    assert code == 2 and "no source called" in err
     code, out, err = await membot(model, home, "sources", "delete", "memgpt_research_paper")
     assert code == 0 and "Deleted memgpt_research_paper" in out
     code, out, err = await membot(model, home, "sources", "delete", "nothing")
     assert code == 2 and "no source called" in err
+
+
+async def test_discord_sync_with_discord_unreachable_says_so(model, home):
+    env = {"DISCORD_TOKEN": "not-a-real-token", "MEMBOT_DISCORD_API_URL": "http://127.0.0.1:9/api/v10"}
+    code, out, err = await membot(model, home, "discord", "sync", env=env)
+    assert code == 2 and "Could not reach Discord" in err
+    assert "Traceback" not in err

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sources_sub = sources.add_subparsers(dest="action")
     delete = sources_sub.add_parser("delete", help="delete a source and its passages")
     delete.add_argument("name")
-    delete.add_argument("--scope", dest="delete_scope", default=TERMINAL_SCOPE)
+    delete.add_argument("--scope", dest="delete_scope", help=f"where the source lives (default: {TERMINAL_SCOPE})")
 
     sub.add_parser("serve", help="run the Discord and/or Slack adapters whose tokens are set")
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "sources":
             if args.action == "delete":
-                return asyncio.run(_with_service(settings, lambda s: delete_source(s, args.name, args.delete_scope)))
+                return asyncio.run(_with_service(settings, lambda s: delete_source(s, args.name, args.delete_scope or args.scope or TERMINAL_SCOPE)))
             return asyncio.run(_with_service(settings, lambda s: list_sources(s, args.scope)))
         if args.command == "serve":
             return asyncio.run(serve(settings))
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_discord_sync(settings, args.guild))
         if args.command == "memory":
             return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
-    except (CommandError, PassageStoreError, ConfigurationError, EngineConfigError) as exc:
+    # ConnectionError: a platform that cannot be reached (e.g. `discord sync`), already said in words.
+    except (CommandError, PassageStoreError, ConfigurationError, EngineConfigError, ConnectionError) as exc:
         print(f"membot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
