@@ -30,19 +30,23 @@ async def test_a_common_word_reorders_but_does_not_flood_the_results(service, us
     common = COMMON_MIN_DOCS + 100
     rows = [user_message(alice_id, f"Caroline said hello number {i}") for i in range(common)]
     rows += [
-        user_message(alice_id, "a sunrise over the lake"),
         user_message(alice_id, "Caroline painted the sunrise"),
-        user_message(alice_id, "another sunrise photo"),
+        *(user_message(alice_id, f"sunrise photo number {i}") for i in range(12)),
         user_message(bob_id, "Caroline sunrise secret of bob"),
     ]
     async with service.engine.db.transaction() as session:
         session.add_all(rows)
     lines = await service.search_memory(alice, "When did Caroline paint a sunrise?", limit=10)
-    # Only messages with the rare word come back, the one that also names Caroline first; never bob's.
-    assert len(lines) == 3
+    # The rare word fills the page, the message that also names Caroline first; never bob's.
+    assert len(lines) == 10 and all("sunrise" in line for line in lines)
     assert "Caroline painted the sunrise" in lines[0]
     assert not any("bob" in line for line in lines)
     # The same search twice gives the same answer (document frequencies come from the cache the second time).
     assert await service.search_memory(alice, "When did Caroline paint a sunrise?", limit=10) == lines
+    # A word common in everyone's messages is still found for an agent whose rare words find nothing.
+    assert any("secret of bob" in line for line in await service.search_memory(bob, "Caroline recipe"))
+    # ...and fills a page the rare word cannot: the rare match first, then the common ones.
+    lines = await service.search_memory(alice, "Caroline painted recipe", limit=10)
+    assert "Caroline painted the sunrise" in lines[0] and len(lines) == 10
     # A query of common words only is still ranked in full.
     assert len(await service.search_memory(alice, "Caroline hello", limit=10)) == 10

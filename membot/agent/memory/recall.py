@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.term_stats import TermFrequencies, fts_phrase, rerank
+from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
 
@@ -96,18 +96,21 @@ class RecallMemory:
     async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
         window = (page + 1) * page_size
         async with self.db.sessions() as session:
-            # Rare terms find the candidates, common ones re-rank them (see term_stats).
+            # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
+            # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
             split = await self.terms.split(session, terms)
-            params = {
-                "query": " OR ".join(map(fts_phrase, split.rare)),
-                "agent_id": self.agent_id,
-                "limit": window + (RERANK_DEPTH if split.common else 0),
-            }
-            ranked = (await session.execute(_FTS_RANKED, params)).tuples().all()
+            ranked = await self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0))
+            if split.common and len(ranked) < window:
+                split = TermSplit(terms, {})
+                ranked = await self._ranked(session, terms, window)
             total = ranked[0][3] if ranked else 0
             ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], split.common)
             rows = await self._load(session, ids[page * page_size : window])
         return Page(rows, total, page, page_size)
+
+    async def _ranked(self, session: AsyncSession, terms: list[str], limit: int) -> Sequence[tuple[int, str, float, int]]:
+        params = {"query": " OR ".join(map(fts_phrase, terms)), "agent_id": self.agent_id, "limit": limit}
+        return (await session.execute(_FTS_RANKED, params)).tuples().all()
 
     async def _search_portable(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
         # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
