@@ -123,3 +123,16 @@ async def test_different_agents_run_concurrently(service, model, user):
     elapsed = asyncio.get_running_loop().time() - start
     assert all(any(isinstance(e, AssistantMessage) for e in r) for r in results)
     assert elapsed < 1.5  # four 0.5 s model calls overlapped
+
+
+async def test_archival_store_failing_mid_use_is_a_function_failure(service, model, user):
+    alice = user("alice")
+    assert (await call(service, model, alice, "archival_memory_insert", {"content": "Alice likes tea"})).ok
+    # The store breaks under the agent (a Milvus server gone away, say): its client is closed behind its back.
+    service.engine.passages._opened.client.close()
+    result = await call(service, model, alice, "archival_memory_insert", {"content": "Alice likes cake"})
+    assert not result.ok and "archival store failed" in result.result
+    # The agent goes on talking.
+    model.script(send("Still here."))
+    events = await collect(service.chat(alice, "hello?"))
+    assert [e.text for e in events if getattr(e, "visible", False)] == ["Still here."]

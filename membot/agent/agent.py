@@ -214,9 +214,7 @@ class Agent:
         heartbeat = bool(args.get("request_heartbeat", False))
         try:
             output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
-        except (CoreMemoryError, ValueError, PassageStoreError) as exc:
-            return False, f"{call.name} failed: {exc}", heartbeat
-        except ModelUnavailable as exc:
+        except (CoreMemoryError, ValueError, PassageStoreError, ModelUnavailable, ContextOverflow) as exc:
             return False, f"{call.name} failed: {exc}", heartbeat
         except Exception as exc:  # a function must never take the agent down with it
             log.exception("function %s raised", call.name)

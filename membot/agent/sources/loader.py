@@ -9,6 +9,7 @@ file is named with a one-line reason while the other files of the load go on. A 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +93,10 @@ class SourceLoader:
             return FileOutcome(filename, "duplicate", len(parsed.documents), parsed.pages, 0)
         chunks = await asyncio.to_thread(self._chunk, parsed)
         owner = source_owner(source.id)
-        # Passages of an earlier attempt that died before it was recorded would otherwise be doubled.
-        await self.passages.delete(owner, parsed.content_hash)
         written = 0
         try:
+            # Passages of an earlier attempt that died before it was recorded would otherwise be doubled.
+            await self.passages.delete(owner, parsed.content_hash)
             for start in range(0, len(chunks), INSERT_BATCH):
                 batch = chunks[start : start + INSERT_BATCH]
                 vectors = await self.embedder.embed([c.text for c in batch])
@@ -112,7 +113,8 @@ class SourceLoader:
                 source.id, parsed.filename, parsed.content_hash, len(parsed.documents), len(chunks)
             )
         except Exception as exc:  # nothing half-loaded stays behind, whatever went wrong
-            await self.passages.delete(owner, parsed.content_hash)
-            why = str(exc) if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(PassageStoreError):  # else the next load of the file clears them
+                await self.passages.delete(owner, parsed.content_hash)
+            why = str(exc) if isinstance(exc, ModelUnavailable | PassageStoreError) else f"{type(exc).__name__}: {exc}"
             return FileOutcome(filename, "failed", reason=f"{filename}: could not be stored ({why[:300]})")
         return FileOutcome(filename, "loaded", len(parsed.documents), parsed.pages, len(chunks))

@@ -82,25 +82,24 @@ class PassageStore:
         if self._opened is None:
             async with self._opening:
                 if self._opened is None:
-                    self._opened = await asyncio.to_thread(self._open_blocking, self.uri, self.dim, self.token)
+                    self._opened = await asyncio.to_thread(self._open_blocking)
         return self._opened
 
-    @classmethod
-    def _open_blocking(cls, uri: str, dim: int, token: str | None) -> _Opened:
+    def _open_blocking(self) -> _Opened:
         # Arrow's own allocator keeps ~20-30 MB more than malloc once Milvus Lite holds a few hundred rows.
         # It is read when pyarrow loads, so it is set before the first pymilvus import (unless set already).
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         from pymilvus import MilvusClient
 
-        is_server = "://" in uri
-        if not is_server:
+        uri = self.uri
+        if not self.is_server:
             # Milvus Lite's in-process gRPC server logs a traceback for calls it does not implement
             # (AllocTimestamp) although the client carries on; keep that out of the user's terminal.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser())
         try:
-            client = MilvusClient(uri=uri, token=token or "")
+            client = MilvusClient(uri=uri, token=self.token or "")
         except Exception as exc:
             if "lock" in str(exc).lower() or type(exc).__name__ == "DataDirLockedError":
                 raise PassageStoreError(
@@ -108,22 +107,35 @@ class PassageStore:
                     "Stop it first, or point MEMBOT_MILVUS_URI at a Milvus server that both can share."
                 ) from None
             raise PassageStoreError(f"Could not open the archival store at {uri}: {exc}") from None
+        try:
+            return _Opened(client, self._prepare(client))
+        except PassageStoreError:
+            client.close()  # the next use tries again from scratch
+            raise
+        except Exception as exc:
+            client.close()
+            raise PassageStoreError(f"Could not prepare the archival store at {uri}: {exc}") from None
+
+    def _prepare(self, client: MilvusClient) -> bool:
+        """Load or create the collection; whether it has BM25 (hybrid search)."""
         if client.has_collection(COLLECTION):
-            hybrid = cls._check_existing(client, dim)
+            hybrid = self._check_existing(client, self.dim)
             # A collection from an earlier process starts released; searches need it loaded.
             client.load_collection(COLLECTION)
-            return _Opened(client, hybrid)
+            return hybrid
         try:
-            client.create_collection(COLLECTION, schema=cls._schema(dim, True), index_params=cls._index(client, True))
-            return _Opened(client, True)
+            client.create_collection(
+                COLLECTION, schema=self._schema(self.dim, True), index_params=self._index(client, True)
+            )
+            return True
         except Exception as exc:  # a backend without the BM25 function: dense search only
             log.info("BM25 full-text search not available (%s); archival search is dense only", exc)
             if client.has_collection(COLLECTION):
                 client.drop_collection(COLLECTION)
             client.create_collection(
-                COLLECTION, schema=cls._schema(dim, False), index_params=cls._index(client, False)
+                COLLECTION, schema=self._schema(self.dim, False), index_params=self._index(client, False)
             )
-            return _Opened(client, False)
+            return False
 
     @staticmethod
     def _check_existing(client: MilvusClient, dim: int) -> bool:
@@ -170,6 +182,14 @@ class PassageStore:
             params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         return params
 
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A MilvusClient method on the collection, in a worker thread; a failure becomes a PassageStoreError."""
+        client = (await self.ready()).client
+        try:
+            return await asyncio.to_thread(getattr(client, method), COLLECTION, *args, **kwargs)
+        except Exception as exc:
+            raise PassageStoreError(f"The archival store failed ({method}): {str(exc)[:300]}") from exc
+
     async def insert(self, owner: str, rows: list[PassageRow]) -> list[int]:
         if not rows:
             return []
@@ -186,8 +206,7 @@ class PassageStore:
             }
             for row in rows
         ]
-        client = (await self.ready()).client
-        result = await asyncio.to_thread(client.insert, COLLECTION, data)
+        result = await self._call("insert", data)
         return list(result["ids"])
 
     async def search(
@@ -206,13 +225,10 @@ class PassageStore:
                 AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=window, expr=expr),
                 AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=window, expr=expr),
             ]
-            result = await asyncio.to_thread(
-                opened.client.hybrid_search, COLLECTION, requests, RRFRanker(60), limit=window, output_fields=fields
-            )
+            result = await self._call("hybrid_search", requests, RRFRanker(60), limit=window, output_fields=fields)
         else:
-            result = await asyncio.to_thread(
-                opened.client.search,
-                COLLECTION,
+            result = await self._call(
+                "search",
                 data=[embedding],
                 anns_field="dense",
                 filter=expr,
@@ -240,31 +256,26 @@ class PassageStore:
         flush calls.
         """
         if self._opened is not None and not self.is_server:  # nothing was written if it never opened
-            await asyncio.to_thread(self._opened.client.flush, COLLECTION)
+            await self._call("flush")
 
     async def count(self, owners: list[str]) -> int:
         """Rows of these owners, counted by Milvus (slow in Milvus Lite: ~1 s at 10,000 rows; membot keeps its
         own counts in SQL for every step, this is for checks)."""
         if not owners:
             return 0
-        client = (await self.ready()).client
-        result = await asyncio.to_thread(
-            client.query, COLLECTION, filter=_owner_filter(owners), output_fields=["count(*)"]
-        )
+        result = await self._call("query", filter=_owner_filter(owners), output_fields=["count(*)"])
         return int(result[0]["count(*)"]) if result else 0
 
     async def delete_newer(self, owner: str, after: float) -> None:
         """Delete an owner's passages written after a moment (epoch seconds)."""
         expr = f"owner == {json.dumps(owner)} and created_at > {after!r}"
-        client = (await self.ready()).client
-        await asyncio.to_thread(client.delete, COLLECTION, filter=expr)
+        await self._call("delete", filter=expr)
 
     async def delete(self, owner: str, doc_hash: str | None = None) -> None:
         expr = f"owner == {json.dumps(owner)}"
         if doc_hash is not None:
             expr += f" and doc_hash == {json.dumps(doc_hash)}"
-        client = (await self.ready()).client
-        await asyncio.to_thread(client.delete, COLLECTION, filter=expr)
+        await self._call("delete", filter=expr)
 
     async def close(self) -> None:
         if self._opened is not None:
