@@ -60,12 +60,6 @@ class ArchivalMemory:
             )
             return [(sid, name, int(count)) for sid, name, count in rows]
 
-    async def _scope(self) -> dict[str, str | None]:
-        """owner -> source name (None for the agent's own passages)."""
-        scope: dict[str, str | None] = {agent_owner(self.agent_id): None}
-        scope.update({source_owner(sid): name for sid, name, _ in await self._attached()})
-        return scope
-
     async def insert(self, text: str) -> int:
         embedding = await self.embedder.embed_one(text)
         ids = await self.store.insert(agent_owner(self.agent_id), [PassageRow(text=text, embedding=embedding)])
@@ -86,6 +80,3 @@ class ArchivalMemory:
         embedding = await self.embedder.embed_one(query)
         hits = await self.store.search(owners, query, embedding, page_size, page * page_size)
         return Page([ArchivalHit(hit, scope.get(hit.owner)) for hit in hits], total, page, page_size)
-
-    async def count_all(self) -> int:
-        return self.own_count + sum(count for _, _, count in await self._attached())

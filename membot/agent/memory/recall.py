@@ -6,7 +6,6 @@ isolation between agents is enforced, not in callers.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
+from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, idf, rerank
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
 
@@ -183,8 +182,7 @@ def rank_bm25(rows: Sequence[MessageRow], terms: list[str], k1: float = 1.2, b: 
         for t in terms:
             tf = sum(c for w, c in doc.items() if w.startswith(t))
             if tf:
-                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
+                score += idf(df[t], n) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
         scored.append((score, row.id, row))
     scored.sort(key=lambda item: (-item[0], -item[1]))
     return [row for _, _, row in scored]

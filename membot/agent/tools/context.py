@@ -22,9 +22,9 @@ class ToolContext:
     recall: RecallMemory
     archival: ArchivalMemory
     config: EngineConfig
+    #: The model endpoint, for message_chatgpt.
+    model: ModelClient
     #: Messages sent to the user by this call (send_message), in order.
     outbox: list[str] = field(default_factory=list)
     core_changed: bool = False
     heartbeats_paused_until: datetime | None = None
-    #: The model endpoint, for message_chatgpt.
-    model: ModelClient | None = None

@@ -78,8 +78,6 @@ async def message_chatgpt(ctx: ToolContext, message: str) -> str | None:
     Args:
         message: The question, with all the context it needs.
     """
-    if ctx.model is None:
-        raise ValueError("no model is configured for message_chatgpt")
     result = await ctx.model.chat([{"role": "system", "content": ASK_SYSTEM}, {"role": "user", "content": message}])
     return result.content or "(no answer)"
 
