@@ -29,7 +29,7 @@ from tests.fakes.openai_server import ChatReply, ScriptedModel, send, text, tool
 
 #: The repository root: `python -m bench` must be run from here (it imports `tests.*`), and subprocesses too.
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path("/work/shared/data")
+DATA = ROOT.parent / "shared" / "data"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from bench import ROOT, Row, Target, fmt  # noqa: E402
+from tests.cli_helpers import SETTING_PREFIXES  # noqa: E402
 
 # The line of a child's stdout that carries its rows back to the parent.
 MARKER = "BENCH-ROWS "
@@ -118,6 +119,10 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    # Settings exported in this shell (a real database or Milvus URI) must not reach the benchmarks' stores;
+    # the child processes inherit the emptied environment.
+    for name in [n for n in os.environ if n.startswith(SETTING_PREFIXES)]:
+        del os.environ[name]
     # The product logs loudly in places (pypdf fonts, Milvus Lite); keep stderr for our progress lines.
     logging.basicConfig(level=logging.ERROR)
     if args.child:

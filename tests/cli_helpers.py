@@ -9,9 +9,16 @@ from pathlib import Path
 
 from tests.fakes.openai_server import ScriptedModel
 
+# The product's settings come from variables with these prefixes; none of the developer's may reach a test.
+SETTING_PREFIXES = ("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_")
+
+
+def without_settings(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if not k.startswith(SETTING_PREFIXES)}
+
 
 def child_env(model: ScriptedModel, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_"))}
+    env = without_settings(dict(os.environ))
     env.update(
         OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, MEMBOT_HOME=str(home),
         MEMBOT_EMBEDDING_DIM="64", MEMBOT_MODEL_MAX_RETRIES="0",

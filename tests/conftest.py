@@ -3,6 +3,7 @@ files, and the real bot service over them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
+from tests.cli_helpers import SETTING_PREFIXES
 from tests.fakes.openai_server import ScriptedModel
 
 EMBEDDING_DIM = 64
@@ -27,8 +29,16 @@ def make_settings(home: Path, model: ScriptedModel, **overrides: Any) -> Setting
         "MEMBOT_MODEL_MAX_RETRIES": 0,
     }
     values.update(overrides)
-    # No .env and no process environment: each test says exactly what it runs with.
+    # No .env file; the process environment is emptied of settings by `_no_outside_settings`.
     return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings exported in the developer's shell (a real database URL, a Discord token) never reach a test."""
+    for name in list(os.environ):
+        if name.startswith(SETTING_PREFIXES):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
