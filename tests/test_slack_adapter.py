@@ -125,6 +125,27 @@ async def test_dm_is_answered_and_monologue_goes_only_to_the_log_channel(
     assert len(model.requests) == 1
 
 
+async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
+    fake: FakeSlack, home: Path, model: ScriptedModel
+) -> None:
+    # A misconfigured default persona: the first contact cannot create the user's agent.
+    settings = slack_settings(home, model, fake, MEMBOT_SLACK_PORT=0, MEMBOT_PERSONA="no_such_persona")
+    service = await BotService.open(settings)
+    adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
+    runner = await http_runner(adapter, settings, host="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+        status, _, _ = await fake.post_event(url, fake.event_payload(fake.dm_event("U1", "hello?")))
+        assert status == 200
+        reply = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+        assert "no_such_persona" in reply.params["text"]
+    finally:
+        await runner.cleanup()
+        await adapter.inflight.drain(5.0)
+        await service.close()
+    assert model.requests == []
+
+
 async def test_mention_is_answered_in_its_thread(fake: FakeSlack, bot: str, model: ScriptedModel) -> None:
     model.script(send("Top-level answer."), send("Threaded answer."))
     top = fake.mention_event("U1", "what do you remember?", channel="C1")

@@ -64,7 +64,8 @@ async def serve(settings: Settings) -> int:
             try:
                 await task
             except Exception as exc:  # one adapter failing stops the others, with a clear reason
-                log.error("adapter stopped: %s", exc)
+                # A setup mistake is said in words; anything else is a bug, and its traceback is kept.
+                log.error("adapter stopped: %s", exc, exc_info=not isinstance(exc, ConfigurationError))
                 failed = 1
                 stop.set()
         return failed

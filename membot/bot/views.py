@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from membot.agent.agent import MemoryReport
 
+# Said when answering a message failed on our side (the error itself goes to the log, not to the user).
+SORRY_ANSWERING = "Sorry, something went wrong on my side while answering. Please try again."
+
 
 def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0

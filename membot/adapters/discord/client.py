@@ -19,10 +19,10 @@ from membot.adapters.discord.render import strip_mentions
 from membot.adapters.discord.uploads import load_upload
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
+from membot.bot.views import SORRY_ANSWERING
 
 log = logging.getLogger(__name__)
 
-SORRY = "Sorry, something went wrong on my side while answering. Please try again."
 GUILD_UPLOAD_HINT = "To load a file here, use /attach with the file (or send it to me in a DM)."
 #: On shutdown, messages being answered get this long to finish before they are cancelled.
 DRAIN_SECONDS = 10.0
@@ -152,7 +152,7 @@ class MembotClient(discord.Client):
             await self._try(say, str(exc))
         except Exception:
             log.exception("answering message %s from %s failed", message.id, message.author.id)
-            await self._try(say, SORRY)
+            await self._try(say, SORRY_ANSWERING)
 
     @staticmethod
     async def _try(say: Say, text: str) -> None:

@@ -28,8 +28,9 @@ from membot.adapters.slack.people import People
 from membot.adapters.slack.posting import Place, Poster
 from membot.adapters.slack.render import plain_text
 from membot.adapters.slack.uploads import Uploads
-from membot.bot.service import BotService
+from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
+from membot.bot.views import SORRY_ANSWERING
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,14 @@ class SlackAdapter:
         # One message can come as both `message` and `app_mention` (a mention in a DM): answer it once.
         if not text or not self.seen.claim(f"message:{message_key}"):
             return
-        user = await self.people.user(client, team_id, user_id)
-        await self.poster.deliver(client, place, user_id, self.service.chat(user, text))
+        try:
+            user = await self.people.user(client, team_id, user_id)
+            await self.poster.deliver(client, place, user_id, self.service.chat(user, text))
+        except CommandError as exc:  # e.g. a first contact with a misconfigured default persona
+            await self.poster.say(client, place, str(exc))
+        except Exception:
+            log.exception("answering message %s from %s failed", message_key, user_id)
+            await self.poster.say(client, place, SORRY_ANSWERING)
 
 
 def build_app(

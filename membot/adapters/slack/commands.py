@@ -8,9 +8,11 @@ any conversation, including ones the bot is not a member of.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -36,16 +38,23 @@ async def private(respond: AsyncRespond, text: str, blocks: list[dict[str, Any]]
         log.exception("response_url post failed")
 
 
+@asynccontextmanager
+async def answering(respond: AsyncRespond, command: str) -> AsyncIterator[None]:
+    """Whatever goes wrong inside (after the ack) becomes a private, readable answer."""
+    try:
+        yield
+    except CommandError as exc:
+        await private(respond, str(exc))
+    except Exception:
+        log.exception("%s failed", command)
+        await private(respond, FAILED)
+
+
 class Commands:
     def __init__(self, service: BotService, poster: Poster, people: People) -> None:
         self.service = service
         self.poster = poster
         self.people = people
-
-    def register(self, app: AsyncApp) -> None:
-        app.command("/attach")(self.attach)
-        app.command("/persona")(self.persona)
-        app.command("/memory")(self.memory)
 
     async def _requester(self, client: AsyncWebClient, command: dict[str, Any]) -> UserRef:
         return await self.people.user(client, str(command.get("team_id") or ""), str(command["user_id"]))
@@ -54,7 +63,7 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
-        try:
+        async with answering(respond, "/attach"):
             user = await self._requester(client, command)
             name = plain_text(str(command.get("text") or ""))
             if not name:
@@ -62,16 +71,9 @@ class Commands:
                 await private(respond, f"Usage: /attach <source>. Sources here: {names}.")
                 return
             note, events = await self.service.attach(user, name)
-        except CommandError as exc:
-            await private(respond, str(exc))
-            return
-        except Exception:
-            log.exception("/attach failed")
-            await private(respond, FAILED)
-            return
-        await private(respond, note)
-        # The agent's reaction goes to the user's DM: it is conversation, and an ephemeral reply vanishes.
-        await self.poster.deliver(client, Place(await self._dm(client, user.user_id)), user.user_id, events)
+            await private(respond, note)
+            # The agent's reaction goes to the user's DM: it is conversation, and an ephemeral reply vanishes.
+            await self.poster.deliver(client, Place(await self._dm(client, user.user_id)), user.user_id, events)
 
     async def persona(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
@@ -81,15 +83,8 @@ class Commands:
         if not name:
             await private(respond, f"Usage: /persona <name>. Personas: {', '.join(self.service.personas())}.")
             return
-        try:
-            await private(
-                respond, await self.service.set_persona(await self._requester(client, command), name)
-            )
-        except CommandError as exc:
-            await private(respond, str(exc))
-        except Exception:
-            log.exception("/persona failed")
-            await private(respond, FAILED)
+        async with answering(respond, "/persona"):
+            await private(respond, await self.service.set_persona(await self._requester(client, command), name))
 
     async def memory(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
@@ -104,7 +99,7 @@ class Commands:
                 await private(respond, MEMORY_USAGE)
                 return
             target_id, typed_name = parsed
-        try:
+        async with answering(respond, "/memory"):
             requester = await self._requester(client, command)
             if target_id == requester_id:
                 report, owner = await self.service.memory(requester), requester.display_name
@@ -117,14 +112,7 @@ class Commands:
                 name = person.name if person.name != target_id else typed_name or target_id
                 target = UserRef(PLATFORM, requester.scope, target_id, name)
                 report, owner = await self.service.memory(requester, target, is_admin=True), name
-        except CommandError as exc:
-            await private(respond, str(exc))
-            return
-        except Exception:
-            log.exception("/memory failed")
-            await private(respond, FAILED)
-            return
-        await private(respond, f"Memory of {escape(owner)}", memory_blocks(report, owner))
+            await private(respond, f"Memory of {escape(owner)}", memory_blocks(report, owner))
 
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:
