@@ -97,3 +97,14 @@ async def test_attach_unknown_source_and_detach(service, model, user, tmp_path):
     assert "Detached" in await service.detach(alice, "cats.md")
     report = await service.memory(alice)
     assert report.sources == []
+
+
+async def test_a_long_file_name_still_names_its_source(service, model, user):
+    alice = user("alice")
+    long_name = "Minutes of the " + "very " * 40 + "long meeting.md"
+    model.script(send("Got it."))
+    outcome, events = await service.load_file(alice, long_name, b"# Minutes\n\nWe agreed on tea.\n")
+    await collect(events)
+    assert outcome.status == "loaded"
+    (source,) = await service.sources(alice)
+    assert len(source.name) <= 100 and source.name.startswith("Minutes of the very")

@@ -18,7 +18,7 @@ from membot.agent.agent import Agent, MemoryReport
 from membot.agent.engine import Engine
 from membot.agent.events import ErrorMessage, Event
 from membot.agent.messages import describe
-from membot.agent.sources.catalog import SourceError, SourceInfo
+from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo
 from membot.agent.sources.loader import FileOutcome, Progress
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import SourceRow
@@ -221,7 +221,9 @@ class BotService:
         """Load an upload as a source (named after the file unless given) and attach it to the uploader's
         agent. A failed file changes nothing and its outcome says why."""
         try:
-            source = await self.engine.catalog.get_or_create(user.source_scope, source_name or filename)
+            # A file names its source when none is given; long file names are common, so it is cut to fit.
+            default = " ".join(filename.split())[:MAX_NAME]
+            source = await self.engine.catalog.get_or_create(user.source_scope, source_name or default)
         except SourceError as exc:
             raise CommandError(str(exc)) from None
         outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
