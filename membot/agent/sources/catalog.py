@@ -78,7 +78,7 @@ class SourceCatalog:
             assert found is not None
             return found
 
-    async def list(self, scope: str | None = None) -> list[SourceInfo]:
+    async def list(self, scope: str | None = None, *, source_id: int | None = None) -> list[SourceInfo]:
         query = (
             select(
                 SourceRow.id,
@@ -94,14 +94,16 @@ class SourceCatalog:
         )
         if scope is not None:
             query = query.where(SourceRow.scope == scope)
+        if source_id is not None:
+            query = query.where(SourceRow.id == source_id)
         async with self.db.sessions() as session:
             return [SourceInfo(*row) for row in (await session.execute(query)).all()]
 
     async def info(self, source_id: int) -> SourceInfo:
-        for item in await self.list():
-            if item.id == source_id:
-                return item
-        raise SourceError(f"source {source_id} is gone")
+        found = await self.list(source_id=source_id)
+        if not found:
+            raise SourceError(f"source {source_id} is gone")
+        return found[0]
 
     async def delete(self, scope: str, name: str) -> SourceInfo:
         source = await self.require(scope, name)
