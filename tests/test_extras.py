@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from membot.agent.config import EngineConfigError
 from membot.agent.events import FunctionResult
-from membot.agent.tools.web import BlockedRequest, check_address, check_url
+from membot.agent.tools.web import BlockedRequest, check_address, check_url, describe_response, read_shown
 from membot.bot.service import BotService
 from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import text, tool_call
@@ -104,3 +105,21 @@ async def test_bad_extras_configuration_is_refused_before_opening(home, model):
         await BotService.open(make_settings(home, model, MEMBOT_EXTRAS="rm_rf"))
     with pytest.raises(EngineConfigError, match="MEMBOT_HTTP_ALLOW"):
         await BotService.open(make_settings(home, model, MEMBOT_EXTRAS="http_request"))
+
+
+async def test_only_the_shown_part_of_a_big_answer_is_read():
+    big = "x" * 5_000_000
+    app = web.Application()
+    app.router.add_get("/", lambda request: web.Response(text=big))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
+            text = await read_shown(response, limit=1_000)
+        assert 1_000 < len(text) <= 4_001 and set(text) == {"x"}
+        assert "cut at 20000 characters" in describe_response(200, {}, big)
+    finally:
+        await runner.cleanup()

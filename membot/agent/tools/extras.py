@@ -12,7 +12,7 @@ from yarl import URL
 
 from membot.agent.tools import sandbox
 from membot.agent.tools.context import ToolContext
-from membot.agent.tools.web import MAX_REDIRECTS, PublicOnlyResolver, check_url, describe_response
+from membot.agent.tools.web import MAX_REDIRECTS, PublicOnlyResolver, check_url, describe_response, read_shown
 
 ASK_SYSTEM = "You are a helpful assistant. Answer briefly and accurately."
 
@@ -61,13 +61,15 @@ async def http_request(ctx: ToolContext, method: str, url: str, payload_json: st
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, allow)
-            async with session.request(method, url, json=body, allow_redirects=False) as response:
-                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
-                    # Every hop is checked again: allow-list here, addresses in the resolver.
-                    url = str(response.url.join(URL(response.headers["Location"])))
-                    continue
-                text = await response.text(errors="replace")
-                return describe_response(response.status, response.headers, text)
+            try:
+                async with session.request(method, url, json=body, allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                        # Every hop is checked again: allow-list here, addresses in the resolver.
+                        url = str(response.url.join(URL(response.headers["Location"])))
+                        continue
+                    return describe_response(response.status, response.headers, await read_shown(response))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ValueError(f"{url} could not be reached ({type(exc).__name__})") from None
     raise ValueError(f"more than {MAX_REDIRECTS} redirects")
 
 

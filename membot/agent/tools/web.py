@@ -9,6 +9,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -61,6 +62,19 @@ class PublicOnlyResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+async def read_shown(response: aiohttp.ClientResponse, limit: int = MAX_BODY) -> str:
+    """The start of a response body, as text: only as much as can be shown (up to 4 bytes a character) is
+    read, however big the answer."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65_536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit * 4:
+            break
+    return b"".join(chunks)[: limit * 4 + 1].decode(response.charset or "utf-8", errors="replace")
 
 
 def describe_response(status: int, headers: Any, body: str) -> str:
