@@ -57,8 +57,7 @@ async def run(quick: bool) -> list[Row]:
                     user_message(agent_id, f"{turns[i % len(turns)]} {' '.join(rng.choices(words, k=5))}")
                     for i in range(start, min(total, start + CHUNK))
                 ]
-                async with service.engine.db.transaction() as session:
-                    session.add_all(rows)
+                await service.engine.db.add(*rows)
                 log(f"inserted {start + len(rows):,} messages")
         await service.search_memory(who, probe[0])  # load the agent and warm SQLite's page cache
         searched: list[float] = []
@@ -79,13 +78,12 @@ async def run(quick: bool) -> list[Row]:
             # Every term ranked in full, as before the common-terms split (see memory/term_stats.py).
             match = " OR ".join(map(fts_phrase, terms))
             with stopwatch() as t:
-                async with service.engine.db.sessions() as session:
-                    params = {"query": match, "agent_id": agent_id, "limit": 10}
-                    (await session.execute(_FTS_RANKED, params)).all()
+                await service.engine.db.rows(
+                    _FTS_RANKED.bindparams(query=match, agent_id=agent_id, limit=10)
+                )
             paged.append(t[0])
             with stopwatch() as t:
-                async with service.engine.db.sessions() as session:
-                    (await session.execute(_LIKE, {"agent_id": agent_id, "pattern": f"%{terms[0]}%"})).all()
+                await service.engine.db.rows(_LIKE.bindparams(agent_id=agent_id, pattern=f"%{terms[0]}%"))
             scanned.append(t[0])
     note = f"{total:,} messages of one agent, {len(searched)} LoCoMo questions, top 10"
     base = "LIKE '%term%' scan, first term"

@@ -19,6 +19,7 @@ import gc
 import json
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ async def run(quick: bool) -> list[Row]:
 
 
 async def _child(url: str, home: str, agents: int, talkers: int) -> dict[str, Any]:
+    from sqlalchemy.orm import Session
+
     from membot.agent import prompts
     from membot.agent.store.schema import AgentRow, BlockRow
     from membot.bot.identity import IdentityRow, UserRef
@@ -106,18 +109,20 @@ async def _child(url: str, home: str, agents: int, talkers: int) -> dict[str, An
     persona = prompts.load("personas", settings.default_persona)
     human = prompts.load("humans", settings.default_human)
     limit = settings.core_memory_limit
+
+    def store(batch: range, session: Session) -> None:
+        rows = [AgentRow(name=who(i).label, persona_name=settings.default_persona,
+                         human_name=settings.default_human) for i in batch]
+        session.add_all(rows)
+        session.flush()  # assigns the agent ids the other rows point at
+        for i, row in zip(batch, rows, strict=True):
+            session.add(BlockRow(agent_id=row.id, label="persona", value=persona, char_limit=limit))
+            session.add(BlockRow(agent_id=row.id, label="human", value=human, char_limit=limit))
+            session.add(IdentityRow(platform="terminal", scope="local", user_id=f"idle-{i}",
+                                    display_name=f"idle-{i}", agent_id=row.id))
+
     for first in range(one_by_one, agents, BULK_CHUNK):
-        async with service.engine.db.transaction() as session:
-            batch = range(first, min(agents, first + BULK_CHUNK))
-            rows = [AgentRow(name=who(i).label, persona_name=settings.default_persona,
-                             human_name=settings.default_human) for i in batch]
-            session.add_all(rows)
-            await session.flush()  # assigns the agent ids the other rows point at
-            for i, row in zip(batch, rows, strict=True):
-                session.add(BlockRow(agent_id=row.id, label="persona", value=persona, char_limit=limit))
-                session.add(BlockRow(agent_id=row.id, label="human", value=human, char_limit=limit))
-                session.add(IdentityRow(platform="terminal", scope="local", user_id=f"idle-{i}",
-                                        display_name=f"idle-{i}", agent_id=row.id))
+        await service.engine.db.write(partial(store, range(first, min(agents, first + BULK_CHUNK))))
     gc.collect()
     figures["created"] = rss_mb()
 
@@ -142,3 +147,4 @@ if __name__ == "__main__":
     url_, home_, agents_, talkers_ = sys.argv[1:5]
     result = asyncio.run(_child(url_, home_, int(agents_), int(talkers_)))
     print(json.dumps(result))
+

@@ -82,9 +82,8 @@ async def test_sigkill_at_random_points_loses_nothing(home):
             assert all(line.startswith(("fact-", "First name")) for line in human.splitlines()), human
             # A passage a search can show was stored by a step that committed: never an orphan, never twice.
             found = await service.search_memory(victim, "passage", archival=True, limit=100)
-            async with service.engine.db.sessions() as session:
-                calls = await session.scalars(select(MessageRow.tool_calls).where(MessageRow.role == "assistant"))
-                recalled = json.dumps([c for c in calls if c])
+            calls = await service.engine.db.rows(select(MessageRow.tool_calls).where(MessageRow.role == "assistant"))
+            recalled = json.dumps([c for (c,) in calls if c])
             for i in range(KILLS):
                 hits = [line for line in found if f"passage-{i}." in line]
                 assert len(hits) <= 1, (i, hits)
@@ -113,8 +112,7 @@ async def test_a_passage_whose_step_never_committed_is_not_shown(home, model, us
     # before committing the function's result.
     from membot.agent.messages import user_message
 
-    async with service.engine.db.transaction() as session:
-        session.add(user_message(agent_id, "remember zebras"))
+    await service.engine.db.add(user_message(agent_id, "remember zebras"))
     await service.engine.passages.insert(
         agent_owner(agent_id), [PassageRow("orphaned passage about zebras", embed_text("orphaned passage about zebras", 64))]
     )

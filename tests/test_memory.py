@@ -67,11 +67,12 @@ async def test_conversation_search_by_date(service, model, user):
     model.default = lambda body: send("ok")
     await collect(service.chat(alice, "an old memory from last month"))
     old_day = utcnow() - timedelta(days=30)
-    async with service.engine.db.transaction() as session:
-        await session.execute(
+    await service.engine.db.write(
+        lambda session: session.execute(
             update(MessageRow).where(MessageRow.search_text == "an old memory from last month")
             .values(created_at=old_day)
         )
+    )
     await collect(service.chat(alice, "something said today"))
     day = old_day.strftime("%Y-%m-%d")
     result = await call(service, model, alice, "conversation_search_date", {"start_date": day, "end_date": day})

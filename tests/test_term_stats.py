@@ -34,8 +34,7 @@ async def test_a_common_word_reorders_but_does_not_flood_the_results(service, us
         *(user_message(alice_id, f"sunrise photo number {i}") for i in range(12)),
         user_message(bob_id, "Caroline sunrise secret of bob"),
     ]
-    async with service.engine.db.transaction() as session:
-        session.add_all(rows)
+    await service.engine.db.add(*rows)
     lines = await service.search_memory(alice, "When did Caroline paint a sunrise?", limit=10)
     # The rare word fills the page, the message that also names Caroline first; never bob's.
     assert len(lines) == 10 and all("sunrise" in line for line in lines)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from membot.agent import messages as msg
 from membot.agent import prompts
@@ -107,13 +108,16 @@ class Agent:
     # ----- the step loop ---------------------------------------------------------------------------------
 
     async def _step(self, incoming: MessageRow, login: bool = False) -> AsyncIterator[Event]:
-        async with self.engine.db.transaction() as session:
+        def store(session: Session) -> None:
             self.recall.add(session, incoming)
             if login:
-                self.row.last_login_at = incoming.created_at
-                await session.execute(
+                session.execute(
                     update(AgentRow).where(AgentRow.id == self.id).values(last_login_at=incoming.created_at)
                 )
+
+        await self.engine.db.write(store)
+        if login:
+            self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
         if self._recall_count is not None:
             self._recall_count += 1
@@ -232,26 +236,24 @@ class Agent:
     async def _commit(self, rows: list[MessageRow], ctx: ToolContext) -> None:
         self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
         self.row.token_ratio = self.calibration.ratio
-        async with self.engine.db.transaction() as session:
+        blocks = {label: block.value for label, block in self.core.blocks.items()} if ctx.core_changed else {}
+        state = {
+            "heartbeats_paused_until": self.row.heartbeats_paused_until,
+            "last_prompt_tokens": self.row.last_prompt_tokens,
+            "token_ratio": self.row.token_ratio,
+            "pressure_alerted": self.row.pressure_alerted,
+            "archival_passages": self.archival.own_count,
+        }
+
+        def store(session: Session) -> None:
             self.recall.add(session, *rows)
-            if ctx.core_changed:
-                for block in self.core.blocks.values():
-                    await session.execute(
-                        update(BlockRow)
-                        .where(BlockRow.agent_id == self.id, BlockRow.label == block.label)
-                        .values(value=block.value)
-                    )
-            await session.execute(
-                update(AgentRow)
-                .where(AgentRow.id == self.id)
-                .values(
-                    heartbeats_paused_until=self.row.heartbeats_paused_until,
-                    last_prompt_tokens=self.row.last_prompt_tokens,
-                    token_ratio=self.row.token_ratio,
-                    pressure_alerted=self.row.pressure_alerted,
-                    archival_passages=self.archival.own_count,
+            for label, value in blocks.items():
+                session.execute(
+                    update(BlockRow).where(BlockRow.agent_id == self.id, BlockRow.label == label).values(value=value)
                 )
-            )
+            session.execute(update(AgentRow).where(AgentRow.id == self.id).values(**state))
+
+        await self.engine.db.write(store)
         self.context.extend(rows)
 
     # ----- the context window ----------------------------------------------------------------------------
@@ -265,16 +267,13 @@ class Agent:
         """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
         changes = self.engine.catalog.changes
         if self._sources is None or self._sources[0] != changes:
-            async with self.engine.db.sessions() as session:
-                names = list(
-                    await session.scalars(
-                        select(SourceRow.name)
-                        .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
-                        .where(AttachmentRow.agent_id == self.id)
-                        .order_by(SourceRow.name)
-                    )
-                )
-            self._sources = (changes, names)
+            rows = await self.engine.db.rows(
+                select(SourceRow.name)
+                .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+                .where(AttachmentRow.agent_id == self.id)
+                .order_by(SourceRow.name)
+            )
+            self._sources = (changes, [name for (name,) in rows])
         return list(self._sources[1])
 
     def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
@@ -317,13 +316,16 @@ class Agent:
         else:
             summary, by_model = fallback_summary(self.row.summary, len(evicted)), False
         hidden = self.row.summary_hidden + len(evicted)
-        async with self.engine.db.transaction() as session:
-            await self.recall.evict(session, [row.id for row in evicted])
-            await session.execute(
+
+        def store(session: Session) -> None:
+            self.recall.evict(session, [row.id for row in evicted])
+            session.execute(
                 update(AgentRow)
                 .where(AgentRow.id == self.id)
                 .values(summary=summary, summary_hidden=hidden, pressure_alerted=False)
             )
+
+        await self.engine.db.write(store)
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
         self.context = self.context[cut:]
         how = "summarised" if by_model else "set aside (the summary model call failed)"
@@ -335,13 +337,16 @@ class Agent:
         """Swap the persona block for a shipped persona's text (raises UnknownPrompt)."""
         text = prompts.load("personas", persona)
         block = self.core.block("persona")
-        async with self.engine.db.transaction() as session:
-            await session.execute(
+
+        def store(session: Session) -> None:
+            session.execute(
                 update(BlockRow)
                 .where(BlockRow.agent_id == self.id, BlockRow.label == "persona")
                 .values(value=text[: block.limit])
             )
-            await session.execute(update(AgentRow).where(AgentRow.id == self.id).values(persona_name=persona))
+            session.execute(update(AgentRow).where(AgentRow.id == self.id).values(persona_name=persona))
+
+        await self.engine.db.write(store)
         block.value = text[: block.limit]
         self.row.persona_name = persona
 

@@ -4,9 +4,11 @@ creation and loading of agents. Built once per process and passed in; nothing he
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
 
 from membot.agent import prompts
 from membot.agent.agent import Agent
@@ -88,29 +90,19 @@ class Engine:
         persona_text = prompts.load("personas", persona)
         human_text = prompts.load("humans", human)
         limit = self.config.core_memory_limit
-        async with self.db.transaction() as session:
+
+        def create(session: Session) -> int:
             row = AgentRow(name=name[:200], persona_name=persona, human_name=human)
             session.add(row)
-            await session.flush()
+            session.flush()
             for label, value in (("persona", persona_text), ("human", human_text)):
                 session.add(BlockRow(agent_id=row.id, label=label, value=value[:limit], char_limit=limit))
             return row.id
 
+        return await self.db.write(create)
+
     async def load_agent(self, agent_id: int) -> Agent:
-        async with self.db.sessions() as session:
-            row = await session.get(AgentRow, agent_id)
-            if row is None:
-                raise UnknownAgent(f"no agent {agent_id}")
-            blocks = await session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
-            core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
-            last = (
-                await session.execute(
-                    select(MessageRow.role, MessageRow.created_at)
-                    .where(MessageRow.agent_id == agent_id)
-                    .order_by(MessageRow.id.desc())
-                    .limit(1)
-                )
-            ).first()
+        row, core, last = await self.db.read(partial(_load, agent_id))
         if last is not None and last.role != "tool":
             # A chain that ended cleanly ends on a function result. Anything else may be a step that died
             # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
@@ -124,3 +116,19 @@ class Engine:
         agent = Agent(self, row, core)
         await agent.reload_context()
         return agent
+
+
+def _load(agent_id: int, session: Session) -> tuple[AgentRow, CoreMemory, Row[tuple[str, datetime]] | None]:
+    """The agent's row, its core memory, and the role and time of its last message."""
+    row = session.get(AgentRow, agent_id)
+    if row is None:
+        raise UnknownAgent(f"no agent {agent_id}")
+    blocks = session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
+    core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
+    last = session.execute(
+        select(MessageRow.role, MessageRow.created_at)
+        .where(MessageRow.agent_id == agent_id)
+        .order_by(MessageRow.id.desc())
+        .limit(1)
+    ).first()
+    return row, core, last

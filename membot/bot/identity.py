@@ -54,29 +54,25 @@ class IdentityRow(Base):
 
 
 async def find_agent(db: Database, user: UserRef) -> int | None:
-    async with db.sessions() as session:
-        return await session.scalar(
-            select(IdentityRow.agent_id).where(
-                IdentityRow.platform == user.platform,
-                IdentityRow.scope == user.scope,
-                IdentityRow.user_id == user.user_id,
-            )
-        )
+    query = select(IdentityRow.agent_id).where(
+        IdentityRow.platform == user.platform,
+        IdentityRow.scope == user.scope,
+        IdentityRow.user_id == user.user_id,
+    )
+    return await db.scalar(query)
 
 
 async def link_agent(db: Database, user: UserRef, agent_id: int) -> int:
     """Record user -> agent; if another process linked the user first, theirs wins and is returned."""
     try:
-        async with db.transaction() as session:
-            session.add(
-                IdentityRow(
-                    platform=user.platform,
-                    scope=user.scope,
-                    user_id=user.user_id,
-                    display_name=user.display_name[:200],
-                    agent_id=agent_id,
-                )
-            )
+        row = IdentityRow(
+            platform=user.platform,
+            scope=user.scope,
+            user_id=user.user_id,
+            display_name=user.display_name[:200],
+            agent_id=agent_id,
+        )
+        await db.add(row)
         return agent_id
     except IntegrityError:
         existing = await find_agent(db, user)

@@ -50,15 +50,15 @@ class ArchivalMemory:
 
     async def _attached(self) -> list[tuple[int, str, int]]:
         """(source id, name, passages) of the sources attached to this agent; the counts come from SQL."""
-        async with self.db.sessions() as session:
-            rows = await session.execute(
-                select(SourceRow.id, SourceRow.name, func.coalesce(func.sum(DocumentRow.passages), 0))
-                .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
-                .outerjoin(DocumentRow, DocumentRow.source_id == SourceRow.id)
-                .where(AttachmentRow.agent_id == self.agent_id)
-                .group_by(SourceRow.id)
-            )
-            return [(sid, name, int(count)) for sid, name, count in rows]
+        query = (
+            select(SourceRow.id, SourceRow.name, func.coalesce(func.sum(DocumentRow.passages), 0))
+            .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+            .outerjoin(DocumentRow, DocumentRow.source_id == SourceRow.id)
+            .where(AttachmentRow.agent_id == self.agent_id)
+            .group_by(SourceRow.id)
+        )
+        rows = await self.db.rows(query)
+        return [(sid, name, int(count)) for sid, name, count in rows]
 
     async def insert(self, text: str) -> int:
         embedding = await self.embedder.embed_one(text)

@@ -10,9 +10,10 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
@@ -49,7 +50,7 @@ class RecallMemory:
         self.terms = terms
 
     # Writes take the caller's session so that a step's messages commit together with its memory edits.
-    def add(self, session: AsyncSession, *rows: MessageRow) -> None:
+    def add(self, session: Session, *rows: MessageRow) -> None:
         for row in rows:
             if row.agent_id != self.agent_id:
                 raise PermissionError("a message may only be stored in its own agent's recall memory")
@@ -60,69 +61,70 @@ class RecallMemory:
         index (ix_messages_agent_*) instead of looking the ids up by primary key: 11 ms vs 0.5 ms at 100,000."""
         return and_(MessageRow.id.in_(list(ids)), (MessageRow.agent_id + 0) == self.agent_id)
 
-    async def evict(self, session: AsyncSession, ids: Sequence[int]) -> None:
+    def evict(self, session: Session, ids: Sequence[int]) -> None:
         """Take messages out of the context window; they stay in recall memory."""
-        await session.execute(
+        session.execute(
             update(MessageRow)
             .where(self._own(ids))
             .values(in_context=False)
         )
 
     async def in_context(self) -> list[MessageRow]:
-        async with self.db.sessions() as session:
-            rows = await session.scalars(
+        return await self.db.read(self._in_context)
+
+    def _in_context(self, session: Session) -> list[MessageRow]:
+        return list(
+            session.scalars(
                 select(MessageRow)
                 .where(MessageRow.agent_id == self.agent_id, MessageRow.in_context.is_(True))
                 .order_by(MessageRow.id)
             )
-            return list(rows)
+        )
 
     async def count(self) -> int:
-        async with self.db.sessions() as session:
-            return await session.scalar(
-                select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == self.agent_id)
-            ) or 0
+        return await self.db.read(self._count)
+
+    def _count(self, session: Session) -> int:
+        return session.scalar(
+            select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == self.agent_id)
+        ) or 0
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[MessageRow]:
         """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
         terms = query_terms(query)
         if not terms:
             return Page([], 0, page, page_size)
-        if self.db.is_sqlite:
-            return await self._search_fts(terms, page, page_size)
-        return await self._search_portable(terms, page, page_size)
+        search = self._search_fts if self.db.is_sqlite else self._search_portable
+        return await self.db.read(partial(search, terms, page, page_size))
 
-    async def _search_fts(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
+    def _search_fts(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[MessageRow]:
         window = (page + 1) * page_size
-        async with self.db.sessions() as session:
-            # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
-            # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
-            split = await self.terms.split(session, terms)
-            ranked = await self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0))
-            if split.common and len(ranked) < window:
-                split = TermSplit(terms, {})
-                ranked = await self._ranked(session, terms, window)
-            total = ranked[0][3] if ranked else 0
-            ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], split.common)
-            rows = await self._load(session, ids[page * page_size : window])
-        return Page(rows, total, page, page_size)
+        # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
+        # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
+        split = self.terms.split(session, terms)
+        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0))
+        if split.common and len(ranked) < window:
+            split = TermSplit(terms, {})
+            ranked = self._ranked(session, terms, window)
+        total = ranked[0][3] if ranked else 0
+        ids = rerank([(row_id, body, score) for row_id, body, score, _ in ranked], split.common)
+        return Page(self._load(session, ids[page * page_size : window]), total, page, page_size)
 
-    async def _ranked(self, session: AsyncSession, terms: list[str], limit: int) -> Sequence[tuple[int, str, float, int]]:
+    def _ranked(self, session: Session, terms: list[str], limit: int) -> Sequence[tuple[int, str, float, int]]:
         params = {"query": " OR ".join(map(fts_phrase, terms)), "agent_id": self.agent_id, "limit": limit}
-        return (await session.execute(_FTS_RANKED, params)).tuples().all()
+        return session.execute(_FTS_RANKED, params).tuples().all()
 
-    async def _search_portable(self, terms: list[str], page: int, page_size: int) -> Page[MessageRow]:
+    def _search_portable(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[MessageRow]:
         # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
-        async with self.db.sessions() as session:
-            rows = list(
-                await session.scalars(
-                    select(MessageRow).where(
-                        MessageRow.agent_id == self.agent_id,
-                        MessageRow.search_text.is_not(None),
-                        or_(*(MessageRow.search_text.ilike(f"%{term}%") for term in terms)),
-                    )
+        rows = list(
+            session.scalars(
+                select(MessageRow).where(
+                    MessageRow.agent_id == self.agent_id,
+                    MessageRow.search_text.is_not(None),
+                    or_(*(MessageRow.search_text.ilike(f"%{term}%") for term in terms)),
                 )
             )
+        )
         ranked = rank_bm25(rows, terms)
         start = page * page_size
         return Page(ranked[start : start + page_size], len(ranked), page, page_size)
@@ -142,23 +144,24 @@ class RecallMemory:
             MessageRow.created_at >= lo,
             MessageRow.created_at < hi,
         )
-        async with self.db.sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
-            rows = list(
-                await session.scalars(
-                    select(MessageRow)
-                    .where(*where)
-                    .order_by(MessageRow.created_at, MessageRow.id)
-                    .limit(page_size)
-                    .offset(page * page_size)
-                )
-            )
-        return Page(rows, total, page, page_size)
 
-    async def _load(self, session: AsyncSession, ids: Sequence[int]) -> list[MessageRow]:
+        def read(session: Session) -> Page[MessageRow]:
+            total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
+            rows = session.scalars(
+                select(MessageRow)
+                .where(*where)
+                .order_by(MessageRow.created_at, MessageRow.id)
+                .limit(page_size)
+                .offset(page * page_size)
+            )
+            return Page(list(rows), total, page, page_size)
+
+        return await self.db.read(read)
+
+    def _load(self, session: Session, ids: Sequence[int]) -> list[MessageRow]:
         if not ids:
             return []
-        rows = await session.scalars(
+        rows = session.scalars(
             select(MessageRow).where(self._own(ids))
         )
         by_id = {row.id: row for row in rows}

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 # Below this many messages holding it, a term is ranked in full whatever the size of the index.
 COMMON_MIN_DOCS = 2_000
@@ -81,15 +82,18 @@ class TermFrequencies:
 
     def __init__(self) -> None:
         self._cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # Searches run on the database's reader threads, several at once.
+        self._lock = threading.Lock()
 
-    async def split(self, session: AsyncSession, terms: list[str]) -> TermSplit:
-        total = int((await session.execute(_SIZE)).scalar_one())
+    def split(self, session: Session, terms: list[str]) -> TermSplit:
+        total = int(session.execute(_SIZE).scalar_one())
         cap = max(COMMON_MIN_DOCS, total // COMMON_SHARE)
-        cached = {term: self._cached(term, total) for term in terms}
+        with self._lock:
+            cached = {term: self._cached(term, total) for term in terms}
         missing = [term for term, count in cached.items() if count is None]
         docs = {term: count for term, count in cached.items() if count is not None}
         if missing:
-            docs.update(await self._count(session, missing, total, cap))
+            docs.update(self._count(session, missing, total, cap))
         rare = [term for term in terms if docs[term] <= cap]
         if not rare or len(rare) == len(terms):
             return TermSplit(terms, {})  # nothing to split: every term ranks
@@ -102,7 +106,7 @@ class TermFrequencies:
         self._cache.move_to_end(term)
         return cached[0]
 
-    async def _count(self, session: AsyncSession, terms: list[str], total: int, cap: int) -> dict[str, int]:
+    def _count(self, session: Session, terms: list[str], total: int, cap: int) -> dict[str, int]:
         # One statement for all the terms (each statement is a round trip to the database thread). Counting a
         # rare term is cheap; only past the cap is a term's whole list counted, for its IDF.
         capped = ", ".join(
@@ -110,12 +114,13 @@ class TermFrequencies:
             for i in range(len(terms))
         )
         params: dict[str, object] = {f"t{i}": fts_phrase(term) for i, term in enumerate(terms)}
-        counts = dict(zip(terms, (await session.execute(text(f"SELECT {capped}"), {**params, "cap": cap + 1})).one(),
+        counts = dict(zip(terms, session.execute(text(f"SELECT {capped}"), {**params, "cap": cap + 1}).one(),
                           strict=True))
         for term in [t for t, n in counts.items() if n > cap]:
-            counts[term] = int((await session.execute(_COUNT, {"term": fts_phrase(term)})).scalar_one())
-        for term, count in counts.items():
-            self._cache[term] = (int(count), max(total, 1))
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            counts[term] = int(session.execute(_COUNT, {"term": fts_phrase(term)}).scalar_one())
+        with self._lock:
+            for term, count in counts.items():
+                self._cache[term] = (int(count), max(total, 1))
+                if len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return {term: int(count) for term, count in counts.items()}

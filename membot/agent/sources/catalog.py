@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from membot.agent.memory.archival import source_owner
 from membot.agent.store.db import Database
@@ -52,8 +53,8 @@ class SourceCatalog:
         self.changes = 0
 
     async def find(self, scope: str, name: str) -> SourceRow | None:
-        async with self.db.sessions() as session:
-            return await session.scalar(select(SourceRow).where(SourceRow.scope == scope, SourceRow.name == name))
+        query = select(SourceRow).where(SourceRow.scope == scope, SourceRow.name == name)
+        return await self.db.scalar(query)
 
     async def require(self, scope: str, name: str) -> SourceRow:
         source = await self.find(scope, clean_name(name))
@@ -69,9 +70,8 @@ class SourceCatalog:
         if existing:
             return existing
         try:
-            async with self.db.transaction() as session:
-                row = SourceRow(scope=scope, name=name)
-                session.add(row)
+            row = SourceRow(scope=scope, name=name)
+            await self.db.add(row)
             return row
         except IntegrityError:  # created meanwhile by another task or process
             found = await self.find(scope, name)
@@ -96,8 +96,8 @@ class SourceCatalog:
             query = query.where(SourceRow.scope == scope)
         if source_id is not None:
             query = query.where(SourceRow.id == source_id)
-        async with self.db.sessions() as session:
-            return [SourceInfo(*row) for row in (await session.execute(query)).all()]
+        rows = await self.db.rows(query)
+        return [SourceInfo(*row) for row in rows]
 
     async def info(self, source_id: int) -> SourceInfo:
         found = await self.list(source_id=source_id)
@@ -110,52 +110,50 @@ class SourceCatalog:
         info = await self.info(source.id)
         # Passages first: a crash after this leaves an empty source to delete again, never orphan passages.
         await self.passages.delete(source_owner(source.id))
-        async with self.db.transaction() as session:
-            await session.execute(delete(AttachmentRow).where(AttachmentRow.source_id == source.id))
-            await session.execute(delete(DocumentRow).where(DocumentRow.source_id == source.id))
-            await session.execute(delete(SourceRow).where(SourceRow.id == source.id))
+
+        def remove(session: Session) -> None:
+            session.execute(delete(AttachmentRow).where(AttachmentRow.source_id == source.id))
+            session.execute(delete(DocumentRow).where(DocumentRow.source_id == source.id))
+            session.execute(delete(SourceRow).where(SourceRow.id == source.id))
+
+        await self.db.write(remove)
         self.changes += 1
         return info
 
     # ----- files of a source ------------------------------------------------------------------------------
 
     async def has_file(self, source_id: int, content_hash: str) -> bool:
-        async with self.db.sessions() as session:
-            found = await session.scalar(
-                select(DocumentRow.id).where(
-                    DocumentRow.source_id == source_id, DocumentRow.content_hash == content_hash
-                )
-            )
-        return found is not None
+        query = select(DocumentRow.id).where(
+            DocumentRow.source_id == source_id, DocumentRow.content_hash == content_hash
+        )
+        return await self.db.scalar(query) is not None
 
     async def record_file(self, source_id: int, filename: str, content_hash: str, documents: int, passages: int) -> None:
-        async with self.db.transaction() as session:
-            session.add(
-                DocumentRow(
-                    source_id=source_id,
-                    filename=filename[:500],
-                    content_hash=content_hash,
-                    documents=documents,
-                    passages=passages,
-                )
-            )
+        row = DocumentRow(
+            source_id=source_id,
+            filename=filename[:500],
+            content_hash=content_hash,
+            documents=documents,
+            passages=passages,
+        )
+        await self.db.add(row)
 
     # ----- attachments ------------------------------------------------------------------------------------
 
     async def attach(self, agent_id: int, source_id: int) -> bool:
         """Link; False when it was linked already."""
         try:
-            async with self.db.transaction() as session:
-                session.add(AttachmentRow(agent_id=agent_id, source_id=source_id))
+            row = AttachmentRow(agent_id=agent_id, source_id=source_id)
+            await self.db.add(row)
             self.changes += 1
             return True
         except IntegrityError:
             return False
 
     async def detach(self, agent_id: int, source_id: int) -> bool:
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                delete(AttachmentRow).where(AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id)
-            )
+        statement = delete(AttachmentRow).where(
+            AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id
+        )
+        removed = await self.db.write(lambda session: session.execute(statement).rowcount)
         self.changes += 1
-        return bool(result.rowcount)
+        return bool(removed)

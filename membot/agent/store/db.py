@@ -1,20 +1,37 @@
-"""The SQL database: engine, sessions, schema (with SQLite's FTS5 index for conversation search)."""
+"""The SQL database: engine, units of work, schema (with SQLite's FTS5 index for conversation search).
+
+Every unit of work is a plain function over a SQLAlchemy `Session`, awaited as one call: `await db.read(fn)`
+or `await db.write(fn)` (committed when `fn` returns, rolled back if it raises). How it runs depends on the
+database:
+
+- SQLite is a library inside this process, so its calls block; they run on threads of their own, one hop
+  there and back per unit of work. (Through aiosqlite every cursor operation is a hop of its own: about four
+  per statement, eleven statements per user message, and the event loop paid for each.) Writes queue on one
+  thread, in order, instead of contending for SQLite's write lock; reads run beside them (WAL) on others.
+- Any other SQLAlchemy async URL (PostgreSQL with asyncpg) runs the same function through the driver's
+  event loop with `AsyncSession.run_sync`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, Executable, Row, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from membot.agent.config import EngineConfigError
 from membot.agent.store.schema import Base
+
+T = TypeVar("T")
+Work = Callable[[Session], T]
 
 # Contentless FTS5 index over messages.search_text, with a second column holding the previous message of
 # the same role (a turn often answers words said just before it; it is ranked at half weight). Porter
@@ -28,10 +45,13 @@ _FTS_DDL = (
             coalesce((SELECT search_text FROM messages WHERE agent_id = new.agent_id AND id < new.id
                       AND role = new.role AND search_text IS NOT NULL ORDER BY id DESC LIMIT 1), '')); END""",
 )
+# Reads that may run beside the writer on SQLite (searches at 100,000 messages take milliseconds).
+SQLITE_READERS = 2
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; busy_timeout waits for the lock instead of failing at once.
+    # WAL lets readers run beside the writer; busy_timeout waits for the lock (another process) instead of
+    # failing at once.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -40,54 +60,136 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _ensure_folder(database_path: str) -> None:
-    Path(database_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+def _create_schema(session: Session) -> None:
+    Base.metadata.create_all(session.connection())
+    if session.bind is not None and session.bind.dialect.name == "sqlite":
+        for ddl in _FTS_DDL:
+            session.execute(text(ddl))
+
+
+class Runner(Protocol):
+    """Where units of work run: SQLite threads, or an async driver."""
+
+    dialect: str
+
+    async def read(self, work: Work[T]) -> T: ...
+    async def write(self, work: Work[T]) -> T: ...
+    async def close(self) -> None: ...
+    def sync_engine(self) -> Engine: ...
+
+
+class SqliteThreads:
+    def __init__(self, url: URL) -> None:
+        memory = url.database in (None, "", ":memory:")
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        if memory:  # one connection holds the whole database: every unit of work shares it, on one thread
+            kwargs["poolclass"] = StaticPool
+        self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.dialect = "sqlite"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="membot-sql-write")
+        self._readers = self._writer if memory else ThreadPoolExecutor(SQLITE_READERS, "membot-sql-read")
+
+    async def read(self, work: Work[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
+
+    async def write(self, work: Work[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, work)
+
+    def _read(self, work: Work[T]) -> T:
+        with self._sessions() as session:
+            return work(session)
+
+    def _write(self, work: Work[T]) -> T:
+        with self._sessions.begin() as session:
+            return work(session)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.engine.dispose)
+        self._writer.shutdown(wait=False)
+        self._readers.shutdown(wait=False)
+
+    def sync_engine(self) -> Engine:
+        return self.engine
+
+
+class AsyncDriver:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def read(self, work: Work[T]) -> T:
+        async with self._sessions() as session:
+            return await session.run_sync(work)
+
+    async def write(self, work: Work[T]) -> T:
+        async with self._sessions.begin() as session:
+            return await session.run_sync(work)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def sync_engine(self) -> Engine:
+        return self.engine.sync_engine
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self.is_sqlite = engine.dialect.name == "sqlite"
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.is_sqlite = runner.dialect == "sqlite"
 
     @classmethod
     async def open(cls, url: str) -> Database:
         try:
             parsed = make_url(url)
-            kwargs: dict[str, Any] = {}
             if parsed.get_backend_name() == "sqlite":
                 if parsed.database and parsed.database != ":memory:":
                     await asyncio.to_thread(_ensure_folder, parsed.database)
-                kwargs["connect_args"] = {"timeout": 30}
-            engine = create_async_engine(url, **kwargs)
+                runner: Runner = SqliteThreads(parsed)
+            else:
+                runner = AsyncDriver(create_async_engine(url))
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
             # A sync driver, a driver that is not installed, a folder that cannot be made.
             raise EngineConfigError(
                 f"MEMBOT_DATABASE_URL is not usable ({exc.__class__.__name__}: {exc}); "
                 "e.g. sqlite+aiosqlite:///path/membot.db or postgresql+asyncpg://user@host/db"
             ) from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        db = cls(engine)
+        db = cls(runner)
         try:
-            await db.create_schema()
+            await db.write(_create_schema)
         except (SQLAlchemyError, OSError) as exc:
-            await engine.dispose()
+            await runner.close()
             raise EngineConfigError(f"Could not open the database at {parsed.render_as_string()}: {exc}") from None
         return db
 
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            if self.is_sqlite:
-                for ddl in _FTS_DDL:
-                    await conn.execute(text(ddl))
+    async def read(self, work: Work[T]) -> T:
+        """Run `work` for what it reads; nothing it does is committed."""
+        return await self.runner.read(work)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: everything in it commits together or not at all."""
-        async with self.sessions() as session, session.begin():
-            yield session
+    async def write(self, work: Work[T]) -> T:
+        """One unit of work: everything `work` does commits together, or not at all if it raises."""
+        return await self.runner.write(work)
+
+    # Shorthands for the one-statement units of work.
+    async def scalar(self, statement: Executable) -> Any:
+        return await self.read(lambda session: session.scalar(statement))
+
+    async def rows(self, statement: Executable) -> list[Row[Any]]:
+        return await self.read(lambda session: list(session.execute(statement)))
+
+    async def add(self, *rows: Base) -> None:
+        """Insert these ORM rows; they get their ids (and defaults) back."""
+        await self.write(lambda session: session.add_all(rows))
+
+    def sync_engine(self) -> Engine:
+        """The engine under the sessions (for event hooks, such as counting statements)."""
+        return self.runner.sync_engine()
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.runner.close()
+
+
+def _ensure_folder(database_path: str) -> None:
+    Path(database_path).expanduser().parent.mkdir(parents=True, exist_ok=True)

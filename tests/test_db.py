@@ -1,0 +1,71 @@
+"""The database's units of work, on both runners: SQLite's own threads, and an async driver's run_sync (here
+aiosqlite, standing in for asyncpg: the code path is the one a PostgreSQL URL takes)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
+
+from membot.agent.memory.recall import RecallMemory
+from membot.agent.memory.term_stats import TermFrequencies
+from membot.agent.messages import user_message
+from membot.agent.store.db import AsyncDriver, Database, _create_schema
+from membot.agent.store.schema import AgentRow, MessageRow, SourceRow
+
+
+async def _open(kind: str, folder: Path) -> Database:
+    if kind == "threads":
+        return await Database.open(f"sqlite+aiosqlite:///{folder}/threads.db")
+    db = Database(AsyncDriver(create_async_engine(f"sqlite+aiosqlite:///{folder}/driver.db")))
+    await db.write(_create_schema)
+    return db
+
+
+@pytest.fixture(params=["threads", "async driver"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path):
+    database = await _open(request.param, tmp_path)
+    yield database
+    await database.close()
+
+
+async def test_a_unit_of_work_commits_whole_or_not_at_all(db: Database):
+    agent = AgentRow(name="a", persona_name="p", human_name="h")
+    await db.add(agent)
+    assert agent.id is not None
+
+    def half_then_fail(session: Session) -> None:
+        session.add(user_message(agent.id, "written, then undone"))
+        session.flush()
+        raise RuntimeError("the step died")
+
+    with pytest.raises(RuntimeError):
+        await db.write(half_then_fail)
+    count = select(func.count()).select_from(MessageRow)
+    assert await db.scalar(count) == 0
+    await db.add(user_message(agent.id, "kept"))
+    assert await db.scalar(count) == 1
+    # A constraint broken inside the worker reaches the caller as SQLAlchemy's own error.
+    await db.add(SourceRow(scope="s", name="n"))
+    with pytest.raises(IntegrityError):
+        await db.add(SourceRow(scope="s", name="n"))
+
+
+async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Database):
+    alice, bob = AgentRow(name="alice", persona_name="p", human_name="h"), AgentRow(name="bob", persona_name="p",
+                                                                                     human_name="h")
+    await db.add(alice, bob)
+    await db.add(user_message(alice.id, "I adopted a tabby cat"), user_message(bob.id, "bob's cat is secret"))
+    recall = RecallMemory(db, alice.id, TermFrequencies())
+    page = await recall.search("cat")
+    assert [row.search_text for row in page.items] == ["I adopted a tabby cat"] and page.total == 1
+    # Writes queue while reads run beside them; all of them land.
+    await asyncio.gather(*(db.add(user_message(alice.id, f"cat number {i}")) for i in range(20)),
+                         *(recall.search("cat") for _ in range(5)))
+    assert (await recall.search("cat", page_size=50)).total == 21
+    assert await recall.count() == 21
