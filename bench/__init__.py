@@ -22,6 +22,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
+from openai import AsyncOpenAI
+
+from membot.agent.llm.client import make_openai
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from tests.conftest import make_settings
@@ -103,6 +106,11 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def ms(seconds: float) -> float:
     return seconds * 1000
+
+
+def bare_client(base_url: str) -> AsyncOpenAI:
+    """An openai client alone, on the same transport the product uses (see llm/client.py), for baselines."""
+    return make_openai("sk-bench", base_url, timeout=60.0, max_retries=0)
 
 
 def user(name: str) -> UserRef:

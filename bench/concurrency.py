@@ -14,9 +14,19 @@ from __future__ import annotations
 
 import asyncio
 
-from openai import AsyncOpenAI
-
-from bench import Row, Target, drain, log, model_process, ms, open_service, percentile, stopwatch, user
+from bench import (
+    Row,
+    Target,
+    bare_client,
+    drain,
+    log,
+    model_process,
+    ms,
+    open_service,
+    percentile,
+    stopwatch,
+    user,
+)
 from membot.bot.service import BotService
 
 NAME = "concurrency"
@@ -66,7 +76,7 @@ async def _burst(service: BotService, users: int, latency: float, alone: list[fl
 async def _bare_client(url: str, callers: int, latency: float) -> Row:
     """The openai SDK alone, as many callers at once, one-line requests: what any client in one Python
     process can push through, before membot does anything."""
-    client = AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
+    client = bare_client(url)
     calls = CALLS_PER_CHAIN * MESSAGES
 
     async def caller() -> None:

@@ -13,10 +13,9 @@ import io
 import statistics
 from typing import Any
 
-from openai import AsyncOpenAI
 from pypdf import PdfReader
 
-from bench import DATA, Row, Target, log, ms, open_service, scripted_model, stopwatch, user
+from bench import DATA, Row, Target, bare_client, log, ms, open_service, scripted_model, stopwatch, user
 from tests.fakes.openai_server import ScriptedModel
 
 NAME = "ingestion"
@@ -75,7 +74,7 @@ async def run(quick: bool) -> list[Row]:
 
 async def _embedding_time(model: ScriptedModel, bodies: list[dict[str, Any]]) -> float:
     """Seconds to send the same embedding requests again through a bare client."""
-    client = AsyncOpenAI(api_key="sk-bench", base_url=model.base_url, max_retries=0)
+    client = bare_client(model.base_url)
     with stopwatch() as elapsed:
         for body in bodies:
             await client.embeddings.create(**body)

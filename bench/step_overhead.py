@@ -20,7 +20,19 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from sqlalchemy import event, text
 
-from bench import Row, Target, drain, log, ms, open_service, percentile, scripted_model, stopwatch, user
+from bench import (
+    Row,
+    Target,
+    bare_client,
+    drain,
+    log,
+    ms,
+    open_service,
+    percentile,
+    scripted_model,
+    stopwatch,
+    user,
+)
 from membot.bot.service import BotService
 
 NAME = "step overhead"
@@ -29,7 +41,7 @@ NAME = "step overhead"
 async def run(quick: bool) -> list[Row]:
     users, warmup, measured = (3, 1, 3) if quick else (20, 2, 10)
     async with scripted_model("chain") as model, open_service(model) as service:
-        bare = AsyncOpenAI(api_key="sk-bench", base_url=model.base_url, max_retries=0)
+        bare = bare_client(model.base_url)
         # Counted to explain the figure.
         statements = [0]
 

@@ -106,6 +106,22 @@ async def test_model_unreachable(settings, user, home):
         await service.close()
 
 
+async def test_model_too_slow_is_told_apart_from_unreachable(model, user, home):
+    from membot.bot.service import BotService
+    from tests.conftest import make_settings
+
+    model.latency = 2.0
+    model.default = lambda body: send("too late")
+    service = await BotService.open(make_settings(home, model, MEMBOT_MODEL_TIMEOUT=0.3))
+    try:
+        events = await collect(service.chat(user("erin"), "hello?"))
+        visible = [e for e in events if e.visible]
+        assert [type(e) for e in visible] == [ErrorMessage] and "did not answer in time" in visible[0].text
+        assert "hello?" in (await service.search_memory(user("erin"), "hello"))[0]  # the message is kept
+    finally:
+        await service.close()
+
+
 async def test_context_overflow_once_is_recovered(service, model, user):
     model.script(error(400, code="context_length_exceeded"), send("Fine now."))
     events = await collect(service.chat(user("frank"), "hi"))

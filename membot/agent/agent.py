@@ -62,6 +62,8 @@ PRESSURE_ALERT = (
     "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
     "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
 )
+_AGENTS = AgentRow.__table__
+_BLOCKS = BlockRow.__table__
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 
 
@@ -111,9 +113,8 @@ class Agent:
         def store(session: Session) -> None:
             self.recall.add(session, incoming)
             if login:
-                session.execute(
-                    update(AgentRow).where(AgentRow.id == self.id).values(last_login_at=incoming.created_at)
-                )
+                session.connection().execute(_AGENTS.update().where(_AGENTS.c.id == self.id),
+                                             {"last_login_at": incoming.created_at})
 
         await self.engine.db.write(store)
         if login:
@@ -246,12 +247,15 @@ class Agent:
         }
 
         def store(session: Session) -> None:
+            # Core statements: the ORM's UPDATE would first look for matching objects in the session (for
+            # nothing: there are none), which costs as much as the statement.
             self.recall.add(session, *rows)
+            conn = session.connection()
             for label, value in blocks.items():
-                session.execute(
-                    update(BlockRow).where(BlockRow.agent_id == self.id, BlockRow.label == label).values(value=value)
+                conn.execute(
+                    _BLOCKS.update().where(_BLOCKS.c.agent_id == self.id, _BLOCKS.c.label == label), {"value": value}
                 )
-            session.execute(update(AgentRow).where(AgentRow.id == self.id).values(**state))
+            conn.execute(_AGENTS.update().where(_AGENTS.c.id == self.id), state)
 
         await self.engine.db.write(store)
         self.context.extend(rows)

@@ -43,6 +43,9 @@ class BotService:
         self._locks: dict[int, asyncio.Lock] = {}
         self._user_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._resolve_lock = asyncio.Lock()
+        #: user -> agent id, as linked in SQL. A link is never changed once made, so this can only go stale by
+        #: forgetting; bounded like the agent cache, it saves a query on every message.
+        self._linked: OrderedDict[tuple[str, str, str], int] = OrderedDict()
 
     @classmethod
     async def open(cls, settings: Settings) -> BotService:
@@ -55,20 +58,30 @@ class BotService:
 
     async def agent_id(self, user: UserRef, persona: str | None = None, human: str | None = None) -> tuple[int, bool]:
         """The user's agent, created on first contact. Returns (agent id, created)."""
+        linked = self._linked.get(user.key)
+        if linked is not None:
+            self._linked.move_to_end(user.key)
+            return linked, False
         found = await find_agent(self.engine.db, user)
         if found is not None:
-            return found, False
+            return self._remember(user, found), False
         async with self._resolve_lock:
             found = await find_agent(self.engine.db, user)
             if found is not None:
-                return found, False
+                return self._remember(user, found), False
             try:
                 created = await self.engine.create_agent(
                     user.label, persona or self.settings.default_persona, human or self.settings.default_human
                 )
             except prompts.UnknownPrompt as exc:
                 raise CommandError(str(exc)) from None
-            return await link_agent(self.engine.db, user, created), True
+            return self._remember(user, await link_agent(self.engine.db, user, created)), True
+
+    def _remember(self, user: UserRef, agent_id: int) -> int:
+        self._linked[user.key] = agent_id
+        while len(self._linked) > self.settings.agent_cache_size:
+            self._linked.popitem(last=False)
+        return agent_id
 
     def _lock(self, agent_id: int) -> asyncio.Lock:
         return self._locks.setdefault(agent_id, asyncio.Lock())

@@ -36,14 +36,34 @@ class ChatResult:
 
 
 def make_openai(api_key: str | None, base_url: str | None, timeout: float, max_retries: int) -> AsyncOpenAI:
-    # Local servers (Ollama, vLLM) take any key; the SDK insists on one being set.
-    return AsyncOpenAI(api_key=api_key or "not-set", base_url=base_url, timeout=timeout, max_retries=max_retries)
+    # The SDK's aiohttp transport (aiohttp is ours already, for discord.py): about half the client CPU of its
+    # default httpx one per call, which is most of what a busy bot spends. Local servers (Ollama, vLLM) take
+    # any key; the SDK insists on one being set.
+    return AsyncOpenAI(
+        api_key=api_key or "not-set",
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=openai.DefaultAioHttpClient(timeout=timeout),
+    )
 
 
 def _is_context_error(exc: openai.BadRequestError) -> bool:
     code = getattr(exc, "code", None) or ""
     text = str(exc).lower()
     return code == "context_length_exceeded" or "context length" in text or "context_length" in text
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" was in fact a refused or failed connection. The aiohttp transport maps every
+    aiohttp connection error, a refused port included, to a connect timeout; the OS error is kept as the
+    cause. (TimeoutError is an OSError too, and a real timeout.)"""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class ModelClient:
@@ -72,7 +92,9 @@ class ModelClient:
             raise ModelUnavailable("The model endpoint refused the API key.") from None
         except openai.RateLimitError:
             raise ModelUnavailable("The model is rate-limited right now.") from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as exc:
+            if _refused(exc):
+                raise ModelUnavailable("The model endpoint cannot be reached.") from None
             raise ModelUnavailable("The model did not answer in time.") from None
         except openai.APIConnectionError:
             raise ModelUnavailable("The model endpoint cannot be reached.") from None
