@@ -122,6 +122,21 @@ async def test_model_too_slow_is_told_apart_from_unreachable(model, user, home):
         await service.close()
 
 
+async def test_answers_of_the_wrong_shape_read_as_no_answer(service, model, user):
+    model.script(
+        raw([1, 2, 3]),                                                  # JSON, not an object
+        raw({"choices": [{"message": {"tool_calls": 5, "content": 7}}], "usage": "lots"}),  # wrong types
+        raw({"choices": [{"message": {"tool_calls": [{"function": {"name": 9}}, "x"]}}]}),  # broken calls
+        send("Recovered."),
+    )
+    events = await collect(service.chat(user("carol"), "hello"))
+    assert [e.text for e in events if e.visible] == ["Recovered."]
+    # The nameless call was answered as a failed function; the others as replies without a function call.
+    assert [r.ok for r in events if isinstance(r, FunctionResult)] == [False, True]
+    alerts = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "user"]
+    assert sum("without calling a function" in a for a in alerts) == 2
+
+
 async def test_context_overflow_once_is_recovered(service, model, user):
     model.script(error(400, code="context_length_exceeded"), send("Fine now."))
     events = await collect(service.chat(user("frank"), "hi"))
