@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from membot.agent import messages as msg
@@ -62,8 +62,12 @@ PRESSURE_ALERT = (
     "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
     "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
 )
-_AGENTS = AgentRow.__table__
-_BLOCKS = BlockRow.__table__
+# Built once: the step commits one of these per model call, and building a statement costs as much as
+# running it. The values to set are the execute parameters' other keys.
+_AGENT_STATE = update(AgentRow.__table__).where(AgentRow.__table__.c.id == bindparam("agent"))
+_BLOCK_VALUE = update(BlockRow.__table__).where(
+    BlockRow.__table__.c.agent_id == bindparam("agent"), BlockRow.__table__.c.label == bindparam("block")
+)
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 
 
@@ -113,8 +117,7 @@ class Agent:
         def store(session: Session) -> None:
             self.recall.add(session, incoming)
             if login:
-                session.connection().execute(_AGENTS.update().where(_AGENTS.c.id == self.id),
-                                             {"last_login_at": incoming.created_at})
+                session.connection().execute(_AGENT_STATE, {"agent": self.id, "last_login_at": incoming.created_at})
 
         await self.engine.db.write(store)
         if login:
@@ -252,10 +255,8 @@ class Agent:
             self.recall.add(session, *rows)
             conn = session.connection()
             for label, value in blocks.items():
-                conn.execute(
-                    _BLOCKS.update().where(_BLOCKS.c.agent_id == self.id, _BLOCKS.c.label == label), {"value": value}
-                )
-            conn.execute(_AGENTS.update().where(_AGENTS.c.id == self.id), state)
+                conn.execute(_BLOCK_VALUE, {"agent": self.id, "block": label, "value": value})
+            conn.execute(_AGENT_STATE, {"agent": self.id, **state})
 
         await self.engine.db.write(store)
         self.context.extend(rows)

@@ -81,7 +81,12 @@ class Runner(Protocol):
 class SqliteThreads:
     def __init__(self, url: URL) -> None:
         memory = url.database in (None, "", ":memory:")
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Sessions always end their transaction (commit, or rollback on close), so the pool's own rollback on
+        # every return would be a second one. Connections move between our threads, one at a time.
+        kwargs: dict[str, Any] = {
+            "connect_args": {"timeout": 30, "check_same_thread": False},
+            "pool_reset_on_return": None,
+        }
         if memory:  # one connection holds the whole database: every unit of work shares it, on one thread
             kwargs["poolclass"] = StaticPool
         self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
