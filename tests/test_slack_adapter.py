@@ -29,6 +29,7 @@ from membot.adapters.slack.runner import http_runner, run_slack, socket_mode_han
 from membot.agent.agent import MemoryReport
 from membot.agent.sources.loader import FileOutcome
 from membot.bot.identity import UserRef
+from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
@@ -52,16 +53,14 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 def slack_settings(home: Path, model: ScriptedModel, fake: FakeSlack, **extra: Any) -> Settings:
-    return make_settings(
-        home,
-        model,
-        SLACK_BOT_TOKEN=fake.bot_token,
-        SLACK_SIGNING_SECRET=fake.signing_secret,
-        SLACK_MONOLOGUE_CHANNEL="CLOG",
-        MEMBOT_SLACK_API_URL=fake.api_url,
-        SLACK_ADMIN_IDS="UADMIN",
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "SLACK_BOT_TOKEN": fake.bot_token,
+        "SLACK_SIGNING_SECRET": fake.signing_secret,
+        "SLACK_MONOLOGUE_CHANNEL": "CLOG",
+        "MEMBOT_SLACK_API_URL": fake.api_url,
+        "SLACK_ADMIN_IDS": "UADMIN",
+    }
+    return make_settings(home, model, **{**values, **extra})
 
 
 @pytest.fixture
@@ -236,6 +235,17 @@ async def test_wrong_signature_is_refused_and_run_slack_serves_until_stopped(
     finally:
         stop.set()
         await asyncio.wait_for(task, WAIT)
+
+
+async def test_a_wrong_bot_token_stops_run_slack_with_a_clear_reason(
+    fake: FakeSlack, service: BotService, home: Path, model: ScriptedModel
+) -> None:
+    settings = slack_settings(home, model, fake, SLACK_BOT_TOKEN="xoxb-revoked")
+    with pytest.raises(ConfigurationError, match="SLACK_BOT_TOKEN .invalid_auth."):
+        await asyncio.wait_for(run_slack(service, settings, asyncio.Event()), WAIT)
+    gone = slack_settings(home, model, fake, MEMBOT_SLACK_API_URL="http://127.0.0.1:9/api/")
+    with pytest.raises(ConnectionError, match="Could not reach Slack"):
+        await asyncio.wait_for(run_slack(service, gone, asyncio.Event()), WAIT)
 
 
 async def test_socket_mode_handler_is_built_on_the_app(

@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from membot.adapters.slack.app import SlackAdapter
+from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 
@@ -35,8 +38,25 @@ async def http_runner(adapter: SlackAdapter, settings: Settings, host: str | Non
     return runner
 
 
+async def check_token(adapter: SlackAdapter) -> None:
+    """Ask Slack who we are before serving: a wrong SLACK_BOT_TOKEN would otherwise fail every event quietly
+    (bolt only calls auth.test once the first event arrives)."""
+    client = adapter.app.client
+    try:
+        await client.auth_test()
+    except SlackApiError as exc:
+        why = exc.response.get("error", "error") if exc.response is not None else "error"
+        raise ConfigurationError(
+            f"Slack refused SLACK_BOT_TOKEN ({why}): copy the Bot User OAuth Token (xoxb-...) again from "
+            "https://api.slack.com/apps (your app > OAuth & Permissions)."
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ConnectionError(f"Could not reach Slack at {client.base_url}: {exc}") from None
+
+
 async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event) -> None:
     adapter = SlackAdapter(service, settings)
+    await check_token(adapter)
     if settings.slack_app_token:
         handler = socket_mode_handler(adapter, settings)
         await handler.connect_async()
