@@ -125,6 +125,25 @@ async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bo
     assert last_user_text(model.requests[0]) == "hello there"
 
 
+async def test_a_wrong_monologue_channel_costs_one_lookup_not_one_per_message(fake, service, home, model, caplog):
+    settings = make_settings(home, model, DISCORD_TOKEN="fake-token", DISCORD_MONOLOGUE_CHANNEL_ID=777,
+                             MEMBOT_DISCORD_API_URL=fake.api_url, MEMBOT_DISCORD_GATEWAY_URL=fake.gateway_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_discord(service, settings, stop, guild_ready_timeout=0.1))
+    try:
+        await fake.wait_connected()
+        for i in range(3):
+            model.script(send(f"Reply {i}", thought=f"thought {i}"))
+            await fake.send_dm(ALICE, f"message {i}")
+            await fake.wait_for_message(dm(ALICE), predicate=lambda m, i=i: m["content"] == f"Reply {i}")
+        # The replies still come; the monologue went to the log, and the channel was looked up once.
+        assert len(fake.calls_to("GET", "/channels/777")) == 1
+        assert sum("DISCORD_MONOLOGUE_CHANNEL_ID 777" in r.message for r in caplog.records) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_long_reply_is_split_with_code_fences_balanced(fake, bot, model):
     code = "```python\n" + "\n".join(f"value_{i} = compute({i})  # step {i}" for i in range(90)) + "\n```"
     long = "Here is the script you asked for.\n\n" + code + "\n\n" + "It works like this. " * 80

@@ -4,6 +4,7 @@ tagged with whose agent it was; without one (or when the bot cannot post there) 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import discord
@@ -13,6 +14,11 @@ from membot.bot.identity import UserRef
 
 log = logging.getLogger(__name__)
 
+#: After the channel fails (gone, no permission), the monologue goes to the log for this long before the
+#: channel is tried again, doubling up to RETRY_MAX: a wrong channel id must not cost a REST call per step.
+RETRY_FIRST = 60.0
+RETRY_MAX = 3600.0
+
 
 class Monologue:
     def __init__(self, client: discord.Client, channel_id: int | None) -> None:
@@ -20,9 +26,11 @@ class Monologue:
         self.channel_id = channel_id
         self._channel: discord.abc.Messageable | None = None
         self._warned = False
+        self._retry_at = 0.0
+        self._retry_after = RETRY_FIRST
 
     async def _resolve(self) -> discord.abc.Messageable | None:
-        if self.channel_id is None:
+        if self.channel_id is None or time.monotonic() < self._retry_at:
             return None
         if self._channel is None:
             channel = self.client.get_channel(self.channel_id)
@@ -39,7 +47,9 @@ class Monologue:
         return self._channel
 
     def _warn(self, why: str) -> None:
-        # Once: a misconfigured channel would otherwise repeat this for every message.
+        """The channel failed: back off, and say so once (not for every message)."""
+        self._retry_at = time.monotonic() + self._retry_after
+        self._retry_after = min(self._retry_after * 2, RETRY_MAX)
         if not self._warned:
             self._warned = True
             log.warning("DISCORD_MONOLOGUE_CHANNEL_ID %s: %s; the monologue goes to the log", self.channel_id, why)
@@ -54,6 +64,7 @@ class Monologue:
             try:
                 for part in split_message("\n".join(f"{tag} {line}" for line in lines)):
                     await channel.send(part, allowed_mentions=discord.AllowedMentions.none())
+                self._retry_after = RETRY_FIRST
                 return
             except discord.HTTPException as exc:
                 self._warn(f"posting failed ({exc})")
