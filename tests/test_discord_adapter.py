@@ -324,6 +324,12 @@ async def test_bad_uploads_get_a_clear_reply_and_change_nothing(fake, bot, model
     assert too_big["content"].startswith("Could not load huge.pdf: 60.0 MB is over the 50.0 MB limit")
     unsupported = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"].startswith("Could not load cat.png"))
     assert "unsupported" in unsupported["content"]
+    unreachable = fake.host_file("gone.pdf", b"%PDF-1.4", "application/pdf")
+    unreachable["url"] = unreachable["proxy_url"] = "http://127.0.0.1:9/gone.pdf"  # the download's connection fails
+    await fake.send_dm(ALICE, "", attachments=[unreachable])
+    gone = await fake.wait_for_message(dm(ALICE), predicate=lambda m: "gone.pdf" in m["content"]
+                                       and not m["content"].startswith("Loading"))
+    assert gone["content"].startswith("Could not download gone.pdf from Discord")
     assert await service.sources(alice_ref()) == []
     assert not model.requests  # the agent heard of none of it
 

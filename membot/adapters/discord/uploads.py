@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+import aiohttp
 import discord
 
 from membot.agent.events import Event
@@ -114,6 +115,10 @@ async def load_upload(
         data = await attachment.read()
     except discord.HTTPException as exc:
         await progress.finish(f"Could not download {filename} from Discord ({exc.status}); please send it again.")
+        return False
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        await progress.finish(f"Could not download {filename} from Discord (the connection failed); "
+                              "please send it again.")
         return False
     try:
         outcome, events = await service.load_file(
