@@ -35,7 +35,8 @@ COLLECTION = "membot_passages_by_owner"
 OLD_COLLECTION = "membot_passages"
 FIELDS = ["owner", "text", "filename", "page", "doc_hash", "created_at"]
 COPY_BATCH = 1_000
-DENSE_SEARCH = {"metric_type": "COSINE", "params": {"nprobe": 1}}
+DENSE_INDEX: dict[str, Any] = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"params": {"nlist": 1}}}
+DENSE_SEARCH: dict[str, Any] = {"metric_type": "COSINE", "params": {"nprobe": 1}}
 
 
 @dataclass
@@ -104,7 +105,7 @@ def open_lite(
     if client.has_collection(COLLECTION):  # a move that died half way: start it again
         client.drop_collection(COLLECTION)
     index = client.prepare_index_params()
-    index.add_index("dense", index_type="IVF_FLAT", metric_type="COSINE", params={"params": {"nlist": 1}})
+    index.add_index("dense", **DENSE_INDEX)
     client.create_collection(COLLECTION, schema=schema(dim), index_params=index)
     if text is not None:
         text.reset()
