@@ -150,3 +150,37 @@ async def test_a_file_of_the_earlier_layout_is_moved_on_open(tmp_path: Path) -> 
         assert not opened.client.has_collection(COLLECTION)
     finally:
         await store.close()
+
+
+async def test_a_move_that_died_half_way_starts_again(tmp_path: Path) -> None:
+    from pymilvus import MilvusClient
+
+    from membot.agent.store import milvus_layout
+
+    uri = str(tmp_path / "milvus.db")
+    client = MilvusClient(uri)
+    client.create_collection(
+        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
+    )
+    client.insert(COLLECTION, [
+        {"owner": "agent:1", "text": f"kept fact {i}", "dense": embed_text(f"kept fact {i}", DIM), "filename": "",
+         "page": 0, "doc_hash": "", "created_at": 1.0}
+        for i in range(5)
+    ])
+    # As if an earlier open had created the new collection and copied part of the rows, then died.
+    client.create_collection(milvus_layout.COLLECTION, schema=milvus_layout.schema(DIM))
+    client.create_partition(milvus_layout.COLLECTION, "agent_1")
+    client.insert(milvus_layout.COLLECTION, [
+        {"owner": "agent:1", "text": "kept fact 0", "dense": embed_text("kept fact 0", DIM), "filename": "",
+         "page": 0, "doc_hash": "", "created_at": 1.0}
+    ], partition_name="agent_1")
+    client.flush(COLLECTION)
+    client.flush(milvus_layout.COLLECTION)
+    client.close()
+
+    store = PassageStore(uri, DIM)
+    try:
+        assert await store.count(["agent:1"]) == 5  # every row once: none lost, none doubled
+        assert sorted(await search(store, ["agent:1"], "kept fact")) == [f"kept fact {i}" for i in range(5)]
+    finally:
+        await store.close()

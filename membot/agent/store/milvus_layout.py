@@ -118,6 +118,8 @@ def open_lite(
 
 
 def _batches(client: MilvusClient, collection: str, fields: list[str]) -> Iterable[list[dict[str, Any]]]:
+    # Milvus Lite has no server timestamps; pymilvus warns that it uses its own, harmlessly, on every iterator.
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     iterator = client.query_iterator(collection, batch_size=COPY_BATCH, filter="", output_fields=fields)
     try:
         while batch := iterator.next():
