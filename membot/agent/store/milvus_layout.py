@@ -89,7 +89,7 @@ def schema(dim: int) -> Any:
 
 
 def open_lite(
-    client: MilvusClient, dim: int, text: PassageText | None, check: Callable[[str], None]
+    client: MilvusClient, dim: int, text: PassageText | None, check: Callable[[str], object]
 ) -> LiteLayout:
     """Blocking: the Lite layout, created (and filled from an earlier layout's collection) if need be.
     `check(collection)` raises if a stored collection does not fit (another embedding size)."""

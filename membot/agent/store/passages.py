@@ -167,7 +167,9 @@ class PassageStore:
                 return _Opened(client, COLLECTION, self._prepare(client))
             # The texts' index lives beside the Milvus Lite data (a folder), not inside it.
             text = PassageText.open(Path(uri).with_name(Path(uri).name + ".text.sqlite"))
-            layout = milvus_layout.open_lite(client, self.dim, text, lambda name: self._check_existing(client, self.dim, name))
+            layout = milvus_layout.open_lite(
+                client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
+            )
             return _Opened(client, milvus_layout.COLLECTION, text is not None, layout)
         except PassageStoreError:
             self._close_quietly(client, text)  # the next use tries again from scratch
