@@ -2,7 +2,8 @@
 many 1,536-dimensional passages in Milvus Lite, beside a numpy brute-force top-10 over the same vectors.
 
 Vectors are random unit vectors; texts are a few words drawn from a Zipf-like vocabulary, so the BM25 half
-of the hybrid search has skewed term frequencies to work with, as real text has. Passages belong to
+of the hybrid search has skewed term frequencies to work with, as real text has (on Milvus Lite the BM25
+half runs in the store's SQLite FTS5 file, the dense half in the owner's Milvus partition, fused by RRF). Passages belong to
 several owners (5,000 each, one insert batch per owner) and every query is filtered to one of them, as an
 agent's searches are.
 
@@ -10,11 +11,13 @@ Milvus Lite searches growing (unsealed) segments very slowly (about 1 s per quer
 collection never seals a segment by itself, so membot flushes after loading a file and after each
 archival_memory_insert. The store is also searched when it holds only its first 5,000 passages, as an
 agent's own archive would be, and the cost of one insert with its flush is timed. After the full insert the
-collection is flushed before the figures the target is about.
+collection is flushed before the figures the target is about. Milvus Lite indexes the new segments on a
+background thread after a flush (searches meanwhile scan them unindexed), so the first search of each owner
+right after the flush is timed as a row of its own, and the figures the target is about come after it.
 
-The full size is 50,000 passages by default, not the issue's 100,000: inserting runs at ~900 rows/s here,
-and 100,000 alone would take two of the ten minutes the whole suite may use. Set BENCH_ARCHIVAL_PASSAGES
-to change it (a multiple of 5,000).
+The full size is the issue's 100,000 passages (20 owners): with one partition per owner and BM25 outside
+Milvus, inserting runs at ~1,300 rows/s and the whole benchmark takes ~1.5 minutes. Set
+BENCH_ARCHIVAL_PASSAGES to change it (a multiple of 5,000).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ NAME = "archival search"
 DIM = 1536
 BATCH = 5_000
 VOCABULARY = 20_000
-FULL_SIZE = 50_000
+FULL_SIZE = 100_000
 SMALL_QUERIES = 10
 SINGLE_INSERTS = 20
 
@@ -87,8 +90,16 @@ async def run(quick: bool) -> list[Row]:
         with stopwatch() as flush:
             await store.flush()
         log(f"flush took {flush[0]:.1f} s")
-        for owner_index, vector, words in probes[:3]:  # warm up caches after the flush
-            await store.search([owners[owner_index]], words, vector.tolist(), 10)
+        first: list[float] = []
+        for owner in owners:  # each owner's first search after the flush, while indexes are being built
+            vector = _vectors(rng, 1)[0]
+            with stopwatch() as t:
+                await store.search([owner], " ".join(_words(rng, 3)), vector.tolist(), 10)
+            first.append(t[0])
+        log(f"first search per owner after the flush: {[round(t, 3) for t in first]} s")
+        with stopwatch() as settle:
+            await _settle(store, owners, probes)
+        log(f"searches steady {settle[0]:.1f} s after that")
         hybrid: list[float] = []
         dense: list[float] = []
         hits: list[list[float]] = []
@@ -101,12 +112,13 @@ async def run(quick: bool) -> list[Row]:
                 found = await store.search([owners[owner_index]], "", vector.tolist(), 10)
             dense.append(t[0])
             hits.append([h.score for h in found])
+        log(f"hybrid searches: {[round(t, 3) for t in hybrid]} s")
     brute, exact = _brute_force(matrix, owner_of, probes)
     small_brute, _ = _brute_force(matrix[:BATCH], owner_of[:BATCH], probes[:SMALL_QUERIES])
     recall = _recall(matrix, probes, exact, hits)
     note = f"{total:,} passages × {DIM}-d, {len(owners)} owners of {BATCH:,}, {queries} queries"
     if not quick and total < 100_000:
-        note += "; 50,000, not 100,000, to fit the time budget"
+        note += "; fewer than the issue's 100,000"
     base = "numpy brute force, owner filter"
     return [
         Row(NAME, "hybrid search (dense + BM25, as the agent runs it), p50", ms(percentile(hybrid, 50)), "ms",
@@ -123,7 +135,24 @@ async def run(quick: bool) -> list[Row]:
             ms(percentile(single, 50)), "ms", note=f"{len(single)} inserts"),
         Row(NAME, "insert rate", rate, "rows/s", note=f"batches of {BATCH:,}"),
         Row(NAME, "flush (seal + index) after the insert", flush[0], "s"),
+        Row(NAME, "first search of each owner right after that flush, p50", ms(percentile(first, 50)), "ms",
+            note=f"max {ms(max(first)):.0f} ms, {len(first)} owners; segments are indexed in the background, "
+            f"searches were steady {settle[0]:.1f} s later"),
     ]
+
+
+async def _settle(store: PassageStore, owners: list[str], probes: list[tuple[int, np.ndarray, str]]) -> None:
+    """Search every owner again until no search of a pass is slow (the background index builds are done),
+    at most ten passes."""
+    _, vector, words = probes[0]
+    for _ in range(10):
+        samples = []
+        for owner in owners:
+            with stopwatch() as t:
+                await store.search([owner], words, vector.tolist(), 10)
+            samples.append(t[0])
+        if max(samples) < 2 * min(samples) + 0.005:
+            return
 
 
 async def _timed_searches(

@@ -4,6 +4,11 @@ Every row carries an `owner`: `agent:<id>` for an agent's own passages, `source:
 Every search and count names the owners it may see; the archival memory of one agent builds that list
 from its own id and its attached sources, so nothing here can return another agent's rows.
 
+Milvus Lite and a Milvus server are laid out differently. On a server, one collection with a partition key
+on `owner` and Milvus's BM25 function, searched with `hybrid_search`. On Lite, one partition per owner and the
+texts in SQLite FTS5 beside the Milvus file, the two halves fused here with the same RRF (see milvus_layout
+and passage_text for why). Callers see the same store either way.
+
 pymilvus is blocking (gRPC, and Milvus Lite runs in this process): every call goes to a worker thread.
 The store opens on first use, not at start: pymilvus with Milvus Lite costs ~120 MB of memory and a second
 of start-up, which commands and agents that never touch archival memory need not pay.
@@ -16,16 +21,24 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from membot.agent.store import milvus_layout
+from membot.agent.store.milvus_layout import LiteLayout
+from membot.agent.store.passage_text import PassageText, TextHit
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 
 COLLECTION = "membot_passages"
+RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
 MAX_TEXT = 16_000  # characters kept per passage (Milvus VARCHAR limit is counted in bytes: 65,535)
 
 
@@ -57,11 +70,52 @@ def _owner_filter(owners: list[str]) -> str:
     return "owner in " + json.dumps(owners)
 
 
+_FIELDS = ["owner", "text", "filename", "page", "created_at"]
+
+
+def _hit(hit: dict[str, Any], score: float) -> PassageHit:
+    entity = hit["entity"]
+    return PassageHit(
+        id=int(hit["id"]),
+        owner=entity["owner"],
+        text=entity["text"],
+        filename=entity.get("filename", ""),
+        page=int(entity.get("page", 0)),
+        created_at=float(entity.get("created_at", 0.0)),
+        score=score,
+    )
+
+
+def _text_hit(hit: TextHit, score: float) -> PassageHit:
+    row = hit.row
+    return PassageHit(row.id, hit.owner, row.text, row.filename, int(row.page), float(row.created_at), score)
+
+
+def fuse(dense: list[dict[str, Any]], lexical: list[TextHit], window: int) -> list[PassageHit]:
+    """Reciprocal rank fusion of the two rankings (each best first), as Milvus's RRFRanker(60) does."""
+    scores: dict[int, float] = {}
+    hits: dict[int, PassageHit] = {}
+    for rank, hit in enumerate(dense):
+        pk = int(hit["id"])
+        scores[pk] = scores.get(pk, 0.0) + 1 / (RRF_K + rank + 1)
+        hits.setdefault(pk, _hit(hit, 0.0))
+    for rank, text_hit in enumerate(lexical):
+        pk = text_hit.row.id
+        scores[pk] = scores.get(pk, 0.0) + 1 / (RRF_K + rank + 1)
+        hits.setdefault(pk, _text_hit(text_hit, 0.0))
+    best = sorted(scores, key=lambda pk: (-scores[pk], pk))[:window]
+    return [replace(hits[pk], score=scores[pk]) for pk in best]
+
+
 @dataclass(frozen=True)
 class _Opened:
     client: MilvusClient
+    #: The collection searched: the server layout's, or Lite's per-owner one.
+    collection: str
     #: BM25 full-text search fused with dense search; decided once, when the collection is created.
     hybrid: bool
+    #: Milvus Lite's per-owner partitions and FTS5 texts; None on a server.
+    lite: LiteLayout | None = None
 
 
 class PassageStore:
@@ -107,19 +161,33 @@ class PassageStore:
                     "Stop it first, or point MEMBOT_MILVUS_URI at a Milvus server that both can share."
                 ) from None
             raise PassageStoreError(f"Could not open the archival store at {uri}: {exc}") from None
+        text: PassageText | None = None
         try:
-            return _Opened(client, self._prepare(client))
+            if self.is_server:
+                return _Opened(client, COLLECTION, self._prepare(client))
+            # The texts' index lives beside the Milvus Lite data (a folder), not inside it.
+            text = PassageText.open(Path(uri).with_name(Path(uri).name + ".text.sqlite"))
+            layout = milvus_layout.open_lite(
+                client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
+            )
+            return _Opened(client, milvus_layout.COLLECTION, text is not None, layout)
         except PassageStoreError:
-            client.close()  # the next use tries again from scratch
+            self._close_quietly(client, text)  # the next use tries again from scratch
             raise
         except Exception as exc:
-            client.close()
+            self._close_quietly(client, text)
             raise PassageStoreError(f"Could not prepare the archival store at {uri}: {exc}") from None
+
+    @staticmethod
+    def _close_quietly(client: MilvusClient, text: PassageText | None) -> None:
+        client.close()
+        if text is not None:
+            text.close()
 
     def _prepare(self, client: MilvusClient) -> bool:
         """Load or create the collection; whether it has BM25 (hybrid search)."""
         if client.has_collection(COLLECTION):
-            hybrid = self._check_existing(client, self.dim)
+            hybrid = self._check_existing(client, self.dim, COLLECTION)
             # A collection from an earlier process starts released; searches need it loaded.
             client.load_collection(COLLECTION)
             return hybrid
@@ -138,8 +206,8 @@ class PassageStore:
             return False
 
     @staticmethod
-    def _check_existing(client: MilvusClient, dim: int) -> bool:
-        info = client.describe_collection(COLLECTION)
+    def _check_existing(client: MilvusClient, dim: int, collection: str) -> bool:
+        info = client.describe_collection(collection)
         fields = {f["name"]: f for f in info["fields"]}
         stored = int(fields["dense"]["params"].get("dim", dim))
         if stored != dim:
@@ -182,13 +250,19 @@ class PassageStore:
             params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         return params
 
+    async def _blocking(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn` in a worker thread; a failure becomes a PassageStoreError."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except PassageStoreError:
+            raise
+        except Exception as exc:
+            raise PassageStoreError(f"The archival store failed ({what}): {str(exc)[:300]}") from exc
+
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A MilvusClient method on the collection, in a worker thread; a failure becomes a PassageStoreError."""
-        client = (await self.ready()).client
-        try:
-            return await asyncio.to_thread(getattr(client, method), COLLECTION, *args, **kwargs)
-        except Exception as exc:
-            raise PassageStoreError(f"The archival store failed ({method}): {str(exc)[:300]}") from exc
+        opened = await self.ready()
+        return await self._blocking(method, getattr(opened.client, method), opened.collection, *args, **kwargs)
 
     async def insert(self, owner: str, rows: list[PassageRow]) -> list[int]:
         if not rows:
@@ -206,6 +280,9 @@ class PassageStore:
             }
             for row in rows
         ]
+        opened = await self.ready()
+        if opened.lite is not None:
+            return await self._blocking("insert", opened.lite.insert, owner, data)
         result = await self._call("insert", data)
         return list(result["ids"])
 
@@ -214,40 +291,55 @@ class PassageStore:
     ) -> list[PassageHit]:
         if not owners or limit <= 0:
             return []
+        opened = await self.ready()
+        if opened.lite is not None:
+            return await self._search_lite(opened.lite, owners, query, embedding, offset + limit, offset)
         from pymilvus import AnnSearchRequest, RRFRanker
 
-        opened = await self.ready()
         expr = _owner_filter(owners)
-        fields = ["owner", "text", "filename", "page", "created_at"]
         window = offset + limit
         if opened.hybrid and query.strip():
             requests = [
                 AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=window, expr=expr),
                 AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=window, expr=expr),
             ]
-            result = await self._call("hybrid_search", requests, RRFRanker(60), limit=window, output_fields=fields)
+            result = await self._call(
+                "hybrid_search", requests, RRFRanker(RRF_K), limit=window, output_fields=_FIELDS
+            )
         else:
             result = await self._call(
-                "search",
-                data=[embedding],
-                anns_field="dense",
-                filter=expr,
-                limit=window,
-                output_fields=fields,
+                "search", data=[embedding], anns_field="dense", filter=expr, limit=window, output_fields=_FIELDS
             )
         hits = result[0] if result else []
-        return [
-            PassageHit(
-                id=int(hit["id"]),
-                owner=hit["entity"]["owner"],
-                text=hit["entity"]["text"],
-                filename=hit["entity"].get("filename", ""),
-                page=int(hit["entity"].get("page", 0)),
-                created_at=float(hit["entity"].get("created_at", 0.0)),
-                score=float(hit["distance"]),
-            )
-            for hit in list(hits)[offset:window]
-        ]
+        return [_hit(hit, float(hit["distance"])) for hit in list(hits)[offset:window]]
+
+    async def _search_lite(
+        self, lite: LiteLayout, owners: list[str], query: str, embedding: list[float], window: int, offset: int
+    ) -> list[PassageHit]:
+        partitions = lite.partition_names(owners)
+        if not partitions:  # never search the whole collection for owners that have no rows
+            return []
+        dense_call = self._blocking(
+            "search",
+            lite.client.search,
+            milvus_layout.COLLECTION,
+            data=[embedding],
+            anns_field="dense",
+            filter=_owner_filter(owners),
+            limit=window,
+            output_fields=_FIELDS,
+            partition_names=partitions,
+            search_params=milvus_layout.DENSE_SEARCH,
+        )
+        if lite.text is None or not query.strip():
+            result = await dense_call
+            hits = list(result[0]) if result else []
+            return [_hit(hit, float(hit["distance"])) for hit in hits[offset:window]]
+        # The two halves run side by side: faiss and SQLite both let go of the GIL.
+        result, lexical = await asyncio.gather(
+            dense_call, self._blocking("text search", lite.text.search, owners, query, window)
+        )
+        return fuse(list(result[0]) if result else [], lexical, window)[offset:]
 
     async def flush(self) -> None:
         """Seal what was inserted so that searches use the index instead of scanning growing segments.
@@ -263,21 +355,42 @@ class PassageStore:
         own counts in SQL for every step, this is for checks)."""
         if not owners:
             return 0
-        result = await self._call("query", filter=_owner_filter(owners), output_fields=["count(*)"])
+        opened = await self.ready()
+        kwargs: dict[str, Any] = {}
+        if opened.lite is not None:
+            kwargs["partition_names"] = opened.lite.partition_names(owners)
+            if not kwargs["partition_names"]:
+                return 0
+        result = await self._call("query", filter=_owner_filter(owners), output_fields=["count(*)"], **kwargs)
         return int(result[0]["count(*)"]) if result else 0
 
     async def delete_newer(self, owner: str, after: float) -> None:
         """Delete an owner's passages written after a moment (epoch seconds)."""
         expr = f"owner == {json.dumps(owner)} and created_at > {after!r}"
-        await self._call("delete", filter=expr)
+        await self._delete(owner, expr, after=after)
 
     async def delete(self, owner: str, doc_hash: str | None = None) -> None:
         expr = f"owner == {json.dumps(owner)}"
         if doc_hash is not None:
             expr += f" and doc_hash == {json.dumps(doc_hash)}"
-        await self._call("delete", filter=expr)
+        await self._delete(owner, expr, doc_hash=doc_hash)
+
+    async def _delete(self, owner: str, expr: str, doc_hash: str | None = None, after: float | None = None) -> None:
+        opened = await self.ready()
+        if opened.lite is None:
+            await self._call("delete", filter=expr)
+            return
+        # Texts first: a crash in between leaves passages found by meaning only, never a text hit for a
+        # passage that is gone. The callers' retries (a reload, a reload of the file) finish the delete.
+        if opened.lite.text is not None:
+            await self._blocking("delete", opened.lite.text.delete, owner, doc_hash, after)
+        partitions = opened.lite.partition_names([owner])
+        if partitions:
+            await self._call("delete", filter=expr, partition_name=partitions[0])
 
     async def close(self) -> None:
         if self._opened is not None:
-            await asyncio.to_thread(self._opened.client.close)
-            self._opened = None
+            opened, self._opened = self._opened, None
+            await asyncio.to_thread(opened.client.close)
+            if opened.lite is not None:
+                await asyncio.to_thread(opened.lite.close)

@@ -1,0 +1,186 @@
+"""The archival passage store on a real Milvus Lite file: what each search may see, deletes from both halves
+(vectors and texts), reopening, and the move of a file made by the earlier one-collection layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from membot.agent.store.passages import COLLECTION, PassageRow, PassageStore
+from tests.fakes.openai_server import embed_text
+
+DIM = 16
+
+
+def row(text: str, doc_hash: str = "", filename: str = "") -> PassageRow:
+    return PassageRow(text, embed_text(text, DIM), filename=filename, page=1 if filename else 0, doc_hash=doc_hash)
+
+
+async def search(store: PassageStore, owners: list[str], query: str, limit: int = 10) -> list[str]:
+    return [hit.text for hit in await store.search(owners, query, embed_text(query, DIM), limit)]
+
+
+async def lexical(store: PassageStore, owners: list[str], query: str) -> list[str]:
+    """Texts found with an embedding that points nowhere near them: only the BM25 half can find these."""
+    hits = await store.search(owners, query, embed_text("unrelated filler vector", DIM), 3)
+    return [hit.text for hit in hits]
+
+
+def remove_text_index(folder: Path) -> None:
+    for path in folder.glob("milvus.db.text.sqlite*"):
+        path.unlink()
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    passages = PassageStore(str(tmp_path / "milvus.db"), DIM)
+    try:
+        yield passages
+    finally:
+        await passages.close()
+
+
+async def test_search_sees_only_the_owners_it_names(store: PassageStore) -> None:
+    await store.insert("agent:1", [row("alice keeps bees in the garden"), row("alice likes green tea")])
+    await store.insert("agent:2", [row("bob keeps bees too, and a zebra")])
+    await store.insert("source:1", [row("the zebra manual, chapter one", "h1", "manual.pdf")])
+    await store.flush()
+
+    assert set(await search(store, ["agent:1"], "bees zebra")) == {
+        "alice keeps bees in the garden", "alice likes green tea"
+    }
+    mine = await search(store, ["agent:1", "source:1"], "zebra")
+    assert mine[0] == "the zebra manual, chapter one" and len(mine) == 3
+    assert not any("bob" in text for text in mine)
+    # Owners with no passages (or never seen) have nothing, and never widen a search.
+    assert await search(store, ["agent:3"], "bees") == []
+    assert await store.count(["agent:3", "agent:99"]) == 0
+    assert await store.count(["agent:1"]) == 2 and await store.count(["agent:1", "agent:2", "source:1"]) == 4
+    hit = (await store.search(["source:1"], "manual", embed_text("manual", DIM), 1))[0]
+    assert (hit.owner, hit.filename, hit.page) == ("source:1", "manual.pdf", 1)
+
+
+async def test_words_find_passages_the_embedding_misses(store: PassageStore) -> None:
+    await store.insert("agent:1", [row(f"note number {i} about nothing much") for i in range(30)])
+    await store.insert("agent:1", [row("the wifi password is hunter2")])
+    await store.flush()
+    assert "the wifi password is hunter2" in await lexical(store, ["agent:1"], "Hunter2 password?")
+    # An empty query is the dense half alone; paging goes on past the first page.
+    first = await store.search(["agent:1"], "", embed_text("note number 3", DIM), 5)
+    second = await store.search(["agent:1"], "", embed_text("note number 3", DIM), 5, offset=5)
+    assert len(first) == 5 and len(second) == 5 and not {h.id for h in first} & {h.id for h in second}
+
+
+async def test_deletes_remove_vectors_and_texts(store: PassageStore) -> None:
+    await store.insert("source:1", [row("penguin facts, part one", "doc-a"), row("penguin facts, part two", "doc-a")])
+    await store.insert("source:1", [row("walrus facts", "doc-b")])
+    await store.insert("agent:1", [row("penguin diary entry")])
+    await store.flush()
+    cutoff = (await store.search(["agent:1"], "penguin", embed_text("penguin", DIM), 1))[0].created_at
+    await store.insert("agent:1", [row("penguin note never committed")])
+    await store.flush()
+
+    await store.delete("source:1", "doc-a")
+    assert not any("penguin" in text for text in await lexical(store, ["source:1"], "penguin"))
+    assert await search(store, ["source:1"], "penguin walrus") == ["walrus facts"]
+    await store.delete_newer("agent:1", cutoff)
+    assert await search(store, ["agent:1"], "penguin") == ["penguin diary entry"]
+    await store.delete("source:1")
+    assert await search(store, ["source:1"], "walrus") == [] and await store.count(["source:1"]) == 0
+    # A source loaded again after its delete is searchable again.
+    await store.insert("source:1", [row("walrus facts, second edition", "doc-c")])
+    await store.flush()
+    assert await lexical(store, ["source:1"], "walrus") == ["walrus facts, second edition"]
+
+
+async def test_passages_survive_reopening_and_a_lost_text_index(tmp_path: Path) -> None:
+    uri = tmp_path / "milvus.db"
+    store = PassageStore(str(uri), DIM)
+    await store.insert("agent:1", [row("the spare key is under the blue flowerpot")])
+    await store.flush()
+    await store.close()
+    remove_text_index(tmp_path)  # it is rebuilt from Milvus
+
+    store = PassageStore(str(uri), DIM)
+    try:
+        assert await lexical(store, ["agent:1"], "flowerpot") == ["the spare key is under the blue flowerpot"]
+        await store.insert("agent:1", [row("and the car key is in the drawer")])
+        await store.flush()
+        assert await store.count(["agent:1"]) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_file_of_the_earlier_layout_is_moved_on_open(tmp_path: Path) -> None:
+    from pymilvus import MilvusClient
+
+    uri = str(tmp_path / "milvus.db")
+    # The earlier layout, as the store made it: one collection, partition key on owner, Milvus's BM25.
+    client = MilvusClient(uri)
+    client.create_collection(
+        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
+    )
+    old = [("agent:1", f"alice fact {i}", 1000.0 + i) for i in range(1_200)]
+    old += [("agent:2", "bob owns a tortoise", 5000.0), ("source:7", "tortoise care guide", 6000.0)]
+    client.insert(
+        COLLECTION,
+        [
+            {"owner": owner, "text": text, "dense": embed_text(text, DIM), "filename": "", "page": 0,
+             "doc_hash": "", "created_at": at}
+            for owner, text, at in old
+        ],
+    )
+    client.flush(COLLECTION)
+    client.close()
+
+    store = PassageStore(uri, DIM)
+    try:
+        assert await store.count(["agent:1"]) == 1_200
+        assert await store.count(["agent:2", "source:7"]) == 2
+        assert set(await lexical(store, ["agent:2", "source:7"], "tortoise")) == {
+            "bob owns a tortoise", "tortoise care guide"
+        }
+        theirs = await search(store, ["agent:1"], "tortoise")
+        assert len(theirs) == 10 and not any("tortoise" in text for text in theirs)
+        # Times were kept: what was written after a moment can still be told apart.
+        await store.delete_newer("agent:1", 1000.0 + 1_099)
+        assert await store.count(["agent:1"]) == 1_100
+        opened = await store.ready()
+        assert not opened.client.has_collection(COLLECTION)
+    finally:
+        await store.close()
+
+
+async def test_a_move_that_died_half_way_starts_again(tmp_path: Path) -> None:
+    from pymilvus import MilvusClient
+
+    from membot.agent.store import milvus_layout
+
+    uri = str(tmp_path / "milvus.db")
+    client = MilvusClient(uri)
+    client.create_collection(
+        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
+    )
+    client.insert(COLLECTION, [
+        {"owner": "agent:1", "text": f"kept fact {i}", "dense": embed_text(f"kept fact {i}", DIM), "filename": "",
+         "page": 0, "doc_hash": "", "created_at": 1.0}
+        for i in range(5)
+    ])
+    # As if an earlier open had created the new collection and copied part of the rows, then died.
+    client.create_collection(milvus_layout.COLLECTION, schema=milvus_layout.schema(DIM))
+    client.create_partition(milvus_layout.COLLECTION, "agent_1")
+    client.insert(milvus_layout.COLLECTION, [
+        {"owner": "agent:1", "text": "kept fact 0", "dense": embed_text("kept fact 0", DIM), "filename": "",
+         "page": 0, "doc_hash": "", "created_at": 1.0}
+    ], partition_name="agent_1")
+    client.flush(COLLECTION)
+    client.flush(milvus_layout.COLLECTION)
+    client.close()
+
+    store = PassageStore(uri, DIM)
+    try:
+        assert await store.count(["agent:1"]) == 5  # every row once: none lost, none doubled
+        assert sorted(await search(store, ["agent:1"], "kept fact")) == [f"kept fact {i}" for i in range(5)]
+    finally:
+        await store.close()
