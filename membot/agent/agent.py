@@ -25,8 +25,6 @@ from membot.agent.context.window import (
     MemoryStats,
     PromptBudget,
     choose_eviction,
-    message_cap,
-    queue_messages,
     summary_message,
     system_message,
 )
@@ -129,12 +127,12 @@ class Agent:
         summarised = False
         config = self.engine.config
         for _ in range(config.max_chain):
-            prompt, fitted = await self._fit(stats, summarised)
+            prompt, size, fitted = await self._fit(stats, summarised)
             if fitted:
                 summarised = True
                 yield SystemNote(self.id, fitted)
             try:
-                result = await self._call_model(prompt)
+                result = await self._call_model(prompt, size)
             except ContextOverflow:
                 if summarised:
                     yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
@@ -143,7 +141,7 @@ class Agent:
                 summarised = True
                 yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
                 try:
-                    result = await self._call_model(self._prompt(stats))
+                    result = await self._call_model(*self._prompt(stats))
                 except (ContextOverflow, ModelUnavailable) as exc:
                     yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                     return
@@ -157,8 +155,7 @@ class Agent:
                 return
         yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
 
-    async def _call_model(self, prompt: list[dict[str, Any]]) -> ChatResult:
-        estimate = self.budget.size(prompt)
+    async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
         result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
@@ -281,34 +278,33 @@ class Agent:
             self._sources = (changes, [name for (name,) in rows])
         return list(self._sources[1])
 
-    def _prompt(self, stats: MemoryStats) -> list[dict[str, Any]]:
-        prompt = [system_message(self.engine.system_prompt, self.core, stats)]
+    def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
+        """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated)."""
+        head = [system_message(self.engine.system_prompt, self.core, stats)]
         summary = summary_message(self.row.summary, self.row.summary_hidden)
         if summary:
-            prompt.append(summary)
-        prompt.extend(queue_messages(self.context, message_cap(self.engine.config.context_window)))
-        return prompt
+            head.append(summary)
+        queue = [self.budget.entry(row) for row in self.context]
+        return head + [form for form, _ in queue], self.budget.size(head) + sum(tokens for _, tokens in queue)
 
     def prompt_tokens(self, stats: MemoryStats) -> int:
         """The corrected size of the next prompt, tools included."""
-        return self.calibration.correct(self.budget.size(self._prompt(stats)))
+        return self.calibration.correct(self._prompt(stats)[1])
 
-    async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], str | None]:
-        """The prompt for the next call, after summarising and evicting if it would not fit."""
-        prompt = self._prompt(stats)
-        size = self.calibration.correct(self.budget.size(prompt))
+    async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], int, str | None]:
+        """The prompt for the next call and its size, after summarising and evicting if it would not fit."""
+        prompt, raw = self._prompt(stats)
+        size = self.calibration.correct(raw)
         if size <= self.budget.limit:
-            return prompt, None
+            return prompt, raw, None
         # Free half of the room the queue may use, so that summaries are rare, not every turn.
         fixed = self.calibration.correct(self.budget.size(prompt[:1]))
         target = fixed + max(0, self.budget.limit - fixed) // 2
         note = await self._evict(size - target, stats, use_model=not summarised)
-        return self._prompt(stats), note
+        return (*self._prompt(stats), note)
 
     async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
-        cap = message_cap(self.engine.config.context_window)
-        counter = self.engine.counter
-        sizes = [self.calibration.correct(counter.message(m)) for m in queue_messages(self.context, cap)]
+        sizes = [self.calibration.correct(self.budget.entry(row)[1]) for row in self.context]
         cut = choose_eviction(self.context, sizes, to_free, self.engine.config.keep_recent_messages)
         if cut == 0:
             return "nothing could be evicted."

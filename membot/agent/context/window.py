@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN, TokenCounter
 from membot.agent.memory.core import CoreMemory
@@ -57,10 +58,6 @@ def cap_content(message: dict[str, Any], cap_tokens: int) -> dict[str, Any]:
     return {**message, "content": content[: max(0, max_chars - len(note))] + note}
 
 
-def queue_messages(rows: Sequence[MessageRow], cap_tokens: int) -> list[dict[str, Any]]:
-    return [cap_content(to_openai(row), cap_tokens) for row in rows]
-
-
 def message_cap(window: int) -> int:
     """The most one message may take of the window: a quarter, so that no single paste can fill it."""
     return max(64, window // 4)
@@ -93,12 +90,24 @@ def choose_eviction(rows: Sequence[MessageRow], sizes: Sequence[int], to_free: i
 
 @dataclass
 class PromptBudget:
-    """The token figures of one prompt, for the decision to summarise and for `/memory`."""
+    """The token figures of one agent's prompts, for the decision to summarise and for `/memory`."""
 
     window: int
     counter: TokenCounter
     #: The tool schemas' tokens: the same schemas go with every call, so they are counted once.
     tool_tokens: int = 0
+    #: Each queued message as the model sees it, with its tokens. A stored message never changes, so it is
+    #: converted and counted once, not on every call of every step (with a real tokenizer, that adds up).
+    _entries: WeakKeyDictionary[MessageRow, tuple[dict[str, Any], int]] = field(
+        default_factory=WeakKeyDictionary, repr=False
+    )
+
+    def entry(self, row: MessageRow) -> tuple[dict[str, Any], int]:
+        cached = self._entries.get(row)
+        if cached is None:
+            form = cap_content(to_openai(row), message_cap(self.window))
+            cached = self._entries[row] = (form, self.counter.message(form))
+        return cached
 
     @property
     def limit(self) -> int:
