@@ -69,3 +69,17 @@ async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Databa
                          *(recall.search("cat") for _ in range(5)))
     assert (await recall.search("cat", page_size=50)).total == 21
     assert await recall.count() == 21
+
+
+async def test_messages_stored_by_the_step_read_back_the_same(db: Database):
+    agent = AgentRow(name="a", persona_name="p", human_name="h")
+    await db.add(agent)
+    recall = RecallMemory(db, agent.id, TermFrequencies())
+    said = user_message(agent.id, "no function was called here")
+    await db.write(lambda session: recall.add(session, said))
+    await db.write(lambda session: recall.add(session))  # nothing to store is no error
+    assert said.id is not None and said.in_context
+    stored = await db.rows(select(MessageRow.id, MessageRow.content).where(MessageRow.tool_calls.is_(None)))
+    assert stored == [(said.id, said.content)]  # no calls is SQL NULL, not the JSON text 'null'
+    with pytest.raises(PermissionError):
+        await db.write(lambda session: recall.add(session, user_message(agent.id + 1, "not mine")))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -62,14 +63,21 @@ async def test_search_sees_only_the_owners_it_names(store: PassageStore) -> None
 
 
 async def test_words_find_passages_the_embedding_misses(store: PassageStore) -> None:
-    await store.insert("agent:1", [row(f"note number {i} about nothing much") for i in range(30)])
+    # Vectors of their own (the hashed test embedding gives many of these notes the same one: a tie that no
+    # page boundary can split the same way twice).
+    rng = random.Random(5)
+    notes = [PassageRow(f"note number {i} about nothing much", [rng.uniform(-1, 1) for _ in range(DIM)])
+             for i in range(30)]
+    await store.insert("agent:1", notes)
     await store.insert("agent:1", [row("the wifi password is hunter2")])
     await store.flush()
     assert "the wifi password is hunter2" in await lexical(store, ["agent:1"], "Hunter2 password?")
-    # An empty query is the dense half alone; paging goes on past the first page.
-    first = await store.search(["agent:1"], "", embed_text("note number 3", DIM), 5)
-    second = await store.search(["agent:1"], "", embed_text("note number 3", DIM), 5, offset=5)
-    assert len(first) == 5 and len(second) == 5 and not {h.id for h in first} & {h.id for h in second}
+    # An empty query is the dense half alone; paging goes on past the first page, in the same order.
+    probe = [rng.uniform(-1, 1) for _ in range(DIM)]
+    first = await store.search(["agent:1"], "", probe, 5)
+    second = await store.search(["agent:1"], "", probe, 5, offset=5)
+    both = await store.search(["agent:1"], "", probe, 10)
+    assert [h.id for h in first + second] == [h.id for h in both] and len(set(h.id for h in both)) == 10
 
 
 async def test_deletes_remove_vectors_and_texts(store: PassageStore) -> None:
@@ -182,5 +190,28 @@ async def test_a_move_that_died_half_way_starts_again(tmp_path: Path) -> None:
     try:
         assert await store.count(["agent:1"]) == 5  # every row once: none lost, none doubled
         assert sorted(await search(store, ["agent:1"], "kept fact")) == [f"kept fact {i}" for i in range(5)]
+    finally:
+        await store.close()
+
+
+async def test_an_empty_old_collection_made_later_does_not_cost_the_moved_passages(tmp_path: Path) -> None:
+    """An earlier membot opened the file after the move and made its own, empty collection again."""
+    from pymilvus import MilvusClient
+
+    uri = str(tmp_path / "milvus.db")
+    store = PassageStore(uri, DIM)
+    await store.insert("agent:1", [row("the boat is called Marigold")])
+    await store.flush()
+    await store.close()
+    client = MilvusClient(uri)
+    client.create_collection(
+        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
+    )
+    client.close()
+
+    store = PassageStore(uri, DIM)
+    try:
+        assert await search(store, ["agent:1"], "boat") == ["the boat is called Marigold"]
+        assert not (await store.ready()).client.has_collection(COLLECTION)
     finally:
         await store.close()

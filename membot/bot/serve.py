@@ -64,8 +64,9 @@ async def serve(settings: Settings) -> int:
             try:
                 await task
             except Exception as exc:  # one adapter failing stops the others, with a clear reason
-                # A setup mistake is said in words; anything else is a bug, and its traceback is kept.
-                log.error("adapter stopped: %s", exc, exc_info=not isinstance(exc, ConfigurationError))
+                # A setup mistake or an unreachable platform is said in words; anything else is a bug, and its
+                # traceback is kept.
+                log.error("adapter stopped: %s", exc, exc_info=not isinstance(exc, ConfigurationError | ConnectionError))
                 failed = 1
                 stop.set()
         return failed

@@ -20,6 +20,8 @@ from membot.bot.settings import Settings
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+#: auth.test errors that mean the token itself is wrong (others: Slack is failing or rate-limiting).
+_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 #: A step usually ends within seconds; past this, shutdown cancels it (what it committed stays).
 SHUTDOWN_GRACE = 20.0
 
@@ -46,10 +48,12 @@ async def check_token(adapter: SlackAdapter) -> None:
         await client.auth_test()
     except SlackApiError as exc:
         why = exc.response.get("error", "error") if exc.response is not None else "error"
-        raise ConfigurationError(
-            f"Slack refused SLACK_BOT_TOKEN ({why}): copy the Bot User OAuth Token (xoxb-...) again from "
-            "https://api.slack.com/apps (your app > OAuth & Permissions)."
-        ) from None
+        if why in _TOKEN_REFUSED:
+            raise ConfigurationError(
+                f"Slack refused SLACK_BOT_TOKEN ({why}): copy the Bot User OAuth Token (xoxb-...) again from "
+                "https://api.slack.com/apps (your app > OAuth & Permissions)."
+            ) from None
+        raise ConnectionError(f"Slack could not check SLACK_BOT_TOKEN ({why}); try again in a moment.") from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ConnectionError(f"Could not reach Slack at {client.base_url}: {exc}") from None
 

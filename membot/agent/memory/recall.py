@@ -60,6 +60,8 @@ class RecallMemory:
     def add(self, session: Session, *rows: MessageRow) -> None:
         """Insert the rows and give each its id. One Core INSERT … RETURNING, not the ORM's unit of work: the
         rows are plain records that are never updated through the session (0.4 ms a step's commit, not 1 ms)."""
+        if not rows:
+            return
         for row in rows:
             if row.agent_id != self.agent_id:
                 raise PermissionError("a message may only be stored in its own agent's recall memory")

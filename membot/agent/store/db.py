@@ -81,8 +81,8 @@ class Runner(Protocol):
 class SqliteThreads:
     def __init__(self, url: URL) -> None:
         memory = url.database in (None, "", ":memory:")
-        # Sessions always end their transaction (commit, or rollback on close), so the pool's own rollback on
-        # every return would be a second one. Connections move between our threads, one at a time.
+        # Sessions always end their transaction (commit, or rollback on close), so the pool's own rollback
+        # after each commit is not needed. Connections move between our threads, one at a time.
         kwargs: dict[str, Any] = {
             "connect_args": {"timeout": 30, "check_same_thread": False},
             "pool_reset_on_return": None,

@@ -64,7 +64,13 @@ class LiteLayout:
                     self.partitions.add(name)
         ids = list(self.client.insert(COLLECTION, data, partition_name=name)["ids"])
         if self.text is not None:
-            self.text.add(owner, [_text_row(pk, row) for pk, row in zip(ids, data, strict=True)])
+            try:
+                self.text.add(owner, [_text_row(pk, row) for pk, row in zip(ids, data, strict=True)])
+            except BaseException:
+                # The caller hears the insert failed: it must not stay half done (found by meaning, and stored
+                # twice if the agent tries again).
+                self.client.delete(COLLECTION, ids=ids, partition_name=name)
+                raise
         return ids
 
     def close(self) -> None:
@@ -105,8 +111,14 @@ def open_lite(
         return layout
     if client.has_collection(OLD_COLLECTION):
         check(OLD_COLLECTION)  # before anything changes
-    if client.has_collection(COLLECTION):  # a move that died half way: start it again
-        client.drop_collection(COLLECTION)
+    if client.has_collection(COLLECTION):
+        if _is_empty(client, OLD_COLLECTION):
+            # Not a move cut short (the old collection is dropped only once copied, and copying starts from a
+            # full one) but an empty one made since, by an earlier membot opening this file: the new layout
+            # holds everything.
+            client.drop_collection(OLD_COLLECTION)
+            return open_lite(client, dim, text, check)
+        client.drop_collection(COLLECTION)  # a move that died half way: start it again
     index = client.prepare_index_params()
     index.add_index("dense", **DENSE_INDEX)
     client.create_collection(COLLECTION, schema=schema(dim), index_params=index)
@@ -118,6 +130,12 @@ def open_lite(
     if text is not None:
         text.mark_complete()
     return layout
+
+
+def _is_empty(client: MilvusClient, collection: str) -> bool:
+    client.load_collection(collection)
+    result = client.query(collection, filter="", output_fields=["count(*)"])
+    return not result or int(result[0]["count(*)"]) == 0
 
 
 def _batches(client: MilvusClient, collection: str, fields: list[str]) -> Iterable[list[dict[str, Any]]]:

@@ -153,12 +153,12 @@ class PassageText:
                     continue
                 found = self._db.execute(
                     f'SELECT rowid, text, filename, page, doc_hash, created_at, bm25("{table}") AS score '
-                    f'FROM "{table}" WHERE "{table}" MATCH ? ORDER BY score LIMIT ?',
+                    f'FROM "{table}" WHERE "{table}" MATCH ? ORDER BY score, rowid LIMIT ?',
                     (match, limit),
                 )
                 hits.extend(TextHit(TextRow(*row[:6]), owner, row[6]) for row in found)
         # Scores of different owners' tables use their own IDF; Milvus's BM25 mixed per-segment IDFs the same way.
-        hits.sort(key=lambda hit: hit.score)
+        hits.sort(key=lambda hit: (hit.score, hit.row.id))
         return hits[:limit]
 
     def close(self) -> None:
@@ -188,8 +188,9 @@ class PassageText:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")  # inside: a failed commit must not leave the transaction open
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             self._tables = {name for (name,) in self._db.execute("SELECT tbl FROM owners")}
             raise
-        self._db.execute("COMMIT")

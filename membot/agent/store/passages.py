@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "membot_passages"
 RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
+# Every page is a search of its own, and Milvus returns equal scores in an order that depends on the limit
+# asked for: each search fetches this many more than its window, and ties are broken by id here, so that
+# pages neither repeat nor skip a passage.
+TIE_MARGIN = 16
 MAX_TEXT = 16_000  # characters kept per passage (Milvus VARCHAR limit is counted in bytes: 65,535)
 
 
@@ -71,6 +75,11 @@ def _owner_filter(owners: list[str]) -> str:
 
 
 _FIELDS = ["owner", "text", "filename", "page", "created_at"]
+
+
+def _ordered(hits: Any) -> list[dict[str, Any]]:
+    """Milvus hits best first, ties by id."""
+    return sorted(hits or [], key=lambda hit: (-float(hit["distance"]), int(hit["id"])))
 
 
 def _hit(hit: dict[str, Any], score: float) -> PassageHit:
@@ -165,7 +174,7 @@ class PassageStore:
         try:
             if self.is_server:
                 return _Opened(client, COLLECTION, self._prepare(client))
-            # The texts' index lives beside the Milvus Lite data (a folder), not inside it.
+            # The texts' index is a file of its own beside the Milvus Lite file, not inside it.
             text = PassageText.open(Path(uri).with_name(Path(uri).name + ".text.sqlite"))
             layout = milvus_layout.open_lite(
                 client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
@@ -298,20 +307,21 @@ class PassageStore:
 
         expr = _owner_filter(owners)
         window = offset + limit
+        fetch = window + TIE_MARGIN
         if opened.hybrid and query.strip():
             requests = [
-                AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=window, expr=expr),
-                AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=window, expr=expr),
+                AnnSearchRequest([embedding], "dense", {"metric_type": "COSINE"}, limit=fetch, expr=expr),
+                AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=fetch, expr=expr),
             ]
             result = await self._call(
-                "hybrid_search", requests, RRFRanker(RRF_K), limit=window, output_fields=_FIELDS
+                "hybrid_search", requests, RRFRanker(RRF_K), limit=fetch, output_fields=_FIELDS
             )
         else:
             result = await self._call(
-                "search", data=[embedding], anns_field="dense", filter=expr, limit=window, output_fields=_FIELDS
+                "search", data=[embedding], anns_field="dense", filter=expr, limit=fetch, output_fields=_FIELDS
             )
-        hits = result[0] if result else []
-        return [_hit(hit, float(hit["distance"])) for hit in list(hits)[offset:window]]
+        hits = _ordered(result[0] if result else [])
+        return [_hit(hit, float(hit["distance"])) for hit in hits[offset:window]]
 
     async def _search_lite(
         self, lite: LiteLayout, owners: list[str], query: str, embedding: list[float], window: int, offset: int
@@ -326,20 +336,20 @@ class PassageStore:
             data=[embedding],
             anns_field="dense",
             filter=_owner_filter(owners),
-            limit=window,
+            limit=window + TIE_MARGIN,
             output_fields=_FIELDS,
             partition_names=partitions,
             search_params=milvus_layout.DENSE_SEARCH,
         )
         if lite.text is None or not query.strip():
             result = await dense_call
-            hits = list(result[0]) if result else []
+            hits = _ordered(result[0] if result else [])
             return [_hit(hit, float(hit["distance"])) for hit in hits[offset:window]]
         # The two halves run side by side: faiss and SQLite both let go of the GIL.
         result, lexical = await asyncio.gather(
-            dense_call, self._blocking("text search", lite.text.search, owners, query, window)
+            dense_call, self._blocking("text search", lite.text.search, owners, query, window + TIE_MARGIN)
         )
-        return fuse(list(result[0]) if result else [], lexical, window)[offset:]
+        return fuse(_ordered(result[0] if result else []), lexical, window)[offset:]
 
     async def flush(self) -> None:
         """Seal what was inserted so that searches use the index instead of scanning growing segments.

@@ -68,7 +68,8 @@ class MessageRow(Base):
     role: Mapped[str] = mapped_column(String(20))  # user | assistant | tool | system
     kind: Mapped[str] = mapped_column(String(30))  # user_message, heartbeat, login, system_alert, ...
     content: Mapped[str | None] = mapped_column(Text, nullable=True)  # exactly what the model is shown
-    tool_calls: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # none_as_null: no calls is SQL NULL (not the JSON text 'null'), whether written by the ORM or by Core.
+    tool_calls: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     tool_call_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # Plain text the conversation search indexes (what the user said, what the agent said and thought).
