@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
@@ -61,22 +63,28 @@ async def test_text_files_stay_in_the_sandbox(extras, model, user, home, tmp_pat
     assert secret.read_text() == "top secret"
 
 
-async def test_http_request_refuses_private_addresses(extras, model, user):
+@asynccontextmanager
+async def serving(body: str) -> AsyncIterator[int]:
+    """A web server on 127.0.0.1 answering `body` at /; yields its port."""
     app = web.Application()
-    app.router.add_get("/", lambda request: web.Response(text="internal data"))
+    app.router.add_get("/", lambda request: web.Response(text=body))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
     try:
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+async def test_http_request_refuses_private_addresses(extras, model, user):
+    async with serving("internal data") as port:
         alice = user("alice")
         for url in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", "http://internal.corp/",
                     "file:///etc/passwd", f"http://[::1]:{port}/"):
             result = await run_tool(extras, model, alice, "http_request", {"method": "GET", "url": url})
             assert not result.ok and "internal data" not in result.result, url
-    finally:
-        await runner.cleanup()
 
 
 def test_address_and_url_checks():
@@ -109,17 +117,8 @@ async def test_bad_extras_configuration_is_refused_before_opening(home, model):
 
 async def test_only_the_shown_part_of_a_big_answer_is_read():
     big = "x" * 5_000_000
-    app = web.Application()
-    app.router.add_get("/", lambda request: web.Response(text=big))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with serving(big) as port:
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
             text = await read_shown(response, limit=1_000)
         assert 1_000 < len(text) <= 4_001 and set(text) == {"x"}
         assert "cut at 20000 characters" in describe_response(200, {}, big)
-    finally:
-        await runner.cleanup()

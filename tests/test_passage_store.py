@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from membot.agent.store.passages import COLLECTION, PassageRow, PassageStore
 from tests.fakes.openai_server import embed_text
+
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient
 
 DIM = 16
 
@@ -120,25 +124,29 @@ async def test_passages_survive_reopening_and_a_lost_text_index(tmp_path: Path) 
         await store.close()
 
 
-async def test_a_file_of_the_earlier_layout_is_moved_on_open(tmp_path: Path) -> None:
+def old_layout(uri: str) -> MilvusClient:
+    """A client on `uri` holding the earlier layout's collection, as the store made it: one collection, a
+    partition key on owner, Milvus's BM25."""
     from pymilvus import MilvusClient
 
-    uri = str(tmp_path / "milvus.db")
-    # The earlier layout, as the store made it: one collection, partition key on owner, Milvus's BM25.
     client = MilvusClient(uri)
     client.create_collection(
         COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
     )
+    return client
+
+
+def milvus_row(owner: str, text: str, at: float) -> dict[str, Any]:
+    return {"owner": owner, "text": text, "dense": embed_text(text, DIM), "filename": "", "page": 0,
+            "doc_hash": "", "created_at": at}
+
+
+async def test_a_file_of_the_earlier_layout_is_moved_on_open(tmp_path: Path) -> None:
+    uri = str(tmp_path / "milvus.db")
+    client = old_layout(uri)
     old = [("agent:1", f"alice fact {i}", 1000.0 + i) for i in range(1_200)]
     old += [("agent:2", "bob owns a tortoise", 5000.0), ("source:7", "tortoise care guide", 6000.0)]
-    client.insert(
-        COLLECTION,
-        [
-            {"owner": owner, "text": text, "dense": embed_text(text, DIM), "filename": "", "page": 0,
-             "doc_hash": "", "created_at": at}
-            for owner, text, at in old
-        ],
-    )
+    client.insert(COLLECTION, [milvus_row(*item) for item in old])
     client.flush(COLLECTION)
     client.close()
 
@@ -161,27 +169,15 @@ async def test_a_file_of_the_earlier_layout_is_moved_on_open(tmp_path: Path) -> 
 
 
 async def test_a_move_that_died_half_way_starts_again(tmp_path: Path) -> None:
-    from pymilvus import MilvusClient
-
     from membot.agent.store import milvus_layout
 
     uri = str(tmp_path / "milvus.db")
-    client = MilvusClient(uri)
-    client.create_collection(
-        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
-    )
-    client.insert(COLLECTION, [
-        {"owner": "agent:1", "text": f"kept fact {i}", "dense": embed_text(f"kept fact {i}", DIM), "filename": "",
-         "page": 0, "doc_hash": "", "created_at": 1.0}
-        for i in range(5)
-    ])
+    client = old_layout(uri)
+    client.insert(COLLECTION, [milvus_row("agent:1", f"kept fact {i}", 1.0) for i in range(5)])
     # As if an earlier open had created the new collection and copied part of the rows, then died.
     client.create_collection(milvus_layout.COLLECTION, schema=milvus_layout.schema(DIM))
     client.create_partition(milvus_layout.COLLECTION, "agent_1")
-    client.insert(milvus_layout.COLLECTION, [
-        {"owner": "agent:1", "text": "kept fact 0", "dense": embed_text("kept fact 0", DIM), "filename": "",
-         "page": 0, "doc_hash": "", "created_at": 1.0}
-    ], partition_name="agent_1")
+    client.insert(milvus_layout.COLLECTION, [milvus_row("agent:1", "kept fact 0", 1.0)], partition_name="agent_1")
     client.flush(COLLECTION)
     client.flush(milvus_layout.COLLECTION)
     client.close()
@@ -196,18 +192,12 @@ async def test_a_move_that_died_half_way_starts_again(tmp_path: Path) -> None:
 
 async def test_an_empty_old_collection_made_later_does_not_cost_the_moved_passages(tmp_path: Path) -> None:
     """An earlier membot opened the file after the move and made its own, empty collection again."""
-    from pymilvus import MilvusClient
-
     uri = str(tmp_path / "milvus.db")
     store = PassageStore(uri, DIM)
     await store.insert("agent:1", [row("the boat is called Marigold")])
     await store.flush()
     await store.close()
-    client = MilvusClient(uri)
-    client.create_collection(
-        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
-    )
-    client.close()
+    old_layout(uri).close()
 
     store = PassageStore(uri, DIM)
     try:

@@ -285,14 +285,7 @@ async def test_pdf_upload_is_loaded_attached_and_confirmed_once(
     assert [d.authorized for d in fake.file_downloads] == [True]
 
     # The same upload announced again as `file_shared` is not loaded twice.
-    shared = {
-        "type": "file_shared",
-        "file_id": hosted["id"],
-        "user_id": "U1",
-        "channel_id": "D1",
-        "file": {"id": hosted["id"]},
-        "event_ts": fake.next_ts(),
-    }
+    shared = fake.file_shared_event(hosted, "U1", "D1")
     await fake.post_event(bot, fake.event_payload(shared))
     await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "ping")))
     await fake.wait_for_call("chat.postMessage", WAIT, text_is("Still here."))
@@ -330,14 +323,7 @@ async def test_file_shared_event_alone_loads_the_file(
         "notes.md", b"# Notes\n\nThe launch is on Friday.", "text/markdown", user="U2", channels=["C1"]
     )
     model.script(send("Got your notes."))
-    shared = {
-        "type": "file_shared",
-        "file_id": hosted["id"],
-        "user_id": "U2",
-        "channel_id": "C1",
-        "file": {"id": hosted["id"]},
-        "event_ts": fake.next_ts(),
-    }
+    shared = fake.file_shared_event(hosted, "U2", "C1")
     await fake.post_event(bot, fake.event_payload(shared))
     done = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Loaded notes.md: 1 passages"))
     assert done.params["channel"] == "C1"

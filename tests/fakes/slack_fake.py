@@ -497,6 +497,17 @@ class FakeSlack:
             event["thread_ts"] = thread_ts
         return event
 
+    def file_shared_event(self, file: JsonDict, user: str, channel: str) -> JsonDict:
+        """A ``file_shared`` event: Slack sends only the file's id and where it was shared."""
+        return {
+            "type": "file_shared",
+            "file_id": file["id"],
+            "user_id": user,
+            "channel_id": channel,
+            "file": {"id": file["id"]},
+            "event_ts": self.next_ts(),
+        }
+
     def mention_event(
         self,
         user: str,
