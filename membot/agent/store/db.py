@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, Executable, Row, create_engine, event, text
+from sqlalchemy import Executable, Row, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -75,7 +75,6 @@ class Runner(Protocol):
     async def read(self, work: Work[T]) -> T: ...
     async def write(self, work: Work[T]) -> T: ...
     async def close(self) -> None: ...
-    def sync_engine(self) -> Engine: ...
 
 
 class SqliteThreads:
@@ -115,9 +114,6 @@ class SqliteThreads:
         self._writer.shutdown(wait=False)
         self._readers.shutdown(wait=False)
 
-    def sync_engine(self) -> Engine:
-        return self.engine
-
 
 class AsyncDriver:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -135,9 +131,6 @@ class AsyncDriver:
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-    def sync_engine(self) -> Engine:
-        return self.engine.sync_engine
 
 
 class Database:
@@ -187,10 +180,6 @@ class Database:
     async def add(self, *rows: Base) -> None:
         """Insert these ORM rows; they get their ids (and defaults) back."""
         await self.write(lambda session: session.add_all(rows))
-
-    def sync_engine(self) -> Engine:
-        """The engine under the sessions (for event hooks, such as counting statements)."""
-        return self.runner.sync_engine()
 
     async def close(self) -> None:
         await self.runner.close()

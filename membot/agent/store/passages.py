@@ -121,7 +121,8 @@ class _Opened:
     client: MilvusClient
     #: The collection searched: the server layout's, or Lite's per-owner one.
     collection: str
-    #: BM25 full-text search fused with dense search; decided once, when the collection is created.
+    #: The server collection has Milvus's BM25 (decided once, when it was created). On Lite, BM25 is the
+    #: layout's FTS5 text index instead (`lite.text`), and this is unused.
     hybrid: bool
     #: Milvus Lite's per-owner partitions and FTS5 texts; None on a server.
     lite: LiteLayout | None = None
@@ -179,7 +180,7 @@ class PassageStore:
             layout = milvus_layout.open_lite(
                 client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
             )
-            return _Opened(client, milvus_layout.COLLECTION, text is not None, layout)
+            return _Opened(client, milvus_layout.COLLECTION, False, layout)
         except PassageStoreError:
             self._close_quietly(client, text)  # the next use tries again from scratch
             raise
