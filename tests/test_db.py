@@ -4,6 +4,7 @@ aiosqlite, standing in for asyncpg: the code path is the one a PostgreSQL URL ta
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,36 @@ async def test_messages_stored_by_the_step_read_back_the_same(db: Database):
     assert stored == [(said.id, said.content)]  # no calls is SQL NULL, not the JSON text 'null'
     with pytest.raises(PermissionError):
         await db.write(lambda session: recall.add(session, user_message(agent.id + 1, "not mine")))
+
+
+async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_path: Path):
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/group.db")
+    try:
+        agent = AgentRow(name="a", persona_name="p", human_name="h")
+        await db.add(agent)
+        # Hold the writer so that everything below queues behind it and runs as one group.
+        gate = threading.Event()
+        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+
+        def failing(session: Session) -> None:
+            session.add(user_message(agent.id, "undone with its savepoint"))
+            session.flush()
+            raise RuntimeError("this one fails")
+
+        def never(session: Session) -> None:
+            raise AssertionError("a write cancelled before it ran must not run")
+
+        writes = [asyncio.ensure_future(db.add(user_message(agent.id, f"kept {i}"))) for i in range(5)]
+        doomed = asyncio.ensure_future(db.write(failing))
+        cancelled = asyncio.ensure_future(db.write(never))
+        writes += [asyncio.ensure_future(db.add(user_message(agent.id, f"kept {i}"))) for i in range(5, 10)]
+        await asyncio.sleep(0.05)  # every job is in the queue
+        cancelled.cancel()
+        gate.set()
+        await asyncio.gather(held, *writes)
+        with pytest.raises(RuntimeError, match="this one fails"):
+            await doomed
+        texts = await db.rows(select(MessageRow.search_text).order_by(MessageRow.id))
+        assert [text for (text,) in texts] == [f"kept {i}" for i in range(10)]
+    finally:
+        await db.close()

@@ -2,15 +2,17 @@
 
 A step: the event is stored (committed on its own, so the user's words are never lost); then up to
 `max_chain` model calls, each followed by one function and one commit of everything that call changed
-(the assistant message, the function result, core memory edits, agent state). A heartbeat request, a failed
+(the assistant message, the function result, core memory edits, agent state). Each commit runs while the
+next model call is made, and is awaited before anything reads or writes after it. A heartbeat request, a failed
 function or a memory-pressure alert continues the chain; `send_message` without a heartbeat ends it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +88,8 @@ class Agent:
         self._sources: tuple[int, list[str]] | None = None
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
+        #: The step's last commit, while it runs behind the model call that follows it (see `_write_behind`).
+        self._writing: asyncio.Future[None] | None = None
 
     async def reload_context(self) -> None:
         self.context = await self.recall.in_context()
@@ -117,43 +121,48 @@ class Agent:
             if login:
                 session.connection().execute(_AGENT_STATE, {"agent": self.id, "last_login_at": incoming.created_at})
 
-        await self.engine.db.write(store)
+        await self._write_behind(store)
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
         if self._recall_count is not None:
             self._recall_count += 1
-        stats = await self._stats()
-        summarised = False
-        config = self.engine.config
-        for _ in range(config.max_chain):
-            prompt, size, fitted = await self._fit(stats, summarised)
-            if fitted:
-                summarised = True
-                yield SystemNote(self.id, fitted)
-            try:
-                result = await self._call_model(prompt, size)
-            except ContextOverflow:
-                if summarised:
-                    yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
-                    return
-                note = await self._evict(self.budget.limit // 3, stats)
-                summarised = True
-                yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
+        try:
+            stats = await self._stats()
+            summarised = False
+            config = self.engine.config
+            for _ in range(config.max_chain):
+                prompt, size, fitted = await self._fit(stats, summarised)
+                if fitted:
+                    summarised = True
+                    yield SystemNote(self.id, fitted)
                 try:
-                    result = await self._call_model(*self._prompt(stats))
-                except (ContextOverflow, ModelUnavailable) as exc:
+                    result = await self._call_model(prompt, size)
+                except ContextOverflow:
+                    if summarised:
+                        yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
+                        return
+                    note = await self._evict(self.budget.limit // 3, stats)
+                    summarised = True
+                    yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
+                    try:
+                        result = await self._call_model(*self._prompt(stats))
+                    except (ContextOverflow, ModelUnavailable) as exc:
+                        await self._written()  # "your message is saved" must be true
+                        yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                        return
+                except ModelUnavailable as exc:
+                    await self._written()  # "your message is saved" must be true
+                    yield SystemNote(self.id, f"Model call failed: {exc}")
                     yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                     return
-            except ModelUnavailable as exc:
-                yield SystemNote(self.id, f"Model call failed: {exc}")
-                yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
-                return
-            async for event in self._act(result, stats):
-                yield event
-            if not self._continue:
-                return
-        yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
+                async for event in self._act(result, stats):
+                    yield event
+                if not self._continue:
+                    return
+            yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
+        finally:
+            await self._written()
 
     async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
         result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
@@ -182,6 +191,7 @@ class Agent:
                                           "only the first was run.")
             call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
             yield FunctionCall(self.id, call.name, call.arguments)
+            await self._written()  # functions read memory: they see everything the step stored so far
             ok, output, heartbeat = await self._run_tool(ctx, call)
             yield FunctionResult(self.id, call.name, ok, output or "None")
             said = "\n".join(ctx.outbox) or None
@@ -255,8 +265,20 @@ class Agent:
                 conn.execute(_BLOCK_VALUE, {"agent": self.id, "block": label, "value": value})
             conn.execute(_AGENT_STATE, {"agent": self.id, **state})
 
-        await self.engine.db.write(store)
+        await self._write_behind(store)
         self.context.extend(rows)
+
+    async def _write_behind(self, work: Callable[[Session], None]) -> None:
+        """Begin committing `work` and go on without waiting: the model call that comes next hides the
+        commit. It is awaited (its error raised) before the step's next write, before a function runs, and
+        when the step ends; per agent, commits stay in order and one at a time."""
+        await self._written()
+        self._writing = self.engine.db.start_write(work)
+
+    async def _written(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     # ----- the context window ----------------------------------------------------------------------------
 
@@ -326,6 +348,7 @@ class Agent:
                 .values(summary=summary, summary_hidden=hidden, pressure_alerted=False)
             )
 
+        await self._written()
         await self.engine.db.write(store)
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
         self.context = self.context[cut:]

@@ -7,7 +7,8 @@ database:
 - SQLite is a library inside this process, so its calls block; they run on threads of their own, one hop
   there and back per unit of work. (Through aiosqlite every cursor operation is a hop of its own: about four
   per statement, eleven statements per user message, and the event loop paid for each.) Writes queue on one
-  thread, in order, instead of contending for SQLite's write lock; reads run beside them (WAL) on others.
+  thread, in order, instead of contending for SQLite's write lock, and those queued together commit together
+  (`_GroupCommit`); reads run beside them (WAL) on others.
 - Any other SQLAlchemy async URL (PostgreSQL with asyncpg) runs the same function through the driver's
   event loop with `AsyncSession.run_sync`.
 """
@@ -15,8 +16,11 @@ database:
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +51,8 @@ _FTS_DDL = (
 )
 # Reads that may run beside the writer on SQLite (searches at 100,000 messages take milliseconds).
 SQLITE_READERS = 2
+# Units of work committed together at most, when that many have queued behind a transaction.
+MAX_GROUP_COMMIT = 64
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,6 +64,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # SQLAlchemy, not pysqlite, says where transactions begin (see `_sqlite_begin`): pysqlite's own implicit
+    # BEGIN comes only before a data change, so a SAVEPOINT ahead of it would start (and its RELEASE end)
+    # the transaction itself. This is SQLAlchemy's documented recipe for savepoints on pysqlite.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
 
 
 def _create_schema(session: Session) -> None:
@@ -90,29 +104,118 @@ class SqliteThreads:
             kwargs["poolclass"] = StaticPool
         self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
         event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "begin", _sqlite_begin)
         self.dialect = "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="membot-sql-write")
-        self._readers = self._writer if memory else ThreadPoolExecutor(SQLITE_READERS, "membot-sql-read")
+        self._writer = _GroupCommit(self._sessions)
+        self._readers = None if memory else ThreadPoolExecutor(SQLITE_READERS, "membot-sql-read")
 
     async def read(self, work: Work[T]) -> T:
+        if self._readers is None:  # in memory: the writer's connection is the database
+            return await self._writer.submit(work)
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
 
     async def write(self, work: Work[T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, work)
+        return await self._writer.submit(work)
 
     def _read(self, work: Work[T]) -> T:
         with self._sessions() as session:
             return work(session)
 
-    def _write(self, work: Work[T]) -> T:
-        with self._sessions.begin() as session:
-            return work(session)
+    async def close(self) -> None:
+        await self._writer.close()
+        await asyncio.to_thread(self.engine.dispose)
+        if self._readers is not None:
+            self._readers.shutdown(wait=False)
+
+
+@dataclass
+class _Job:
+    work: Work[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class _GroupCommit:
+    """The writer thread. Units of work queue here and run in order; those that queued while a transaction
+    ran are run together in the next one, each in a savepoint of its own, and committed at once (group
+    commit). Under load a commit, a session and a wake-up of the event loop are paid per batch, not per
+    unit of work; alone, a unit of work runs as before, in a transaction of its own.
+
+    A unit of work that raises rolls back its savepoint only; the others in its batch still commit. If the
+    commit itself fails, every unit of work in the batch gets the error: none of them was written."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
+        self._thread.start()
+
+    async def submit(self, work: Work[T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(work, future, loop))
+        return await future
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self.engine.dispose)
-        self._writer.shutdown(wait=False)
-        self._readers.shutdown(wait=False)
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            batch = [job]
+            while len(batch) < MAX_GROUP_COMMIT:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(job)
+            self._deliver(self._commit([job for job in batch if not job.future.cancelled()]))
+
+    def _commit(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        if not batch:
+            return []
+        done: list[tuple[_Job, bool, Any]] = []
+        try:
+            with self._sessions.begin() as session:
+                if len(batch) == 1:
+                    done.append((batch[0], True, batch[0].work(session)))
+                else:
+                    for job in batch:
+                        try:
+                            with session.begin_nested():
+                                done.append((job, True, job.work(session)))
+                        except Exception as exc:
+                            done.append((job, False, exc))
+                        # What one unit of work loaded is not shared with the next, as with sessions of their own.
+                        session.expunge_all()
+        except Exception as exc:
+            return [(job, False, exc) for job in batch]
+        return done
+
+    @staticmethod
+    def _deliver(done: list[tuple[_Job, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for item in done:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)  # one wake-up of the loop per batch
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+def _settle(items: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in items:
+        if job.future.done():  # cancelled while it ran; it committed all the same
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 class AsyncDriver:
@@ -169,6 +272,10 @@ class Database:
     async def write(self, work: Work[T]) -> T:
         """One unit of work: everything `work` does commits together, or not at all if it raises."""
         return await self.runner.write(work)
+
+    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
+        """`write(work)`, begun now and awaited later: the caller goes on while it commits."""
+        return asyncio.ensure_future(self.runner.write(work))
 
     # Shorthands for the one-statement units of work.
     async def scalar(self, statement: Executable) -> Any:
