@@ -22,9 +22,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
-from openai import AsyncOpenAI
+import aiohttp
 
-from membot.agent.llm.client import make_openai
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from tests.conftest import make_settings
@@ -108,9 +107,25 @@ def ms(seconds: float) -> float:
     return seconds * 1000
 
 
-def bare_client(base_url: str) -> AsyncOpenAI:
-    """An openai client alone, on the same transport the product uses (see llm/client.py), for baselines."""
-    return make_openai("sk-bench", base_url, timeout=60.0, max_retries=0)
+class BareHttp:
+    """Chat completions as bare HTTP POSTs (aiohttp, as membot's endpoint uses, without its retries or
+    anything else of membot), for baselines."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+
+    async def post(self, body: dict[str, Any]) -> Any:
+        async with self._session.post(self.url, data=json.dumps(body).encode(),
+                                      headers={"Content-Type": "application/json"}) as response:
+            return json.loads(await response.read())
+
+    async def hello(self) -> Any:
+        """The smallest request: one line, no tools."""
+        return await self.post({"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}]})
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 def user(name: str) -> UserRef:

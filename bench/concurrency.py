@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 
 from bench import (
+    BareHttp,
     Row,
     Target,
-    bare_client,
     drain,
     log,
     model_process,
@@ -44,7 +44,7 @@ async def run(quick: bool) -> list[Row]:
             alone = await _conversation(service, "alone", MESSAGES)
             for users in sizes:
                 rows += await _burst(service, users, latency, alone, full=users == sizes[0])
-        rows.append(await _bare_client(url, sizes[0], latency))
+        rows.append(await _bare_http(url, sizes[0], latency))
     return rows
 
 
@@ -73,22 +73,20 @@ async def _burst(service: BotService, users: int, latency: float, alone: list[fl
     return rows if full else [rows[0], rows[2]]
 
 
-async def _bare_client(url: str, callers: int, latency: float) -> Row:
-    """The openai SDK alone, as many callers at once, one-line requests: what any client in one Python
-    process can push through, before membot does anything."""
-    client = bare_client(url)
+async def _bare_http(url: str, callers: int, latency: float) -> Row:
+    """Bare HTTP alone, as many callers at once, one-line requests: the most this machine and the fake server
+    let through, before membot does anything."""
+    client = BareHttp(url)
     calls = CALLS_PER_CHAIN * MESSAGES
 
     async def caller() -> None:
         for _ in range(calls):
-            await client.chat.completions.create(
-                model="scripted-model", messages=[{"role": "user", "content": "hi"}]
-            )
+            await client.hello()
 
     with stopwatch() as wall:
         await asyncio.gather(*(caller() for _ in range(callers)))
     await client.close()
-    return Row(NAME, f"bare openai client, {callers} callers, calls/s", callers * calls / wall[0], "calls/s",
+    return Row(NAME, f"bare HTTP, {callers} callers, calls/s", callers * calls / wall[0], "calls/s",
                callers / latency, "ideal: callers ÷ latency", note="one-line requests, no membot")
 
 

@@ -2,8 +2,7 @@
 
 Each user message runs a chain of two model calls (core_memory_append with a heartbeat, then send_message),
 on SQLite + Milvus Lite. Right after each message, the two requests the server just received are sent again,
-byte for byte, through a bare openai client: that is the cost of the SDK, HTTP and the fake server for exactly
-those payloads. What is left, per model call, is membot's own time (prompt building, commits, tool runs).
+byte for byte, as bare HTTP POSTs: that is the cost of HTTP and the fake server for exactly those payloads. What is left, per model call, is membot's own time (prompt building, commits, tool runs).
 
 Samples are spread over several users with short histories, so prompts stay the size of a fresh
 conversation; with long ones, the SDK's cost grows with the payload on both sides alike.
@@ -16,13 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from openai import AsyncOpenAI
 from sqlalchemy import Engine, event, text
 
 from bench import (
+    BareHttp,
     Row,
     Target,
-    bare_client,
     drain,
     log,
     ms,
@@ -40,7 +38,7 @@ NAME = "step overhead"
 async def run(quick: bool) -> list[Row]:
     users, warmup, measured = (3, 1, 3) if quick else (20, 2, 10)
     async with scripted_model("chain") as model, open_service(model) as service:
-        bare = bare_client(model.base_url)
+        bare = BareHttp(model.base_url)
         # Counted to explain the figure.
         statements = [0]
 
@@ -116,18 +114,16 @@ async def _sql_round_trip(service: BotService, repeat: int) -> tuple[float, floa
     return percentile(samples, 50), percentile(raw, 50)
 
 
-async def _replay(client: AsyncOpenAI, bodies: list[dict[str, Any]]) -> float:
-    """Seconds to send these exact request bodies again, one after the other, through a bare client, the way
-    membot sends them (the client's generic POST, see llm/client.py): the HTTP and SDK cost of those calls."""
+async def _replay(client: BareHttp, bodies: list[dict[str, Any]]) -> float:
+    """Seconds to send these exact request bodies again, one after the other, as bare HTTP POSTs: the HTTP
+    and fake server's cost of those calls."""
     with stopwatch() as elapsed:
         for body in bodies:
-            await client.post("/chat/completions", body=body, cast_to=object)
+            await client.post(body)
     return elapsed[0]
 
 
-async def _minimal(client: AsyncOpenAI) -> float:
+async def _minimal(client: BareHttp) -> float:
     with stopwatch() as elapsed:
-        await client.chat.completions.create(
-            model="scripted-model", messages=[{"role": "user", "content": "hi"}]
-        )
+        await client.hello()
     return elapsed[0]

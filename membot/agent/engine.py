@@ -14,8 +14,9 @@ from membot.agent import prompts
 from membot.agent.agent import Agent
 from membot.agent.config import EngineConfig
 from membot.agent.context.tokens import TokenCounter
-from membot.agent.llm.client import ModelClient, make_openai
+from membot.agent.llm.client import ModelClient
 from membot.agent.llm.embeddings import Embedder
+from membot.agent.llm.endpoint import Endpoint
 from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
 from membot.agent.memory.term_stats import TermFrequencies
@@ -63,9 +64,9 @@ class Engine:
         db = await Database.open(config.database_url)
         # Opens on first use (see PassageStore).
         passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)
-        chat = make_openai(config.api_key, config.base_url, config.model_timeout, config.model_max_retries)
-        embed_client = (
-            make_openai(config.api_key, config.embedding_base_url, config.model_timeout, config.model_max_retries)
+        chat = Endpoint(config.base_url, config.api_key, config.model_timeout, config.model_max_retries)
+        embed_endpoint = (
+            Endpoint(config.embedding_base_url, config.api_key, config.model_timeout, config.model_max_retries)
             if config.embedding_base_url
             else chat
         )
@@ -74,16 +75,16 @@ class Engine:
             db,
             passages,
             ModelClient(chat, config.model),
-            Embedder(embed_client, config.embedding_model, config.embedding_dim, config.embedding_batch_size),
+            Embedder(embed_endpoint, config.embedding_model, config.embedding_dim, config.embedding_batch_size),
             tools,
         )
 
     async def close(self) -> None:
         await self.passages.close()
         await self.db.close()
-        await self.model.client.close()
-        if self.embedder.client is not self.model.client:
-            await self.embedder.client.close()
+        await self.model.endpoint.close()
+        if self.embedder.endpoint is not self.model.endpoint:
+            await self.embedder.endpoint.close()
 
     async def create_agent(self, name: str, persona: str, human: str) -> int:
         """A new agent with the named persona and human texts; raises UnknownPrompt for unknown names."""

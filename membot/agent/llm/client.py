@@ -1,4 +1,4 @@
-"""The model endpoint: chat completions with tools, through the async OpenAI client and its own retries."""
+"""The model: chat completions with tools, over the OpenAI-compatible endpoint (see endpoint.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import openai
-from openai import AsyncOpenAI
+from membot.agent.llm.endpoint import Endpoint, NoAnswerInTime, StatusError, Unreachable, Unreadable
 
 log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(RuntimeError):
-    """The model could not be reached or refused, after the SDK's retries. The message is safe to show."""
+    """The model could not be reached or refused, after the endpoint's retries. The message is safe to show."""
 
 
 class ContextOverflow(RuntimeError):
@@ -34,75 +33,36 @@ class ChatResult:
     prompt_tokens: int | None
 
 
-def make_openai(api_key: str | None, base_url: str | None, timeout: float, max_retries: int) -> AsyncOpenAI:
-    # The SDK's aiohttp transport (aiohttp is ours already, for discord.py): about half the client CPU of its
-    # default httpx one per call, which is most of what a busy bot spends. Local servers (Ollama, vLLM) take
-    # any key; the SDK insists on one being set.
-    return AsyncOpenAI(
-        api_key=api_key or "not-set",
-        base_url=base_url,
-        timeout=timeout,
-        max_retries=max_retries,
-        http_client=openai.DefaultAioHttpClient(timeout=timeout),
-    )
-
-
-def _is_context_error(exc: openai.BadRequestError) -> bool:
-    code = getattr(exc, "code", None) or ""
-    text = str(exc).lower()
-    return code == "context_length_exceeded" or "context length" in text or "context_length" in text
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a "timeout" was in fact a refused or failed connection. The aiohttp transport maps every
-    aiohttp connection error, a refused port included, to a connect timeout; the OS error is kept as the
-    cause. (TimeoutError is an OSError too, and a real timeout.)"""
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+def _is_context_error(error: StatusError) -> bool:
+    text = error.message.lower()
+    return error.code == "context_length_exceeded" or "context length" in text or "context_length" in text
 
 
 class ModelClient:
-    def __init__(self, client: AsyncOpenAI, model: str) -> None:
-        self.client = client
+    def __init__(self, endpoint: Endpoint, model: str) -> None:
+        self.endpoint = endpoint
         self.model = model
 
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, force_tool: bool = False
     ) -> ChatResult:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
         if tools:
-            kwargs["tools"] = tools
-            kwargs["tool_choice"] = "required" if force_tool else "auto"
+            body["tools"] = tools
+            body["tool_choice"] = "required" if force_tool else "auto"
         try:
-            # Our messages and tools are already plain API JSON. `chat.completions.create` would walk all of
-            # them against its typed parameters on every call (~6 ms for a short conversation, growing with
-            # it: a third of the bot's CPU per message); the client's generic POST sends them as they are,
-            # with the same retries and errors. The answer comes back as its JSON, read by `_parse`: building
-            # the typed ChatCompletion costs ~0.4 ms a call for the four fields we read.
-            response = await self.client.post("/chat/completions", body=kwargs, cast_to=object)
-        except openai.BadRequestError as exc:
-            if _is_context_error(exc):
-                raise ContextOverflow(str(exc)) from None
-            raise ModelUnavailable(f"The model refused the request ({exc.status_code}).") from None
-        except openai.AuthenticationError:
-            raise ModelUnavailable("The model endpoint refused the API key.") from None
-        except openai.RateLimitError:
-            raise ModelUnavailable("The model is rate-limited right now.") from None
-        except openai.APITimeoutError as exc:
-            if _refused(exc):
-                raise ModelUnavailable("The model endpoint cannot be reached.") from None
+            response = await self.endpoint.post("/chat/completions", body)
+        except StatusError as exc:
+            if exc.status == 400 and _is_context_error(exc):
+                raise ContextOverflow(exc.message or str(exc)) from None
+            raise ModelUnavailable(_why(exc)) from None
+        except NoAnswerInTime:
             raise ModelUnavailable("The model did not answer in time.") from None
-        except openai.APIConnectionError:
+        except Unreachable:
             raise ModelUnavailable("The model endpoint cannot be reached.") from None
-        except openai.APIStatusError as exc:
-            raise ModelUnavailable(f"The model endpoint failed ({exc.status_code}).") from None
-        except (openai.APIError, ValueError) as exc:
-            # An unreadable answer (a 200 whose body is not JSON raises ValueError): garbage, not an outage.
-            log.warning("unreadable model response: %s", type(exc).__name__)
+        except Unreadable:
+            # Garbage, not an outage: the step loop tells the model to call a function.
+            log.warning("unreadable model response")
             return ChatResult(None, [], None)
         return self._parse(response)
 
@@ -135,3 +95,14 @@ class ModelClient:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _why(error: StatusError) -> str:
+    """What a user is told when the model endpoint answered with an error."""
+    if error.status == 400:
+        return "The model refused the request (400)."
+    if error.status == 401:
+        return "The model endpoint refused the API key."
+    if error.status == 429:
+        return "The model is rate-limited right now."
+    return f"The model endpoint failed ({error.status})."

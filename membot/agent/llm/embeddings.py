@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import openai
-from openai import AsyncOpenAI
+from typing import Any
 
 from membot.agent.llm.client import ModelUnavailable
+from membot.agent.llm.endpoint import Endpoint, EndpointError, NoAnswerInTime, StatusError, Unreadable
 
 
 class Embedder:
-    def __init__(self, client: AsyncOpenAI, model: str, dim: int, batch_size: int = 128) -> None:
-        self.client = client
+    def __init__(self, endpoint: Endpoint, model: str, dim: int, batch_size: int = 128) -> None:
+        self.endpoint = endpoint
         self.model = model
         self.dim = dim
         self.batch_size = max(1, batch_size)
@@ -31,21 +30,42 @@ class Embedder:
     async def _batch(self, texts: list[str]) -> list[list[float]]:
         # Empty strings are refused by some servers; a single space embeds as "nothing".
         inputs = [t if t.strip() else " " for t in texts]
-        kwargs = {"dimensions": self.dim} if self._send_dimensions else {}
+        body: dict[str, Any] = {"model": self.model, "input": inputs}
+        if self._send_dimensions:
+            body["dimensions"] = self.dim
         try:
-            response = await self.client.embeddings.create(model=self.model, input=inputs, **kwargs)
-        except openai.APIStatusError as exc:
-            raise ModelUnavailable(f"The embedding endpoint failed ({exc.status_code}).") from None
-        except openai.APIConnectionError:
-            raise ModelUnavailable("The embedding endpoint cannot be reached.") from None
-        except openai.APIError:
+            response = await self.endpoint.post("/embeddings", body)
+        except StatusError as exc:
+            raise ModelUnavailable(f"The embedding endpoint failed ({exc.status}).") from None
+        except NoAnswerInTime:
+            raise ModelUnavailable("The embedding endpoint did not answer in time.") from None
+        except Unreadable:
             raise ModelUnavailable("The embedding endpoint gave an unreadable answer.") from None
-        data = sorted(response.data, key=lambda item: item.index)
-        if len(data) != len(inputs):
-            raise ModelUnavailable(f"The embedding endpoint returned {len(data)} vectors for {len(inputs)} texts.")
-        vectors = [list(item.embedding) for item in data]
+        except EndpointError:
+            raise ModelUnavailable("The embedding endpoint cannot be reached.") from None
+        vectors = _vectors(response)
+        if vectors is None:
+            raise ModelUnavailable("The embedding endpoint gave an unreadable answer.")
+        if len(vectors) != len(inputs):
+            raise ModelUnavailable(f"The embedding endpoint returned {len(vectors)} vectors for {len(inputs)} texts.")
         if any(len(v) != self.dim for v in vectors):
             raise ModelUnavailable(
                 f"The embedding model returned {len(vectors[0])}-dimensional vectors; MEMBOT_EMBEDDING_DIM is {self.dim}."
             )
         return vectors
+
+
+def _vectors(response: Any) -> list[list[float]] | None:
+    """The vectors of an embeddings answer, in the order of the inputs (each item says its index); None if
+    the answer is not of that shape."""
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        return None
+    try:
+        ordered = sorted(data, key=lambda item: int(item.get("index", 0)))
+    except (TypeError, ValueError):
+        return None
+    vectors = [item.get("embedding") for item in ordered]
+    if not all(isinstance(v, list) and v and isinstance(v[0], float | int) for v in vectors):
+        return None
+    return vectors  # type: ignore[return-value]  # lists of numbers, as json.loads made them

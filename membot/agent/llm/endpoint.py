@@ -1,0 +1,173 @@
+"""An OpenAI-compatible HTTP endpoint: JSON posted, JSON back, with the retries the OpenAI SDK makes.
+
+Why not the openai SDK itself: membot sends two requests (chat completions, embeddings) whose bodies are
+already plain API JSON, and reads four fields of the answers. The SDK's request building (options models,
+URL and header merging in httpx, then a second request object for its aiohttp transport) cost about 1 ms
+of CPU per call on top of 0.2 ms for the HTTP itself: at 200 users talking at once that was over half of the
+bot's CPU, and one process could not keep up (measured in `bench/concurrency.py`). This module keeps what
+the SDK gave us that matters to a bot: its retry policy (`max_retries`, backoff with jitter, `retry-after`,
+`x-should-retry`), its timeouts, the proxy the environment names, and errors a caller can tell apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from time import time
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
+
+import aiohttp
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The SDK's backoff: 0.5 s doubling to 8 s, less up to a quarter of jitter; a server's own retry-after is
+# followed when it asks for at most a minute.
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
+#: Connections kept open to the endpoint at once (the SDK's limit): one per model call in flight.
+MAX_CONNECTIONS = 1000
+
+
+class EndpointError(Exception):
+    """The request failed, after any retries."""
+
+
+class Unreachable(EndpointError):
+    """No connection could be made, or it broke before an answer came."""
+
+
+class NoAnswerInTime(EndpointError):
+    """The endpoint took longer than the timeout to answer."""
+
+
+class Unreadable(EndpointError):
+    """A success whose body is not JSON."""
+
+
+class StatusError(EndpointError):
+    """The endpoint answered with an HTTP error; `code` and `message` come from its error body if it sent one."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}".strip(": "))
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Retry(Exception):
+    def __init__(self, error: EndpointError, delay: float | None = None) -> None:
+        self.error = error
+        self.delay = delay
+
+
+class Endpoint:
+    """One base URL and key. The HTTP session opens on first use, on the running event loop."""
+
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> None:
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.max_retries = max(0, max_retries)
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "membot"}
+        if api_key:  # local servers (Ollama, vLLM) need none
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._proxy = env_proxy(self.base_url)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST `body` as JSON to `path` (e.g. "/chat/completions") and return the answer's JSON."""
+        data = json.dumps(body).encode()
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await self._attempt(self.base_url + path, data)
+            except _Retry as retry:
+                if attempt == self.max_retries:
+                    raise retry.error from None
+                await asyncio.sleep(retry.delay if retry.delay is not None else backoff(attempt))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _attempt(self, url: str, data: bytes) -> Any:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS), timeout=self._timeout
+            )
+        try:
+            async with self._session.post(url, data=data, headers=self._headers, proxy=self._proxy) as response:
+                raw = await response.read()
+                status, headers = response.status, response.headers
+        except TimeoutError:
+            raise _Retry(NoAnswerInTime(f"no answer from {url} in time")) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Retry(Unreachable(f"{url}: {type(exc).__name__}: {exc}")) from None
+        if status >= 400:
+            error = StatusError(status, *_error_fields(raw))
+            if _should_retry(status, headers):
+                raise _Retry(error, retry_after(headers))
+            raise error
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise Unreadable(f"{url} answered {status} with a body that is not JSON") from None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as the SDK used it.
+    Read once: aiohttp's own `trust_env` reads the environment again on every request (0.4 ms of CPU each)."""
+    parts = urlsplit(url)
+    if proxy_bypass_environment(parts.hostname or ""):
+        return None
+    return getproxies_environment().get(parts.scheme)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt + 1` when the server does not say."""
+    delay = min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY)
+    return delay * (1 - 0.25 * random.random())
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait the server asked for (`retry-after-ms`, or `retry-after` in seconds or as a date), if sane."""
+    seconds: float | None = None
+    if millis := headers.get("retry-after-ms"):
+        try:
+            seconds = float(millis) / 1000
+        except ValueError:
+            pass
+    if seconds is None and (value := headers.get("retry-after")):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time()
+            except (TypeError, ValueError):
+                pass
+    return seconds if seconds is not None and 0 <= seconds <= MAX_RETRY_AFTER else None
+
+
+def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    said = (headers.get("x-should-retry") or "").lower()
+    if said in ("true", "false"):
+        return said == "true"
+    return status in (408, 409, 429) or status >= 500
+
+
+def _error_fields(raw: bytes) -> tuple[str, str]:
+    """(code, message) of an OpenAI-style error body, {"error": {"code", "message"}}; empty if not one."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "", raw[:200].decode(errors="replace")
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    code, message = error.get("code"), error.get("message")
+    return (code if isinstance(code, str) else "", message if isinstance(message, str) else "")

@@ -1,0 +1,111 @@
+"""The model endpoint over real HTTP to the scripted server: the retry policy the OpenAI SDK had (which servers
+and proxies expect), the errors a caller tells apart, and what chat and embeddings make of them."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+import pytest
+from multidict import CIMultiDict
+
+from membot.agent.llm.client import ContextOverflow, ModelClient, ModelUnavailable
+from membot.agent.llm.embeddings import Embedder
+from membot.agent.llm.endpoint import Endpoint, StatusError, Unreachable, backoff, env_proxy, retry_after
+from tests.fakes.openai_server import ScriptedModel, error, raw, send, text
+
+HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def endpoint(model: ScriptedModel):
+    opened = Endpoint(model.base_url, "sk-test", timeout=5, max_retries=2)
+    yield opened
+    await opened.close()
+
+
+async def test_a_server_error_is_retried_after_the_wait_it_asks_for(model, endpoint):
+    model.script(error(500, "boom", headers={"retry-after-ms": "10"}), error(503, "busy", headers={"retry-after": "0"}),
+                 text("third time"))
+    answer = await endpoint.post("/chat/completions", HELLO)
+    assert answer["choices"][0]["message"]["content"] == "third time" and len(model.requests) == 3
+
+
+async def test_retries_end_and_the_last_error_is_raised(model, endpoint):
+    model.script(*[error(429, "slow down", headers={"retry-after-ms": "1"}) for _ in range(3)], text("never"))
+    with pytest.raises(StatusError) as raised:
+        await endpoint.post("/chat/completions", HELLO)
+    assert raised.value.status == 429 and raised.value.message == "slow down"
+    assert len(model.requests) == 3  # one try and max_retries=2 retries
+    assert await ModelClient(endpoint, "m").chat(HELLO["messages"]) is not None  # the fourth reply is still there
+
+
+async def test_what_the_server_says_not_to_retry_is_not_retried(model, endpoint):
+    model.script(error(500, "hopeless", headers={"x-should-retry": "false"}), error(400, "bad request"), text("x"))
+    with pytest.raises(StatusError):
+        await endpoint.post("/chat/completions", HELLO)
+    with pytest.raises(StatusError) as raised:  # 4xx other than 408/409/429 is final
+        await endpoint.post("/chat/completions", HELLO)
+    assert raised.value.status == 400 and len(model.requests) == 2
+
+
+async def test_chat_tells_the_user_what_went_wrong(model, endpoint):
+    chat = ModelClient(endpoint, "m")
+    model.script(error(401, "Incorrect API key provided"), error(400, "too long", code="context_length_exceeded"),
+                 error(429, "slow", headers={"x-should-retry": "false"}), raw("<html>oops</html>"), send("fine"))
+    with pytest.raises(ModelUnavailable, match="refused the API key"):
+        await chat.chat(HELLO["messages"])
+    with pytest.raises(ContextOverflow):
+        await chat.chat(HELLO["messages"])
+    with pytest.raises(ModelUnavailable, match="rate-limited"):
+        await chat.chat(HELLO["messages"])
+    garbage = await chat.chat(HELLO["messages"])  # a 200 that is not JSON: no answer, not an outage
+    assert garbage.content is None and garbage.tool_calls == []
+    fine = await chat.chat(HELLO["messages"])
+    assert fine.tool_calls[0].name == "send_message"
+
+
+async def test_an_endpoint_that_is_not_there_is_unreachable_after_retries(unused_tcp_port: int):
+    gone = Endpoint(f"http://127.0.0.1:{unused_tcp_port}/v1", None, timeout=5, max_retries=1)
+    started = time.perf_counter()
+    with pytest.raises(Unreachable):
+        await gone.post("/chat/completions", HELLO)
+    assert time.perf_counter() - started >= 0.35  # it waited one backoff (0.375-0.5 s) before the retry
+    await gone.close()
+
+
+async def test_embeddings_in_input_order_and_their_failures(model, endpoint):
+    embedder = Embedder(endpoint, "text-embedding-3-small", dim=8)
+    vectors = await embedder.embed(["tea", "", "coffee"])
+    assert len(vectors) == 3 and all(len(v) == 8 for v in vectors)
+    assert vectors[0] == await embedder.embed_one("tea") and vectors[0] != vectors[2]
+    assert model.embedding_requests[0]["dimensions"] == 8 and model.embedding_requests[0]["input"][1] == " "
+    # A model without `dimensions` answers at its own size: told apart from the setting, not stored.
+    other = Embedder(endpoint, "nomic-embed-text", dim=8)
+    with pytest.raises(ModelUnavailable, match="MEMBOT_EMBEDDING_DIM is 8"):
+        await other.embed(["tea"])
+    assert "dimensions" not in model.embedding_requests[-1]
+
+
+def test_retry_after_reads_every_form_servers_send():
+    def wait(**headers: str) -> float | None:
+        return retry_after(CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()}))
+
+    assert wait(retry_after_ms="250") == 0.25
+    assert wait(retry_after="3") == 3.0
+    in_two = wait(retry_after=formatdate(time.time() + 2, usegmt=True))
+    assert in_two is not None and 0 < in_two <= 2
+    assert wait(retry_after="3600") is None  # longer than a minute: our own backoff instead
+    assert wait(retry_after="soon") is None and wait() is None
+    assert all(0.375 <= backoff(0) <= 0.5 and 6 <= backoff(10) <= 8 for _ in range(50))
+
+
+def test_the_proxy_the_environment_names_is_used(monkeypatch: pytest.MonkeyPatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:11434/v1") is None  # listed in NO_PROXY; and no HTTP_PROXY for http
+    monkeypatch.delenv("NO_PROXY")
+    assert env_proxy("http://127.0.0.1:11434/v1") is None
