@@ -24,7 +24,7 @@ def _ids(value: object) -> object:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
-    # The model endpoint. None means "the SDK's default" (OpenAI itself).
+    # The model endpoint. None means OpenAI itself (https://api.openai.com/v1, as the SDK's default).
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     model: str = Field(default="gpt-4o-mini", validation_alias="MEMBOT_MODEL")
