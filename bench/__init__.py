@@ -108,15 +108,15 @@ def ms(seconds: float) -> float:
 
 
 class BareHttp:
-    """Chat completions as bare HTTP POSTs (aiohttp, as membot's endpoint uses, without its retries or
-    anything else of membot), for baselines."""
+    """Bare HTTP POSTs of JSON (aiohttp, as membot's endpoint uses, without its retries or anything else of
+    membot), for baselines."""
 
     def __init__(self, base_url: str) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
 
-    async def post(self, body: dict[str, Any]) -> Any:
-        async with self._session.post(self.url, data=json.dumps(body).encode(),
+    async def post(self, body: dict[str, Any], path: str = "/chat/completions") -> Any:
+        async with self._session.post(self.base_url + path, data=json.dumps(body).encode(),
                                       headers={"Content-Type": "application/json"}) as response:
             return json.loads(await response.read())
 

@@ -92,7 +92,14 @@ class Agent:
         self._writing: asyncio.Future[None] | None = None
 
     async def reload_context(self) -> None:
-        self.context = await self.recall.in_context()
+        """Read what the agent keeps of itself between steps (its context window, how many messages it has,
+        its attached sources) in one unit of work: agents load by the hundred when a busy bot starts."""
+        changes = self.engine.catalog.changes
+        self.context, self._recall_count, names = await self.engine.db.read(self._saved_state)
+        self._sources = (changes, names)
+
+    def _saved_state(self, session: Session) -> tuple[list[MessageRow], int, list[str]]:
+        return self.recall.in_context_rows(session), self.recall.count_rows(session), self._attached(session)
 
     # ----- incoming events -------------------------------------------------------------------------------
 
@@ -284,21 +291,25 @@ class Agent:
 
     async def _stats(self) -> MemoryStats:
         if self._recall_count is None:
-            self._recall_count = await self.recall.count()
+            self._recall_count = await self.recall.count()  # only if the context was never loaded
         return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
 
     async def _source_names(self) -> list[str]:
         """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
         changes = self.engine.catalog.changes
         if self._sources is None or self._sources[0] != changes:
-            rows = await self.engine.db.rows(
+            self._sources = (changes, await self.engine.db.read(self._attached))
+        return list(self._sources[1])
+
+    def _attached(self, session: Session) -> list[str]:
+        return list(
+            session.scalars(
                 select(SourceRow.name)
                 .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
                 .where(AttachmentRow.agent_id == self.id)
                 .order_by(SourceRow.name)
             )
-            self._sources = (changes, [name for (name,) in rows])
-        return list(self._sources[1])
+        )
 
     def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
         """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated)."""

@@ -85,10 +85,7 @@ class RecallMemory:
             .values(in_context=False)
         )
 
-    async def in_context(self) -> list[MessageRow]:
-        return await self.db.read(self._in_context)
-
-    def _in_context(self, session: Session) -> list[MessageRow]:
+    def in_context_rows(self, session: Session) -> list[MessageRow]:
         return list(
             session.scalars(
                 select(MessageRow)
@@ -98,9 +95,9 @@ class RecallMemory:
         )
 
     async def count(self) -> int:
-        return await self.db.read(self._count)
+        return await self.db.read(self.count_rows)
 
-    def _count(self, session: Session) -> int:
+    def count_rows(self, session: Session) -> int:
         return session.scalar(
             select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == self.agent_id)
         ) or 0
