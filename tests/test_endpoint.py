@@ -3,6 +3,8 @@ and proxies expect), the errors a caller tells apart, and what chat and embeddin
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from email.utils import formatdate
 
@@ -10,7 +12,7 @@ import pytest
 from multidict import CIMultiDict
 
 from membot.agent.llm.client import ContextOverflow, ModelClient, ModelUnavailable
-from membot.agent.llm.embeddings import Embedder
+from membot.agent.llm.embeddings import Embedder, _vectors
 from membot.agent.llm.endpoint import Endpoint, StatusError, Unreachable, backoff, env_proxy, retry_after
 from tests.fakes.openai_server import ScriptedModel, error, raw, send, text
 
@@ -109,3 +111,11 @@ def test_the_proxy_the_environment_names_is_used(monkeypatch: pytest.MonkeyPatch
     assert env_proxy("http://127.0.0.1:11434/v1") is None  # listed in NO_PROXY; and no HTTP_PROXY for http
     monkeypatch.delenv("NO_PROXY")
     assert env_proxy("http://127.0.0.1:11434/v1") is None
+
+
+def test_embeddings_read_in_either_encoding_and_refuse_garbage():
+    one = base64.b64encode(struct.pack("<f", 1.0)).decode()
+    # A server that ignores encoding_format sends numbers; items may come in any order.
+    assert _vectors({"data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": one}]}) == [[1.0], [0.5]]
+    for garbage in ({"data": [{"embedding": "not base64!"}]}, {"data": [{"embedding": []}]}, {"data": "x"}, [1]):
+        assert _vectors(garbage) is None
