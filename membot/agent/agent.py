@@ -68,6 +68,12 @@ _AGENT_STATE = update(AgentRow.__table__).where(AgentRow.__table__.c.id == bindp
 _BLOCK_VALUE = update(BlockRow.__table__).where(
     BlockRow.__table__.c.agent_id == bindparam("agent"), BlockRow.__table__.c.label == bindparam("block")
 )
+_ATTACHED = (
+    select(SourceRow.name)
+    .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
+    .where(AttachmentRow.agent_id == bindparam("agent"))
+    .order_by(SourceRow.name)
+)
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 
 
@@ -302,14 +308,7 @@ class Agent:
         return list(self._sources[1])
 
     def _attached(self, session: Session) -> list[str]:
-        return list(
-            session.scalars(
-                select(SourceRow.name)
-                .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
-                .where(AttachmentRow.agent_id == self.id)
-                .order_by(SourceRow.name)
-            )
-        )
+        return list(session.scalars(_ATTACHED, {"agent": self.id}))
 
     def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
         """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated)."""

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 from functools import partial
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from membot.agent import prompts
@@ -119,17 +119,24 @@ class Engine:
         return agent
 
 
+# Built once: agents load by the hundred when a busy bot starts, and building a statement costs about as much
+# as running it.
+_AGENT = select(AgentRow).where(AgentRow.id == bindparam("agent"))
+_BLOCKS = select(BlockRow).where(BlockRow.agent_id == bindparam("agent"))
+_LAST_MESSAGE = (
+    select(MessageRow.role, MessageRow.created_at)
+    .where(MessageRow.agent_id == bindparam("agent"))
+    .order_by(MessageRow.id.desc())
+    .limit(1)
+)
+
+
 def _load(agent_id: int, session: Session) -> tuple[AgentRow, CoreMemory, Row[tuple[str, datetime]] | None]:
     """The agent's row, its core memory, and the role and time of its last message."""
-    row = session.get(AgentRow, agent_id)
+    row = session.scalars(_AGENT, {"agent": agent_id}).first()
     if row is None:
         raise UnknownAgent(f"no agent {agent_id}")
-    blocks = session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id))
+    blocks = session.scalars(_BLOCKS, {"agent": agent_id})
     core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
-    last = session.execute(
-        select(MessageRow.role, MessageRow.created_at)
-        .where(MessageRow.agent_id == agent_id)
-        .order_by(MessageRow.id.desc())
-        .limit(1)
-    ).first()
+    last = session.execute(_LAST_MESSAGE, {"agent": agent_id}).first()
     return row, core, last

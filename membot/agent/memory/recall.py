@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Row, and_, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, DateTime, Row, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.paging import PAGE_SIZE, Page
@@ -39,6 +39,13 @@ _FTS_RANKED = text(
 ).columns(created_at=DateTime())
 _COLUMNS = [column.key for column in MessageRow.__table__.columns if column.key != "id"]
 _INSERT = insert(MessageRow.__table__).returning(MessageRow.__table__.c.id, sort_by_parameter_order=True)
+# Read when an agent loads (built once: see engine._BLOCKS).
+_IN_CONTEXT = (
+    select(MessageRow)
+    .where(MessageRow.agent_id == bindparam("agent"), MessageRow.in_context.is_(True))
+    .order_by(MessageRow.id)
+)
+_COUNT = select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == bindparam("agent"))
 # Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
 RERANK_DEPTH = 40
 
@@ -86,21 +93,13 @@ class RecallMemory:
         )
 
     def in_context_rows(self, session: Session) -> list[MessageRow]:
-        return list(
-            session.scalars(
-                select(MessageRow)
-                .where(MessageRow.agent_id == self.agent_id, MessageRow.in_context.is_(True))
-                .order_by(MessageRow.id)
-            )
-        )
+        return list(session.scalars(_IN_CONTEXT, {"agent": self.agent_id}))
 
     async def count(self) -> int:
         return await self.db.read(self.count_rows)
 
     def count_rows(self, session: Session) -> int:
-        return session.scalar(
-            select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == self.agent_id)
-        ) or 0
+        return session.scalar(_COUNT, {"agent": self.agent_id}) or 0
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[MessageRow]:
         """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
