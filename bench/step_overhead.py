@@ -2,10 +2,11 @@
 
 Each user message runs a chain of two model calls (core_memory_append with a heartbeat, then send_message),
 on SQLite + Milvus Lite. Right after each message, the two requests the server just received are sent again,
-byte for byte, as bare HTTP POSTs: that is the cost of HTTP and the fake server for exactly those payloads. What is left, per model call, is membot's own time (prompt building, commits, tool runs).
+byte for byte, as bare HTTP POSTs: that is the cost of HTTP and the fake server for exactly those payloads.
+What is left, per model call, is membot's own time (prompt building, commits, tool runs).
 
 Samples are spread over several users with short histories, so prompts stay the size of a fresh
-conversation; with long ones, the SDK's cost grows with the payload on both sides alike.
+conversation; with long ones, the HTTP cost grows with the payload on both sides alike.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ async def run(quick: bool) -> list[Row]:
         event.listen(Engine, "before_cursor_execute", count_statement)  # every engine of this process
         steps: list[float] = []  # seconds per user message
         calls: list[int] = []  # model calls per user message (expected: 2)
-        replays: list[float] = []  # seconds for the same requests through the bare client
+        replays: list[float] = []  # seconds for the same requests as bare HTTP
         minimal: list[float] = []  # seconds for the smallest possible request
         for round_ in range(warmup + measured):
             for index in range(users):
@@ -74,7 +75,7 @@ async def run(quick: bool) -> list[Row]:
     n = len(steps)
     note = f"{n} messages, {sum(calls) / n:.1f} model calls each, {users} users"
     log(f"{note}; step p50 {ms(percentile(steps, 50)):.1f} ms")
-    bare_label = "bare client, same payloads"
+    bare_label = "bare HTTP, same payloads"
     return [
         Row(NAME, "user message, p50", ms(percentile(steps, 50)), "ms", ms(percentile(replays, 50)), bare_label,
             note=note),
@@ -87,7 +88,7 @@ async def run(quick: bool) -> list[Row]:
         Row(NAME, "own time per model call, p95", ms(percentile(own, 95)), "ms",
             ms(percentile(per_call_bare, 95)), "bare round trip per call"),
         Row(NAME, "bare round trip, one-line request, p50", ms(percentile(minimal, 50)), "ms",
-            note="SDK + HTTP + fake server, no tools; for scale"),
+            note="HTTP + fake server, no tools; for scale"),
         Row(NAME, "SQL statements per user message", sql_count / n, "", note="each unit of work one hop to the database thread"),
         Row(NAME, "one unit of work (SELECT 1) via the product's Database, p50", ms(statement), "ms",
             ms(raw_statement), "plain sqlite3, same statement"),
