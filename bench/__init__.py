@@ -107,6 +107,10 @@ def ms(seconds: float) -> float:
     return seconds * 1000
 
 
+#: The smallest chat request: one line, no tools.
+HELLO: dict[str, Any] = {"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
 class BareHttp:
     """Bare HTTP POSTs of JSON (aiohttp, as membot's endpoint uses, without its retries or anything else of
     membot), for baselines."""
@@ -121,8 +125,7 @@ class BareHttp:
             return json.loads(await response.read())
 
     async def hello(self) -> Any:
-        """The smallest request: one line, no tools."""
-        return await self.post({"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}]})
+        return await self.post(HELLO)
 
     async def close(self) -> None:
         await self._session.close()

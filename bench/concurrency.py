@@ -13,8 +13,11 @@ the service's cache happens on the first message and is counted.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from typing import Any
 
 from bench import (
+    HELLO,
     BareHttp,
     Row,
     Target,
@@ -24,6 +27,7 @@ from bench import (
     ms,
     open_service,
     percentile,
+    scripted_model,
     stopwatch,
     user,
 )
@@ -38,28 +42,39 @@ async def run(quick: bool) -> list[Row]:
     # The full size is the issue's; the small one shows where the target still holds on this machine.
     sizes, latency = ((10, 3), 0.1) if quick else ((200, 20), 0.3)
     rows: list[Row] = []
+    bodies = await _membot_bodies()
     async with model_process("chain", latency) as url:
         async with open_service(url) as service:
             # Same run, same service: one user alone gives the floor a message can reach here.
             alone = await _conversation(service, "alone", MESSAGES)
             for users in sizes:
-                rows += await _burst(service, users, latency, alone, full=users == sizes[0])
-        rows.append(await _bare_http(url, sizes[0], latency))
+                names = [f"user-{users}-{i}" for i in range(users)]
+                for name in names:
+                    await service.agent_id(user(name))
+                rows += await _burst(service, names, latency, alone, full=users == sizes[0])
+                if users == sizes[0]:
+                    # The same users again: their agents are loaded now. Shows what the first message's
+                    # loading cost the burst above.
+                    again = await _burst(service, names, latency, alone, full=False, tag="agents already loaded")
+                    rows += [replace(row, target=None) for row in again]
+        rows.append(await _bare_http(url, sizes[0], latency, [HELLO],
+                                     "one-line requests"))
+        rows.append(await _bare_http(url, sizes[0], latency, bodies, "membot's own request bodies"))
     return rows
 
 
-async def _burst(service: BotService, users: int, latency: float, alone: list[float], full: bool) -> list[Row]:
+async def _burst(
+    service: BotService, names: list[str], latency: float, alone: list[float], full: bool, tag: str = ""
+) -> list[Row]:
     chain = CALLS_PER_CHAIN * latency
-    names = [f"user-{users}-{i}" for i in range(users)]
-    for name in names:
-        await service.agent_id(user(name))
-    log(f"{users} users × {MESSAGES} messages, {ms(latency):.0f} ms per model call")
+    users = len(names)
+    log(f"{users} users × {MESSAGES} messages, {ms(latency):.0f} ms per model call {tag}")
     with stopwatch() as wall:
         per_user = await asyncio.gather(*(_conversation(service, name, MESSAGES) for name in names))
     latencies = [t for samples in per_user for t in samples]
     throughput = len(latencies) / wall[0]
     log(f"wall {wall[0]:.2f} s (ideal {MESSAGES * chain:.2f} s)")
-    tag = f"{users} users"
+    tag = f"{users} users" + (f", {tag}" if tag else "")
     note = f"{users} users × {MESSAGES} messages, 2 calls × {ms(latency):.0f} ms each"
     rows = [
         Row(NAME, f"throughput, {tag}", throughput, "msg/s", users / chain, "ideal: users ÷ chain time",
@@ -73,21 +88,29 @@ async def _burst(service: BotService, users: int, latency: float, alone: list[fl
     return rows if full else [rows[0], rows[2]]
 
 
-async def _bare_http(url: str, callers: int, latency: float) -> Row:
-    """Bare HTTP alone, as many callers at once, one-line requests: the most this machine and the fake server
-    let through, before membot does anything."""
+async def _bare_http(url: str, callers: int, latency: float, bodies: list[dict[str, Any]], what: str) -> Row:
+    """Bare HTTP alone, as many callers at once, sending `bodies` in turn: the most this machine and the fake
+    server let through, before membot does anything."""
     client = BareHttp(url)
     calls = CALLS_PER_CHAIN * MESSAGES
 
     async def caller() -> None:
-        for _ in range(calls):
-            await client.hello()
+        for index in range(calls):
+            await client.post(bodies[index % len(bodies)])
 
     with stopwatch() as wall:
         await asyncio.gather(*(caller() for _ in range(callers)))
     await client.close()
-    return Row(NAME, f"bare HTTP, {callers} callers, calls/s", callers * calls / wall[0], "calls/s",
-               callers / latency, "ideal: callers ÷ latency", note="one-line requests, no membot")
+    return Row(NAME, f"bare HTTP, {callers} callers, {what}, calls/s", callers * calls / wall[0], "calls/s",
+               callers / latency, "ideal: callers ÷ latency", note="no membot")
+
+
+async def _membot_bodies() -> list[dict[str, Any]]:
+    """The two requests of one message's chain, as membot sends them (caught by a scripted model here)."""
+    async with scripted_model("chain") as model, open_service(model) as service:
+        for index in range(2):
+            await drain(service.chat(user("sample"), f"Message {index}: I like tea."))
+        return model.requests[-CALLS_PER_CHAIN:]
 
 
 async def _conversation(service: BotService, name: str, messages: int) -> list[float]:
