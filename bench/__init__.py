@@ -235,11 +235,12 @@ class _UrlOnly:
         return cls(model) if isinstance(model, str) else model
 
 
-def _serve_model(conn: Connection, responder: str, latency: float, embedding_latency: float) -> None:
-    """Body of the model-server process: serve until the parent closes its end of the pipe."""
+def _serve_model(conn: Connection, responder: str, latency: float, embedding_latency: float, port: int) -> None:
+    """Body of a model-server process: serve until the parent closes its end of the pipe."""
 
     async def main() -> None:
-        async with scripted_model(responder, latency, embedding_latency) as model:
+        async with ScriptedModel(latency=latency, embedding_latency=embedding_latency,
+                                 default=RESPONDERS[responder], port=port, reuse_port=True) as model:
             conn.send(model.base_url)
             # Blocking on the pipe in a thread keeps the server's event loop free to answer requests.
             await asyncio.to_thread(_wait_closed, conn)
@@ -255,25 +256,34 @@ def _wait_closed(conn: Connection) -> None:
 
 
 @asynccontextmanager
-async def model_process(responder: str = "ok", latency: float = 0.0) -> AsyncIterator[str]:
-    """The scripted server in its own process; yields its base URL.
+async def model_process(responder: str = "ok", latency: float = 0.0, processes: int = 1) -> AsyncIterator[str]:
+    """The scripted server in processes of its own, sharing one port; yields its base URL.
 
     Where many requests run at once, a server in our own process would spend our CPU and event loop
     parsing requests and building replies, and we would measure the fake as much as membot. A real model
-    endpoint costs the client nothing but the wait.
+    endpoint costs the client nothing but the wait; with several processes, neither does the fake's own
+    queue of requests.
     """
     ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve_model, args=(child, responder, latency, 0.0), daemon=True)
-    proc.start()
-    child.close()
+    started: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
+    url = ""
     try:
-        if not await asyncio.to_thread(parent.poll, 60):
-            raise RuntimeError("the scripted model process did not start")
-        yield parent.recv()
+        for _ in range(processes):
+            parent, child = ctx.Pipe()
+            port = int(url.rsplit(":", 1)[1].split("/")[0]) if url else 0
+            proc = ctx.Process(target=_serve_model, args=(child, responder, latency, 0.0, port), daemon=True)
+            proc.start()
+            child.close()
+            started.append((parent, proc))
+            if not await asyncio.to_thread(parent.poll, 60):
+                raise RuntimeError("the scripted model process did not start")
+            url = parent.recv()
+        yield url
     finally:
-        parent.close()  # the child sees EOF and shuts its server down
-        await asyncio.to_thread(proc.join, 10)
-        if proc.is_alive():
-            proc.terminate()
-            await asyncio.to_thread(proc.join, 5)
+        for parent, _ in started:
+            parent.close()  # the child sees EOF and shuts its server down
+        for _, proc in started:
+            await asyncio.to_thread(proc.join, 10)
+            if proc.is_alive():
+                proc.terminate()
+                await asyncio.to_thread(proc.join, 5)

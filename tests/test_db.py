@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
@@ -92,8 +92,16 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
         agent = AgentRow(name="a", persona_name="p", human_name="h")
         await db.add(agent)
         # Hold the writer so that everything below queues behind it and runs as one group.
+        commits: list[int] = []
+        event.listen(db.runner.engine, "commit", lambda conn: commits.append(1))
         gate = threading.Event()
-        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+
+        def hold(session: Session) -> None:
+            session.execute(select(1))  # a transaction of its own, committed
+            gate.wait(10)
+
+        held = asyncio.ensure_future(db.write(hold))
+        await asyncio.sleep(0.05)  # the writer is inside it
 
         def failing(session: Session) -> None:
             session.add(user_message(agent.id, "undone with its savepoint"))
@@ -115,5 +123,33 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
             await doomed
         texts = await db.rows(select(MessageRow.search_text).order_by(MessageRow.id))
         assert [text for (text,) in texts] == [f"kept {i}" for i in range(10)]
+        assert len(commits) == 2  # the held unit of work, then everything queued behind it at once
+
+        # What a unit of work adds is flushed when its savepoint is released: a constraint broken there is
+        # that unit of work's error, not a success.
+        gate.clear()
+        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        first, second = SourceRow(scope="s", name="same"), SourceRow(scope="s", name="same")
+        adds = [asyncio.ensure_future(db.add(row)) for row in (first, second)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        outcomes = await asyncio.gather(held, *adds, return_exceptions=True)
+        assert outcomes[1] is None and isinstance(outcomes[2], IntegrityError) and first.id is not None
     finally:
         await db.close()
+
+
+async def test_the_writer_outlives_what_a_unit_of_work_raises_and_a_closed_database_says_so(tmp_path: Path):
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/w.db")
+
+    def exits(session: Session) -> None:
+        raise SystemExit("a unit of work must not take the writer thread with it")
+
+    with pytest.raises(RuntimeError, match="SystemExit"):
+        await db.write(exits)
+    await db.add(SourceRow(scope="s", name="after"))  # the writer still runs
+    assert await db.scalar(select(func.count()).select_from(SourceRow)) == 1
+    await db.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(db.add(SourceRow(scope="s", name="too late")), 5)

@@ -27,7 +27,7 @@ async def endpoint(model: ScriptedModel):
 
 
 async def test_a_server_error_is_retried_after_the_wait_it_asks_for(model, endpoint):
-    model.script(error(500, "boom", headers={"retry-after-ms": "10"}), error(503, "busy", headers={"retry-after": "0"}),
+    model.script(error(500, "boom", headers={"retry-after-ms": "10"}), error(503, "busy", headers={"retry-after-ms": "5"}),
                  text("third time"))
     answer = await endpoint.post("/chat/completions", HELLO)
     assert answer["choices"][0]["message"]["content"] == "third time" and len(model.requests) == 3
@@ -43,12 +43,16 @@ async def test_retries_end_and_the_last_error_is_raised(model, endpoint):
 
 
 async def test_what_the_server_says_not_to_retry_is_not_retried(model, endpoint):
-    model.script(error(500, "hopeless", headers={"x-should-retry": "false"}), error(400, "bad request"), text("x"))
+    model.script(error(500, "hopeless", headers={"x-should-retry": "false"}), error(400, "bad request"))
     with pytest.raises(StatusError):
         await endpoint.post("/chat/completions", HELLO)
     with pytest.raises(StatusError) as raised:  # 4xx other than 408/409/429 is final
         await endpoint.post("/chat/completions", HELLO)
     assert raised.value.status == 400 and len(model.requests) == 2
+    model.script(error(429, "come back in an hour", headers={"retry-after": "3600"}), text("x"))
+    with pytest.raises(StatusError):  # asked to wait longer than two minutes: not retried at all
+        await endpoint.post("/chat/completions", HELLO)
+    assert len(model.requests) == 3
 
 
 async def test_chat_tells_the_user_what_went_wrong(model, endpoint):
@@ -97,8 +101,8 @@ def test_retry_after_reads_every_form_servers_send():
     assert wait(retry_after="3") == 3.0
     in_two = wait(retry_after=formatdate(time.time() + 2, usegmt=True))
     assert in_two is not None and 0 < in_two <= 2
-    assert wait(retry_after="3600") is None  # longer than a minute: our own backoff instead
-    assert wait(retry_after="soon") is None and wait() is None
+    assert wait(retry_after="3600") == 3600.0
+    assert wait(retry_after="soon") is None and wait(retry_after="inf") is None and wait() is None
     assert all(0.375 <= backoff(0) <= 0.5 and 6 <= backoff(10) <= 8 for _ in range(50))
 
 
@@ -119,3 +123,15 @@ def test_embeddings_read_in_either_encoding_and_refuse_garbage():
     assert _vectors({"data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": one}]}) == [[1.0], [0.5]]
     for garbage in ({"data": [{"embedding": "not base64!"}]}, {"data": [{"embedding": []}]}, {"data": "x"}, [1]):
         assert _vectors(garbage) is None
+
+
+async def test_every_servers_way_of_saying_the_prompt_is_too_long_is_understood(model, endpoint):
+    chat = ModelClient(endpoint, "m")
+    vllm = {"object": "error", "message": "This model's maximum context length is 8192 tokens.", "code": 400}
+    model.script(raw(vllm, status=400), raw({"error": "context_length_exceeded"}, status=400),
+                 raw("prompt exceeds the context length", status=400), raw({"error": {"message": "no"}}, status=400))
+    for _ in range(3):
+        with pytest.raises(ContextOverflow):
+            await chat.chat(HELLO["messages"])
+    with pytest.raises(ModelUnavailable, match="refused the request"):
+        await chat.chat(HELLO["messages"])

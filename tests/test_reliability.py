@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from contextlib import aclosing
+
+import pytest
 
 from membot.agent.events import AssistantMessage
 from membot.bot.settings import Settings
 from tests.cli_helpers import membot
 from tests.conftest import collect
-from tests.fakes.openai_server import error, send
+from tests.fakes.openai_server import error, send, tool_call
 
 
 async def test_fifty_messages_from_one_user_all_answered_in_order(service, model, user):
@@ -51,3 +55,37 @@ async def test_secrets_never_reach_logs_or_users(model, home, caplog):
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("membot").debug("settings: %r %s", settings, settings)
     assert secret_key not in caplog.text and discord_token not in caplog.text
+
+
+async def test_a_step_cancelled_while_the_model_thinks_keeps_the_message(service, model, user):
+    model.latency = 0.5
+    model.default = lambda body: send("ok")
+    talking = asyncio.create_task(collect(service.chat(user("dan"), "remember the blue door")))
+    await asyncio.sleep(0.2)  # the step waits on the model; its first commit runs behind that call
+    talking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await talking
+    model.latency = 0
+    found = await service.search_memory(user("dan"), "blue door", limit=1)
+    assert found and "remember the blue door" in found[0]
+    # The agent is loaded afresh from what was committed, and talks on.
+    again = await collect(service.chat(user("dan"), "hello again"))
+    assert [e.text for e in again if isinstance(e, AssistantMessage)] == ["ok"]
+    assert "remember the blue door" in json.dumps(model.requests[-1]["messages"])
+
+
+async def test_a_listener_that_stops_early_ends_the_step_before_the_next_one(service, model, user):
+    model.script(
+        tool_call("core_memory_append", {"name": "human", "content": "Likes green tea.", "request_heartbeat": True},
+                  "Worth remembering."),
+        send("Noted."),
+    )
+    async with aclosing(service.chat(user("eve"), "I like green tea")) as events:
+        async for _ in events:
+            break  # a platform gave up after the first event
+    # The next message starts only after the closed step ended (under the agent's lock); the first message
+    # was committed and is in the reloaded context.
+    after = await collect(service.chat(user("eve"), "and biscuits"))
+    assert [e.text for e in after if isinstance(e, AssistantMessage)] == ["Noted."]
+    asked = json.dumps(model.requests[-1]["messages"])
+    assert "I like green tea" in asked and "and biscuits" in asked

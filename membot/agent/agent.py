@@ -291,7 +291,8 @@ class Agent:
     async def _written(self) -> None:
         writing, self._writing = self._writing, None
         if writing is not None:
-            await writing
+            # Shielded: a step cancelled while it waits here still has its commit, which may be running.
+            await asyncio.shield(writing)
 
     # ----- the context window ----------------------------------------------------------------------------
 

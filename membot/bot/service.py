@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 from membot.agent import prompts
 from membot.agent.agent import Agent, MemoryReport
@@ -116,30 +116,48 @@ class BotService:
         # (asyncio locks are fair) even while the agent is still being looked up or created.
         async with self._user_locks.setdefault(user.key, asyncio.Lock()):
             agent_id, _ = await self.agent_id(user)
-            async for event in self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None)):
-                yield event
+            step = self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None))
+            async with aclosing(step) as events:
+                async for event in events:
+                    yield event
 
     async def login(self, user: UserRef, persona: str | None = None, human: str | None = None) -> AsyncIterator[Event]:
         agent_id, _ = await self.agent_id(user, persona, human)
-        async for event in self._run(agent_id, lambda agent: agent.login()):
-            yield event
+        async with aclosing(self._run(agent_id, lambda agent: agent.login())) as events:
+            async for event in events:
+                yield event
 
     async def notify(self, agent_id: int, text: str) -> AsyncIterator[Event]:
         """A system event for the agent (an attached source, an upload)."""
-        async for event in self._run(agent_id, lambda agent: agent.system_event(text, kind="system_event")):
-            yield event
+        async with aclosing(self._run(agent_id, lambda agent: agent.system_event(text, kind="system_event"))) as events:
+            async for event in events:
+                yield event
 
     async def _run(self, agent_id: int, start: Callable[[Agent], AsyncIterator[Event]]) -> AsyncIterator[Event]:
         async with self._lock(agent_id):
+            closing = False  # the listener stopped early: nothing more may be yielded
             try:
                 agent = await self._agent(agent_id)
-                async for event in start(agent):
-                    yield event
+                # Closed here, under the agent's lock: the step's end (its last commit) runs before the next
+                # step of this agent can start.
+                async with aclosing(start(agent)) as events:
+                    async for event in events:
+                        try:
+                            yield event
+                        except GeneratorExit:
+                            closing = True
+                            raise
             except Exception:
                 # The agent never crashes the bot: report, and load it afresh from what was committed.
                 log.exception("agent %s failed during a step", agent_id)
                 self._agents.pop(agent_id, None)
-                yield ErrorMessage(agent_id, CRASHED)
+                if not closing:
+                    yield ErrorMessage(agent_id, CRASHED)
+            except BaseException:
+                # Cancelled or closed mid-step: what the agent holds in memory may be ahead of what was
+                # committed, so it is loaded afresh next time.
+                self._agents.pop(agent_id, None)
+                raise
 
     # ----- commands --------------------------------------------------------------------------------------
 

@@ -289,8 +289,12 @@ class ScriptedModel:
         embedding_latency: float = 0.0,
         context_window: int | None = None,
         default: Responder | None = None,
+        port: int = 0,
+        reuse_port: bool = False,
     ) -> None:
         self.latency = latency
+        # reuse_port: several server processes may share one port (the kernel spreads connections over them).
+        self._port, self._reuse_port = port, reuse_port
         self.embedding_latency = embedding_latency
         self.context_window = context_window
         self.default = default
@@ -324,7 +328,9 @@ class ScriptedModel:
         app.router.add_get("/v1/models/{model}", self._handle_model)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)  # 200 clients may connect at once
+        site = web.TCPSite(  # 200 clients may connect at once
+            runner, "127.0.0.1", self._port, backlog=1024, reuse_port=self._reuse_port or None
+        )
         await site.start()
         port = runner.addresses[0][1]
         self._runner = runner

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -24,11 +25,11 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 import aiohttp
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# The SDK's backoff: 0.5 s doubling to 8 s, less up to a quarter of jitter; a server's own retry-after is
-# followed when it asks for at most a minute.
+# The SDK's backoff: 0.5 s doubling to 8 s, less up to a quarter of jitter. A server's own retry-after is
+# followed up to two minutes; asked to wait longer, we do not retry (as the SDK).
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 120.0
 #: Connections kept open to the endpoint at once (the SDK's limit): one per model call in flight.
 MAX_CONNECTIONS = 1000
 
@@ -110,8 +111,9 @@ class Endpoint:
             raise _Retry(Unreachable(f"{url}: {type(exc).__name__}: {exc}")) from None
         if status >= 400:
             error = StatusError(status, *_error_fields(raw))
-            if _should_retry(status, headers):
-                raise _Retry(error, retry_after(headers))
+            wait = retry_after(headers)
+            if _should_retry(status, headers) and (wait is None or wait <= MAX_RETRY_AFTER):
+                raise _Retry(error, wait if wait is not None and wait > 0 else None)
             raise error
         try:
             return json.loads(raw)
@@ -135,7 +137,7 @@ def backoff(attempt: int) -> float:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait the server asked for (`retry-after-ms`, or `retry-after` in seconds or as a date), if sane."""
+    """The wait in seconds the server asked for (`retry-after-ms`, or `retry-after` in seconds or as a date)."""
     seconds: float | None = None
     if millis := headers.get("retry-after-ms"):
         try:
@@ -150,7 +152,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
                 seconds = parsedate_to_datetime(value).timestamp() - time()
             except (TypeError, ValueError):
                 pass
-    return seconds if seconds is not None and 0 <= seconds <= MAX_RETRY_AFTER else None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
@@ -161,13 +163,20 @@ def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
 
 
 def _error_fields(raw: bytes) -> tuple[str, str]:
-    """(code, message) of an OpenAI-style error body, {"error": {"code", "message"}}; empty if not one."""
+    """(code, message) of an error body: OpenAI's {"error": {"code", "message"}}, a string "error", or the
+    top-level "code" and "message" some servers (vLLM) send; the body's text if it is none of these."""
     try:
         body = json.loads(raw)
     except ValueError:
-        return "", raw[:200].decode(errors="replace")
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return "", ""
-    code, message = error.get("code"), error.get("message")
-    return (code if isinstance(code, str) else "", message if isinstance(message, str) else "")
+        body = None
+    if not isinstance(body, dict):
+        return "", raw[:500].decode(errors="replace")
+    error = body.get("error")
+    fields = error if isinstance(error, dict) else body
+    code, message = fields.get("code"), fields.get("message")
+    if isinstance(error, str) and not isinstance(message, str):
+        message = error
+    return (
+        code if isinstance(code, str) else "",
+        message if isinstance(message, str) else raw[:500].decode(errors="replace"),
+    )

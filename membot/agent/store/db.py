@@ -148,16 +148,20 @@ class _GroupCommit:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
         self._thread.start()
 
     async def submit(self, work: Work[T]) -> T:
+        if self._closed:  # nobody would ever answer
+            raise RuntimeError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put(_Job(work, future, loop))
         return await future
 
     async def close(self) -> None:
+        self._closed = True
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -173,7 +177,13 @@ class _GroupCommit:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(job)
-            self._deliver(self._commit([job for job in batch if not job.future.cancelled()]))
+            batch = [job for job in batch if not job.future.cancelled()]  # cancelled before it ran: not run
+            try:
+                done = self._commit(batch)
+            except BaseException as exc:  # SystemExit in a unit of work: its callers hear of it, the thread lives
+                error = RuntimeError(f"a unit of work raised {type(exc).__name__}: {exc}")
+                done = [(job, False, error) for job in batch]
+            self._deliver(done)
 
     def _commit(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
         if not batch:
@@ -186,8 +196,11 @@ class _GroupCommit:
                 else:
                     for job in batch:
                         try:
+                            # The savepoint's release flushes what the unit of work added: only once it is
+                            # released has the unit of work succeeded.
                             with session.begin_nested():
-                                done.append((job, True, job.work(session)))
+                                value = job.work(session)
+                            done.append((job, True, value))
                         except Exception as exc:
                             done.append((job, False, exc))
                         # What one unit of work loaded is not shared with the next, as with sessions of their own.
