@@ -1,0 +1,121 @@
+"""The SQLite writer thread, with group commit: units of work that queued while a transaction ran commit
+together in the next one (see GroupCommit)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+Work = Callable[[Session], T]
+
+# Units of work committed together at most, when that many have queued behind a transaction.
+MAX_GROUP_COMMIT = 64
+
+
+@dataclass
+class _Job:
+    work: Work[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class GroupCommit:
+    """The writer thread. Units of work queue here and run in order; those that queued while a transaction
+    ran are run together in the next one, each in a savepoint of its own, and committed at once (group
+    commit). Under load a commit, a session and a wake-up of the event loop are paid per batch, not per
+    unit of work; alone, a unit of work runs as before, in a transaction of its own.
+
+    A unit of work that raises rolls back its savepoint only; the others in its batch still commit. If the
+    commit itself fails, every unit of work in the batch gets the error: none of them was written."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
+        self._thread.start()
+
+    async def submit(self, work: Work[T]) -> T:
+        if self._closed:  # nobody would ever answer
+            raise RuntimeError("the database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(work, future, loop))
+        return await future
+
+    async def close(self) -> None:
+        self._closed = True
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            batch = [job]
+            while len(batch) < MAX_GROUP_COMMIT:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(job)
+            batch = [job for job in batch if not job.future.cancelled()]  # cancelled before it ran: not run
+            try:
+                done = self._commit(batch)
+            except BaseException as exc:  # SystemExit in a unit of work: its callers hear of it, the thread lives
+                error = RuntimeError(f"a unit of work raised {type(exc).__name__}: {exc}")
+                done = [(job, False, error) for job in batch]
+            self._deliver(done)
+
+    def _commit(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        if not batch:
+            return []
+        done: list[tuple[_Job, bool, Any]] = []
+        try:
+            with self._sessions.begin() as session:
+                if len(batch) == 1:
+                    done.append((batch[0], True, batch[0].work(session)))
+                else:
+                    for job in batch:
+                        try:
+                            # The savepoint's release flushes what the unit of work added: only once it is
+                            # released has the unit of work succeeded.
+                            with session.begin_nested():
+                                value = job.work(session)
+                            done.append((job, True, value))
+                        except Exception as exc:
+                            done.append((job, False, exc))
+                        # What one unit of work loaded is not shared with the next, as with sessions of their own.
+                        session.expunge_all()
+        except Exception as exc:
+            return [(job, False, exc) for job in batch]
+        return done
+
+    @staticmethod
+    def _deliver(done: list[tuple[_Job, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for item in done:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)  # one wake-up of the loop per batch
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+def _settle(items: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in items:
+        if job.future.done():  # cancelled while it ran; it committed all the same
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
