@@ -97,15 +97,13 @@ class Agent:
         #: The step's last commit, while it runs behind the model call that follows it (see `_write_behind`).
         self._writing: asyncio.Future[None] | None = None
 
-    async def reload_context(self) -> None:
-        """Read what the agent keeps of itself between steps (its context window, how many messages it has,
-        its attached sources) in one unit of work: agents load by the hundred when a busy bot starts."""
+    def restore(self, session: Session) -> None:
+        """Read what the agent keeps of itself between steps: its context window, how many messages it has,
+        its attached sources (part of the unit of work that loads it; see Engine.load_agent)."""
         changes = self.engine.catalog.changes
-        self.context, self._recall_count, names = await self.engine.db.read(self._saved_state)
-        self._sources = (changes, names)
-
-    def _saved_state(self, session: Session) -> tuple[list[MessageRow], int, list[str]]:
-        return self.recall.in_context_rows(session), self.recall.count_rows(session), self._attached(session)
+        self.context = self.recall.in_context_rows(session)
+        self._recall_count = self.recall.count_rows(session)
+        self._sources = (changes, self._attached(session))
 
     # ----- incoming events -------------------------------------------------------------------------------
 

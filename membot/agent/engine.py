@@ -103,7 +103,7 @@ class Engine:
         return await self.db.write(create)
 
     async def load_agent(self, agent_id: int) -> Agent:
-        row, core, last = await self.db.read(partial(_load, agent_id))
+        agent, last = await self.db.read(partial(self._load, agent_id))
         if last is not None and last.role != "tool":
             # A chain that ended cleanly ends on a function result. Anything else may be a step that died
             # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
@@ -114,9 +114,18 @@ class Engine:
                 )
             except PassageStoreError as exc:  # the agent can still talk; the next load tries again
                 log.warning("could not clear uncommitted passages of agent %s: %s", agent_id, exc)
-        agent = Agent(self, row, core)
-        await agent.reload_context()
         return agent
+
+    def _load(self, agent_id: int, session: Session) -> tuple[Agent, Row[tuple[str, datetime]] | None]:
+        """The agent, whole, and the role and time of its last message: one unit of work, since agents load by
+        the hundred when a busy bot starts. (It runs on a database thread; building an Agent does no I/O.)"""
+        row = session.scalars(_AGENT, {"agent": agent_id}).first()
+        if row is None:
+            raise UnknownAgent(f"no agent {agent_id}")
+        blocks = session.scalars(_BLOCKS, {"agent": agent_id})
+        agent = Agent(self, row, CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks}))
+        agent.restore(session)
+        return agent, session.execute(_LAST_MESSAGE, {"agent": agent_id}).first()
 
 
 # Built once: agents load by the hundred when a busy bot starts, and building a statement costs about as much
@@ -129,14 +138,3 @@ _LAST_MESSAGE = (
     .order_by(MessageRow.id.desc())
     .limit(1)
 )
-
-
-def _load(agent_id: int, session: Session) -> tuple[AgentRow, CoreMemory, Row[tuple[str, datetime]] | None]:
-    """The agent's row, its core memory, and the role and time of its last message."""
-    row = session.scalars(_AGENT, {"agent": agent_id}).first()
-    if row is None:
-        raise UnknownAgent(f"no agent {agent_id}")
-    blocks = session.scalars(_BLOCKS, {"agent": agent_id})
-    core = CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks})
-    last = session.execute(_LAST_MESSAGE, {"agent": agent_id}).first()
-    return row, core, last
