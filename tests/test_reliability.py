@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from contextlib import aclosing
 
 import pytest
 
-from membot.agent.events import AssistantMessage
+from membot.agent.events import AssistantMessage, FunctionCall
 from membot.bot.settings import Settings
 from tests.cli_helpers import membot
 from tests.conftest import collect
@@ -89,3 +90,28 @@ async def test_a_listener_that_stops_early_ends_the_step_before_the_next_one(ser
     assert [e.text for e in after if isinstance(e, AssistantMessage)] == ["Noted."]
     asked = json.dumps(model.requests[-1]["messages"])
     assert "I like green tea" in asked and "and biscuits" in asked
+
+
+async def test_a_step_cancelled_while_its_commit_waits_ends_only_after_that_commit(service, model, user):
+    model.default = lambda body: send("ok")
+    await collect(service.chat(user("dan"), "hi"))
+    # Another agent's long commit holds the writer, so this step's first commit queues behind it.
+    busy = asyncio.ensure_future(service.engine.db.write(lambda session: time.sleep(0.5)))
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "x", "request_heartbeat": True}, "t"))
+    called = asyncio.Event()
+
+    async def listen() -> None:
+        async for event in service.chat(user("dan"), "remember the blue door"):
+            if isinstance(event, FunctionCall):
+                called.set()
+
+    talking = asyncio.create_task(listen())
+    await called.wait()
+    await asyncio.sleep(0.05)  # the step waits on its commit before the function runs
+    talking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await talking
+    # The next message reloads the agent: only after the cancelled step's commit landed.
+    await collect(service.chat(user("dan"), "hello again"))
+    await busy
+    assert "remember the blue door" in json.dumps(model.requests[-1]["messages"])

@@ -138,6 +138,7 @@ class Agent:
         self.context.append(incoming)
         if self._recall_count is not None:
             self._recall_count += 1
+        ended_early = False
         try:
             stats = await self._stats()
             summarised = False
@@ -172,8 +173,18 @@ class Agent:
                 if not self._continue:
                     return
             yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
+        except BaseException:
+            # Ended early (an error, a cancellation, the listener closing): the last commit still lands before
+            # the step ends, but a commit failing now is logged, not raised over what ended the step.
+            ended_early = True
+            try:
+                await self._written()
+            except Exception:
+                log.exception("agent %s: a commit failed as its step ended early", self.id)
+            raise
         finally:
-            await self._written()
+            if not ended_early:
+                await self._written()  # a normal end: a failing commit is the step's own error
 
     async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
         result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
@@ -287,10 +298,16 @@ class Agent:
         self._writing = self.engine.db.start_write(work)
 
     async def _written(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            # Shielded: a step cancelled while it waits here still has its commit, which may be running.
+        writing = self._writing
+        if writing is None:
+            return
+        try:
+            # Shielded: a step cancelled while it waits here still has its commit, which may be running; it is
+            # forgotten only once done, so the step's end waits for it again.
             await asyncio.shield(writing)
+        finally:
+            if writing.done():
+                self._writing = None
 
     # ----- the context window ----------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from membot.bot.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 200_000
-CRASHED = "Sorry, something went wrong on my side while answering. Your message is saved; please try again."
+CRASHED = "Sorry, something went wrong on my side while answering. Please try again."
 
 
 class CommandError(ValueError):

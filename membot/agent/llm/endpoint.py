@@ -152,7 +152,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
                 seconds = parsedate_to_datetime(value).timestamp() - time()
             except (TypeError, ValueError):
                 pass
-    return seconds if seconds is not None and math.isfinite(seconds) else None
+    # A number too big for a float (1e400) reads as infinity: "far too long", not "unreadable".
+    return seconds if seconds is not None and not math.isnan(seconds) else None
 
 
 def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
