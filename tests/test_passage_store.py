@@ -205,3 +205,15 @@ async def test_an_empty_old_collection_made_later_does_not_cost_the_moved_passag
         assert not (await store.ready()).client.has_collection(COLLECTION)
     finally:
         await store.close()
+
+
+async def test_small_partitions_flush_without_faiss_warnings_in_the_terminal(
+    store: PassageStore, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # faiss writes its training warnings from C++ straight to file descriptor 2: `membot chat` showed them.
+    await store.insert("agent:1", [row("a single note")])
+    await store.flush()
+    await store.insert("agent:1", [row("and a second one")])
+    await store.flush()
+    assert set(await search(store, ["agent:1"], "single note")) == {"a single note", "and a second one"}
+    assert "clustering" not in capfd.readouterr().err

@@ -97,6 +97,37 @@ def schema(dim: int) -> Any:
     return s
 
 
+def quiet_index_training() -> None:
+    """Stop faiss's "WARNING clustering N points to 1 centroids" on stderr at each flush of a small partition.
+
+    Milvus Lite trains its IVF indexes with faiss's default of 39 vectors per list; below that, faiss prints the
+    warning from C++, past Python's logging, straight into the terminal of `membot chat`. DENSE_INDEX has one
+    list (an exact scan), which any number of vectors trains, so Lite's IVF indexes are built asking for one.
+    Lite builds them through its module's `faiss` name; that name is wrapped, nothing else of faiss changes."""
+    try:
+        from milvus_lite.index import faiss_ivf_flat
+    except ImportError:  # another Milvus Lite layout: its messages stay as they are
+        return
+    real = getattr(faiss_ivf_flat, "faiss", None)
+    if real is not None and not isinstance(real, _OneVectorPerList):
+        faiss_ivf_flat.faiss = _OneVectorPerList(real)  # type: ignore[assignment]
+
+
+class _OneVectorPerList:
+    """The faiss module, but IndexIVFFlat asks for one training vector per list, not 39."""
+
+    def __init__(self, faiss: Any) -> None:
+        self._faiss = faiss
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._faiss, name)
+
+    def IndexIVFFlat(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (faiss's own name)
+        index = self._faiss.IndexIVFFlat(*args, **kwargs)
+        index.cp.min_points_per_centroid = 1
+        return index
+
+
 def open_lite(
     client: MilvusClient, dim: int, text: PassageText | None, check: Callable[[str], object]
 ) -> LiteLayout:

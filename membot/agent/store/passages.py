@@ -160,6 +160,7 @@ class PassageStore:
             # Milvus Lite's in-process gRPC server logs a traceback for calls it does not implement
             # (AllocTimestamp) although the client carries on; keep that out of the user's terminal.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            milvus_layout.quiet_index_training()
             Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser())
         try:
