@@ -37,6 +37,15 @@ def remove_text_index(folder: Path) -> None:
         path.unlink()
 
 
+def damage_text_index(folder: Path) -> None:
+    remove_text_index(folder)
+    (folder / "milvus.db.text.sqlite").write_bytes(b"not a database at all, a disk gone bad " * 200)
+
+
+def set_aside(folder: Path) -> list[Path]:
+    return list(folder.glob("milvus.db.text.sqlite.damaged-*"))
+
+
 @pytest.fixture
 async def store(tmp_path: Path):
     passages = PassageStore(str(tmp_path / "milvus.db"), DIM)
@@ -122,6 +131,22 @@ async def test_passages_survive_reopening_and_a_lost_text_index(tmp_path: Path) 
         assert await store.count(["agent:1"]) == 2
     finally:
         await store.close()
+
+
+async def test_a_damaged_text_index_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    uri = tmp_path / "milvus.db"
+    store = PassageStore(str(uri), DIM)
+    await store.insert("agent:1", [row("the spare key is under the blue flowerpot")])
+    await store.flush()
+    await store.close()
+    damage_text_index(tmp_path)
+
+    store = PassageStore(str(uri), DIM)
+    try:
+        assert await lexical(store, ["agent:1"], "flowerpot") == ["the spare key is under the blue flowerpot"]
+    finally:
+        await store.close()
+    assert len(set_aside(tmp_path)) == 1  # kept, for whoever wants to look
 
 
 def old_layout(uri: str) -> MilvusClient:

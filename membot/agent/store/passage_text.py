@@ -18,13 +18,17 @@ store calls them on worker threads, and one lock serialises them on the one conn
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 MAX_TERMS = 32  # a pasted paragraph as a query should not become a 300-way OR
@@ -70,8 +74,26 @@ class PassageText:
 
     @classmethod
     def open(cls, path: Path) -> PassageText | None:
-        """The index at `path`, or None when this SQLite has no FTS5 (archival search is then dense only)."""
+        """The index at `path`, or None when this SQLite has no FTS5 (archival search is then dense only).
+
+        The index only mirrors the passages in Milvus. A file damaged past reading is set aside (renamed
+        `.damaged-<time>`) and a new one is made, which the caller refills from Milvus (it is not complete)."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls._open(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, unwritable: not a damaged file
+                raise
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            log.warning("the archival text index %s is damaged (%s); set aside as %s and rebuilt", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                damaged = path.with_name(path.name + suffix)
+                if damaged.exists():
+                    damaged.rename(aside.with_name(aside.name + suffix))
+            return cls._open(path)
+
+    @classmethod
+    def _open(cls, path: Path) -> PassageText | None:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -80,10 +102,15 @@ class PassageText:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.probe USING fts5(x, tokenize='{TOKENIZER}')")
             db.execute("DROP TABLE temp.probe")
-        except sqlite3.OperationalError:
+            return cls(db)
+        except sqlite3.OperationalError as exc:
             db.close()
-            return None
-        return cls(db)
+            if "fts5" in str(exc).lower() or "no such module" in str(exc).lower():
+                return None
+            raise
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
 
     # ----- state --------------------------------------------------------------------------------------------
 
