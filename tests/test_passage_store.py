@@ -115,13 +115,15 @@ async def test_deletes_remove_vectors_and_texts(store: PassageStore) -> None:
     assert await lexical(store, ["source:1"], "walrus") == ["walrus facts, second edition"]
 
 
-async def test_passages_survive_reopening_and_a_lost_text_index(tmp_path: Path) -> None:
+@pytest.mark.parametrize("harm", ["lost", "damaged"])
+async def test_passages_survive_reopening_and_a_lost_or_damaged_text_index(tmp_path: Path, harm: str) -> None:
     uri = tmp_path / "milvus.db"
     store = PassageStore(str(uri), DIM)
     await store.insert("agent:1", [row("the spare key is under the blue flowerpot")])
     await store.flush()
     await store.close()
-    remove_text_index(tmp_path)  # it is rebuilt from Milvus
+    # Either way it is rebuilt from Milvus; a damaged file is set aside first (kept, for whoever wants to look).
+    remove_text_index(tmp_path) if harm == "lost" else damage_text_index(tmp_path)
 
     store = PassageStore(str(uri), DIM)
     try:
@@ -131,22 +133,7 @@ async def test_passages_survive_reopening_and_a_lost_text_index(tmp_path: Path) 
         assert await store.count(["agent:1"]) == 2
     finally:
         await store.close()
-
-
-async def test_a_damaged_text_index_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
-    uri = tmp_path / "milvus.db"
-    store = PassageStore(str(uri), DIM)
-    await store.insert("agent:1", [row("the spare key is under the blue flowerpot")])
-    await store.flush()
-    await store.close()
-    damage_text_index(tmp_path)
-
-    store = PassageStore(str(uri), DIM)
-    try:
-        assert await lexical(store, ["agent:1"], "flowerpot") == ["the spare key is under the blue flowerpot"]
-    finally:
-        await store.close()
-    assert len(set_aside(tmp_path)) == 1  # kept, for whoever wants to look
+    assert len(set_aside(tmp_path)) == (1 if harm == "damaged" else 0)
 
 
 def old_layout(uri: str) -> MilvusClient:
