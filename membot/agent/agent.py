@@ -13,6 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +89,11 @@ class Agent:
         self.context: list[MessageRow] = []
         self.calibration = TokenCalibration(row.token_ratio)
         self.budget = PromptBudget(engine.config.context_window, engine.counter, engine.tool_tokens)
-        #: Messages in recall memory: counted once, then kept up to date by this agent's own commits.
-        self._recall_count: int | None = None
-        #: Attached source names, with the catalog's change count they were read at.
-        self._sources: tuple[int, list[str]] | None = None
+        #: Messages in recall memory: counted when the agent loads (`restore`), then kept up to date by this
+        #: agent's own commits.
+        self._recall_count = 0
+        #: Attached source names, with the catalog's change count they were read at (-1: never read).
+        self._sources: tuple[int, list[str]] = (-1, [])
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
         #: The step's last commit, while it runs behind the model call that follows it (see `_write_behind`).
@@ -136,55 +138,56 @@ class Agent:
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
-        if self._recall_count is not None:
-            self._recall_count += 1
-        ended_early = False
+        self._recall_count += 1
         try:
-            stats = await self._stats()
-            summarised = False
-            config = self.engine.config
-            for _ in range(config.max_chain):
-                prompt, size, fitted = await self._fit(stats, summarised)
-                if fitted:
-                    summarised = True
-                    yield SystemNote(self.id, fitted)
-                try:
-                    result = await self._call_model(prompt, size)
-                except ContextOverflow:
-                    if summarised:
-                        yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
-                        return
-                    note = await self._evict(self.budget.limit // 3, stats)
-                    summarised = True
-                    yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
-                    try:
-                        result = await self._call_model(*self._prompt(stats))
-                    except (ContextOverflow, ModelUnavailable) as exc:
-                        await self._written()  # "your message is saved" must be true
-                        yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
-                        return
-                except ModelUnavailable as exc:
-                    await self._written()  # "your message is saved" must be true
-                    yield SystemNote(self.id, f"Model call failed: {exc}")
-                    yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
-                    return
-                async for event in self._act(result, stats):
+            async with aclosing(self._chain()) as events:
+                async for event in events:
                     yield event
-                if not self._continue:
-                    return
-            yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
         except BaseException:
             # Ended early (an error, a cancellation, the listener closing): the last commit still lands before
             # the step ends, but a commit failing now is logged, not raised over what ended the step.
-            ended_early = True
             try:
                 await self._written()
             except Exception:
                 log.exception("agent %s: a commit failed as its step ended early", self.id)
             raise
-        finally:
-            if not ended_early:
-                await self._written()  # a normal end: a failing commit is the step's own error
+        await self._written()  # a normal end: a failing commit is the step's own error
+
+    async def _chain(self) -> AsyncIterator[Event]:
+        """The model calls of one step, each followed by its function, until one does not ask to go on."""
+        stats = await self._stats()
+        summarised = False
+        config = self.engine.config
+        for _ in range(config.max_chain):
+            prompt, size, fitted = await self._fit(stats, summarised)
+            if fitted:
+                summarised = True
+                yield SystemNote(self.id, fitted)
+            try:
+                result = await self._call_model(prompt, size)
+            except ContextOverflow:
+                if summarised:
+                    yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
+                    return
+                note = await self._evict(self.budget.limit // 3, stats)
+                summarised = True
+                yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
+                try:
+                    result = await self._call_model(*self._prompt(stats))
+                except (ContextOverflow, ModelUnavailable) as exc:
+                    await self._written()  # "your message is saved" must be true
+                    yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                    return
+            except ModelUnavailable as exc:
+                await self._written()  # "your message is saved" must be true
+                yield SystemNote(self.id, f"Model call failed: {exc}")
+                yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                return
+            async for event in self._act(result, stats):
+                yield event
+            if not self._continue:
+                return
+        yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
 
     async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
         result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
@@ -312,14 +315,12 @@ class Agent:
     # ----- the context window ----------------------------------------------------------------------------
 
     async def _stats(self) -> MemoryStats:
-        if self._recall_count is None:
-            self._recall_count = await self.recall.count()  # only if the context was never loaded
         return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
 
     async def _source_names(self) -> list[str]:
         """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
         changes = self.engine.catalog.changes
-        if self._sources is None or self._sources[0] != changes:
+        if self._sources[0] != changes:
             self._sources = (changes, await self.engine.db.read(self._attached))
         return list(self._sources[1])
 

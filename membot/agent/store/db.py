@@ -82,6 +82,7 @@ class Runner(Protocol):
 
     async def read(self, work: Work[T]) -> T: ...
     async def write(self, work: Work[T]) -> T: ...
+    def start_write(self, work: Work[T]) -> asyncio.Future[T]: ...
     async def close(self) -> None: ...
 
 
@@ -112,6 +113,9 @@ class SqliteThreads:
     async def write(self, work: Work[T]) -> T:
         return await self._writer.submit(work)
 
+    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
+        return self._writer.start(work)
+
     def _read(self, work: Work[T]) -> T:
         with self._sessions() as session:
             return work(session)
@@ -136,6 +140,9 @@ class AsyncDriver:
     async def write(self, work: Work[T]) -> T:
         async with self._sessions.begin() as session:
             return await session.run_sync(work)
+
+    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
+        return asyncio.ensure_future(self.write(work))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -180,7 +187,7 @@ class Database:
 
     def start_write(self, work: Work[T]) -> asyncio.Future[T]:
         """`write(work)`, begun now and awaited later: the caller goes on while it commits."""
-        return asyncio.ensure_future(self.runner.write(work))
+        return self.runner.start_write(work)
 
     # Shorthands for the one-statement units of work.
     async def scalar(self, statement: Executable) -> Any:

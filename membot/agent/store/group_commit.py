@@ -42,13 +42,17 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
         self._thread.start()
 
-    async def submit(self, work: Work[T]) -> T:
+    def start(self, work: Work[T]) -> asyncio.Future[T]:
+        """Queue `work`; the future settles once it is committed (or has failed)."""
         if self._closed:  # nobody would ever answer
             raise RuntimeError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put(_Job(work, future, loop))
-        return await future
+        return future
+
+    async def submit(self, work: Work[T]) -> T:
+        return await self.start(work)
 
     async def close(self) -> None:
         self._closed = True

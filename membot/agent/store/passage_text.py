@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from membot.agent.memory.query import query_terms
+
 log = logging.getLogger(__name__)
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-MAX_TERMS = 32  # a pasted paragraph as a query should not become a 300-way OR
-_WORD = re.compile(r"\w+", re.UNICODE)
 _OWNER = re.compile(r"[a-z]+:\d+")
 
 
@@ -42,11 +42,6 @@ def owner_key(owner: str) -> str:
     if _OWNER.fullmatch(owner):
         return owner.replace(":", "_")
     return "x" + owner.encode().hex()[:200]
-
-
-def query_terms(query: str) -> list[str]:
-    seen = dict.fromkeys(word.lower() for word in _WORD.findall(query))
-    return list(seen)[:MAX_TERMS]
 
 
 @dataclass(frozen=True)
