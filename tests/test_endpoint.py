@@ -11,6 +11,7 @@ from email.utils import formatdate
 import pytest
 from multidict import CIMultiDict
 
+from membot.agent.config import EngineConfigError
 from membot.agent.llm.client import ContextOverflow, ModelClient, ModelUnavailable
 from membot.agent.llm.embeddings import Embedder, _vectors
 from membot.agent.llm.endpoint import Endpoint, StatusError, Unreachable, backoff, env_proxy, retry_after
@@ -136,3 +137,9 @@ async def test_every_servers_way_of_saying_the_prompt_is_too_long_is_understood(
             await chat.chat(HELLO["messages"])
     with pytest.raises(ModelUnavailable, match="refused the request"):
         await chat.chat(HELLO["messages"])
+
+
+def test_an_endpoint_url_that_can_never_work_is_refused_at_start():
+    for url in ("localhost:11434/v1", "ftp://models.example/v1", "http:///v1"):
+        with pytest.raises(EngineConfigError, match="not an http"):
+            Endpoint(url, None, timeout=5, max_retries=0)

@@ -60,16 +60,17 @@ class Engine:
 
     @classmethod
     async def open(cls, config: EngineConfig) -> Engine:
-        tools = build_tools(config)  # first: a bad configuration opens nothing
-        db = await Database.open(config.database_url)
-        # Opens on first use (see PassageStore).
-        passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)
+        # First: a bad configuration opens nothing.
+        tools = build_tools(config)
         chat = Endpoint(config.base_url, config.api_key, config.model_timeout, config.model_max_retries)
         embed_endpoint = (
             Endpoint(config.embedding_base_url, config.api_key, config.model_timeout, config.model_max_retries)
             if config.embedding_base_url
             else chat
         )
+        db = await Database.open(config.database_url)
+        # Opens on first use (see PassageStore).
+        passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)
         return cls(
             config,
             db,

@@ -24,6 +24,8 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import aiohttp
 
+from membot.agent.config import EngineConfigError
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The SDK's backoff: 0.5 s doubling to 8 s, less up to a quarter of jitter. A server's own retry-after is
 # followed up to two minutes; asked to wait longer, we do not retry (as the SDK).
@@ -71,6 +73,13 @@ class Endpoint:
 
     def __init__(self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> None:
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Said at start-up: otherwise every message would retry a URL that can never work.
+            raise EngineConfigError(
+                f"The model endpoint {self.base_url!r} (OPENAI_BASE_URL or MEMBOT_EMBEDDING_BASE_URL) is not an "
+                "http(s) URL; e.g. http://localhost:11434/v1"
+            )
         self.max_retries = max(0, max_retries)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._headers = {"Content-Type": "application/json", "User-Agent": "membot"}
