@@ -57,6 +57,26 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(db: Database):
         await db.add(SourceRow(scope="s", name="n"))
 
 
+async def test_writes_begun_without_waiting_run_in_the_order_they_were_begun(db: Database):
+    # An agent queues its commits and goes on (Agent._write_behind): a later one must never land first, even
+    # when an earlier one is slow or fails.
+    ran: list[str] = []
+
+    def slow(session: Session) -> None:
+        for _ in range(50):  # on an async driver, each statement lets other tasks run
+            session.execute(select(1))
+        ran.append("slow")
+
+    def failing(session: Session) -> None:
+        ran.append("failing")
+        raise RuntimeError("this one fails alone")
+
+    started = [db.start_write(slow), db.start_write(failing), db.start_write(lambda session: ran.append("last"))]
+    await asyncio.wait(started)
+    assert ran == ["slow", "failing", "last"]
+    assert isinstance(started[1].exception(), RuntimeError) and started[2].exception() is None
+
+
 async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Database):
     alice, bob = AgentRow(name="alice", persona_name="p", human_name="h"), AgentRow(name="bob", persona_name="p",
                                                                                      human_name="h")

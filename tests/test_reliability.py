@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from contextlib import aclosing
 
 import pytest
+from sqlalchemy import event as sql_event
 
+from membot.agent.engine import UnknownAgent
 from membot.agent.events import AssistantMessage, FunctionCall
+from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.cli_helpers import membot
 from tests.conftest import collect
-from tests.fakes.openai_server import error, send, tool_call
+from tests.fakes.openai_server import ChatReply, error, send, tool_call
 
 
 async def test_fifty_messages_from_one_user_all_answered_in_order(service, model, user):
@@ -115,3 +119,63 @@ async def test_a_step_cancelled_while_its_commit_waits_ends_only_after_that_comm
     await collect(service.chat(user("dan"), "hello again"))
     await busy
     assert "remember the blue door" in json.dumps(model.requests[-1]["messages"])
+
+
+async def test_a_reply_does_not_wait_for_its_last_commit_but_whatever_reads_memory_does(service, model, user):
+    model.default = lambda body: send("ok")
+    await collect(service.chat(user("fay"), "hi"))
+    release = threading.Event()
+
+    async def hold_the_writer(body: dict) -> ChatReply:
+        # Once the user's message is committed (units of work run in order: this empty one lands after it),
+        # the writer is held, so the step's last commit waits behind.
+        await service.engine.db.write(lambda session: None)
+        service.engine.db.start_write(lambda session: release.wait(10))
+        return send("Your door is teal.")
+
+    model.script(hold_the_writer)
+    try:
+        events = await asyncio.wait_for(collect(service.chat(user("fay"), "my door is teal")), 5)
+        assert [e.text for e in events if isinstance(e, AssistantMessage)] == ["Your door is teal."]
+        searching = asyncio.create_task(service.search_memory(user("fay"), "teal", limit=5))
+        await asyncio.sleep(0.2)
+        assert not searching.done()  # a command reads memory only once the step's commits landed
+    finally:
+        release.set()
+    found = await searching
+    assert any("Your door is teal." in line for line in found), found
+
+
+async def test_agents_asked_for_at_once_load_together_each_with_only_its_own_memory(settings, model, user):
+    model.default = lambda body: send("ok")
+    first = await BotService.open(settings)
+    try:
+        for i in range(3):
+            await collect(first.chat(user(f"p{i}"), f"my locker code is {i}{i}{i}"))
+        await collect(first.chat(user("p1"), "and my bike is red"))
+    finally:
+        await first.close()
+    # A restarted bot: nothing is cached, and the first messages ask for every agent at once.
+    service = await BotService.open(settings)
+    try:
+        ids = [(await service.agent_id(user(f"p{i}")))[0] for i in range(3)]
+        agent_reads: list[str] = []
+        engine = service.engine.db.runner.engine
+
+        def count(conn, cursor, statement: str, *args) -> None:
+            if "FROM agents" in statement:
+                agent_reads.append(statement)
+
+        sql_event.listen(engine, "before_cursor_execute", count)
+        loaded = await asyncio.gather(*(service.engine.load_agent(i) for i in [*ids, max(ids) + 1]),
+                                      return_exceptions=True)
+        sql_event.remove(engine, "before_cursor_execute", count)
+        assert len(agent_reads) == 1, agent_reads  # one statement for all four
+        assert isinstance(loaded[3], UnknownAgent)
+        for i, agent in enumerate(loaded[:3]):
+            said = " ".join(row.content or "" for row in agent.context)
+            assert f"{i}{i}{i}" in said and not any(f"{j}{j}{j}" in said for j in range(3) if j != i)
+            assert ("bike" in said) == (i == 1)
+            assert (await agent.report()).recall_messages == (6 if i == 1 else 3)
+    finally:
+        await service.close()

@@ -2,9 +2,11 @@
 
 A step: the event is stored (committed on its own, so the user's words are never lost); then up to
 `max_chain` model calls, each followed by one function and one commit of everything that call changed
-(the assistant message, the function result, core memory edits, agent state). Each commit runs while the
-next model call is made, and is awaited before anything reads or writes after it. A heartbeat request, a failed
-function or a memory-pressure alert continues the chain; `send_message` without a heartbeat ends it.
+(the assistant message, the function result, core memory edits, agent state). Commits run behind: each is
+queued and runs while the next model call is made (or, for a step's last, while the user reads the reply),
+and they are awaited before a function runs and before anything reads memory (`settled`). A heartbeat
+request, a failed function or a memory-pressure alert continues the chain; `send_message` without a
+heartbeat ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from membot.agent import messages as msg
@@ -43,9 +45,10 @@ from membot.agent.events import (
 from membot.agent.llm.client import ChatResult, ContextOverflow, ModelUnavailable, ToolCallOut
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory, CoreMemoryError
-from membot.agent.memory.recall import RecallMemory
+from membot.agent.memory.recall import RecallMemory, RecallState
+from membot.agent.sources.catalog import attached_names
 from membot.agent.store.passages import PassageStoreError
-from membot.agent.store.schema import AgentRow, AttachmentRow, BlockRow, MessageRow, SourceRow
+from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.registry import ToolArgumentsError
 
@@ -69,12 +72,6 @@ _AGENT_STATE = update(AgentRow.__table__).where(AgentRow.__table__.c.id == bindp
 _BLOCK_VALUE = update(BlockRow.__table__).where(
     BlockRow.__table__.c.agent_id == bindparam("agent"), BlockRow.__table__.c.label == bindparam("block")
 )
-_ATTACHED = (
-    select(SourceRow.name)
-    .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
-    .where(AttachmentRow.agent_id == bindparam("agent"))
-    .order_by(SourceRow.name)
-)
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 
 
@@ -96,16 +93,16 @@ class Agent:
         self._sources: tuple[int, list[str]] = (-1, [])
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
-        #: The step's last commit, while it runs behind the model call that follows it (see `_write_behind`).
-        self._writing: asyncio.Future[None] | None = None
+        #: Commits queued and not yet seen settled, oldest first (see `_write_behind`).
+        self._writes: list[asyncio.Future[None]] = []
 
-    def restore(self, session: Session) -> None:
-        """Read what the agent keeps of itself between steps: its context window, how many messages it has,
-        its attached sources (part of the unit of work that loads it; see Engine.load_agent)."""
-        changes = self.engine.catalog.changes
-        self.context = self.recall.in_context_rows(session)
-        self._recall_count = self.recall.count_rows(session)
-        self._sources = (changes, self._attached(session))
+    def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
+        """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
+        its context window, how many messages it has, its attached sources (with the catalog's change count
+        they were read at)."""
+        self.context = recall.context
+        self._recall_count = recall.count
+        self._sources = sources
 
     # ----- incoming events -------------------------------------------------------------------------------
 
@@ -134,7 +131,7 @@ class Agent:
             if login:
                 session.connection().execute(_AGENT_STATE, {"agent": self.id, "last_login_at": incoming.created_at})
 
-        await self._write_behind(store)
+        self._write_behind(store)
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
@@ -144,14 +141,16 @@ class Agent:
                 async for event in events:
                     yield event
         except BaseException:
-            # Ended early (an error, a cancellation, the listener closing): the last commit still lands before
-            # the step ends, but a commit failing now is logged, not raised over what ended the step.
+            # Ended early (an error, a cancellation, the listener closing): the agent may be loaded afresh
+            # from what was committed, so its commits land before the step ends. One failing now was logged
+            # as it failed (see `_write_behind`); it is not raised over what ended the step.
             try:
-                await self._written()
+                await self.settled()
             except Exception:
-                log.exception("agent %s: a commit failed as its step ended early", self.id)
+                pass
             raise
-        await self._written()  # a normal end: a failing commit is the step's own error
+        # A normal end does not wait for the last commit: the reply is out, and the next reader of this
+        # agent's memory (a function, a command, the next step) waits for it.
 
     async def _chain(self) -> AsyncIterator[Event]:
         """The model calls of one step, each followed by its function, until one does not ask to go on."""
@@ -175,11 +174,11 @@ class Agent:
                 try:
                     result = await self._call_model(*self._prompt(stats))
                 except (ContextOverflow, ModelUnavailable) as exc:
-                    await self._written()  # "your message is saved" must be true
+                    await self.settled()  # "your message is saved" must be true
                     yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                     return
             except ModelUnavailable as exc:
-                await self._written()  # "your message is saved" must be true
+                await self.settled()  # "your message is saved" must be true
                 yield SystemNote(self.id, f"Model call failed: {exc}")
                 yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                 return
@@ -216,7 +215,7 @@ class Agent:
                                           "only the first was run.")
             call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
             yield FunctionCall(self.id, call.name, call.arguments)
-            await self._written()  # functions read memory: they see everything the step stored so far
+            await self.settled()  # functions read memory: they see everything stored so far
             ok, output, heartbeat = await self._run_tool(ctx, call)
             yield FunctionResult(self.id, call.name, ok, output or "None")
             said = "\n".join(ctx.outbox) or None
@@ -290,27 +289,38 @@ class Agent:
                 conn.execute(_BLOCK_VALUE, {"agent": self.id, "block": label, "value": value})
             conn.execute(_AGENT_STATE, {"agent": self.id, **state})
 
-        await self._write_behind(store)
+        self._write_behind(store)
         self.context.extend(rows)
 
-    async def _write_behind(self, work: Callable[[Session], None]) -> None:
-        """Begin committing `work` and go on without waiting: the model call that comes next hides the
-        commit. It is awaited (its error raised) before the step's next write, before a function runs, and
-        when the step ends; per agent, commits stay in order and one at a time."""
-        await self._written()
-        self._writing = self.engine.db.start_write(work)
+    def _write_behind(self, work: Callable[[Session], None]) -> None:
+        """Queue `work` for commit and go on without waiting: the model call that comes next hides it. The
+        database starts units of work in the order they were queued (`Database.start_write`), so this agent's
+        commits land in order without one waiting for another."""
+        writing = self.engine.db.start_write(work)
+        writing.add_done_callback(self._commit_done)
+        self._writes.append(writing)
 
-    async def _written(self) -> None:
-        writing = self._writing
-        if writing is None:
+    def _commit_done(self, writing: asyncio.Future[None]) -> None:
+        # Said when it happens: the step that queued it may be over. `settled` raises it as well.
+        if not writing.cancelled() and writing.exception() is not None:
+            log.error("agent %s: a commit failed: %s", self.id, writing.exception())
+
+    @property
+    def writing(self) -> bool:
+        """Whether commits are still running (commits land in order: the last one settles last)."""
+        return bool(self._writes) and not self._writes[-1].done()
+
+    async def settled(self) -> None:
+        """Wait until everything this agent queued is committed; raises the first commit that failed. A wait
+        that is cancelled leaves the commits running, and listed for the next wait."""
+        writes = self._writes
+        if not writes:
             return
-        try:
-            # Shielded: a step cancelled while it waits here still has its commit, which may be running; it is
-            # forgotten only once done, so the step's end waits for it again.
-            await asyncio.shield(writing)
-        finally:
-            if writing.done():
-                self._writing = None
+        if not writes[-1].done():
+            await asyncio.wait((writes[-1],))
+        self._writes = []
+        for writing in writes:
+            writing.result()
 
     # ----- the context window ----------------------------------------------------------------------------
 
@@ -325,7 +335,7 @@ class Agent:
         return list(self._sources[1])
 
     def _attached(self, session: Session) -> list[str]:
-        return list(session.scalars(_ATTACHED, {"agent": self.id}))
+        return attached_names(session, [self.id]).get(self.id, [])
 
     def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
         """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated)."""
@@ -375,7 +385,7 @@ class Agent:
                 .values(summary=summary, summary_hidden=hidden, pressure_alerted=False)
             )
 
-        await self._written()
+        await self.settled()
         await self.engine.db.write(store)
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
         self.context = self.context[cut:]

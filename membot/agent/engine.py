@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 from functools import partial
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from membot.agent import prompts
@@ -19,12 +19,14 @@ from membot.agent.llm.embeddings import Embedder
 from membot.agent.llm.endpoint import Endpoint
 from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
+from membot.agent.memory.recall import load_recall
 from membot.agent.memory.term_stats import TermFrequencies
-from membot.agent.sources.catalog import SourceCatalog
+from membot.agent.sources.catalog import SourceCatalog, attached_names
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageStore, PassageStoreError
-from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
+from membot.agent.store.read_batch import ReadBatch
+from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools import build_tools
 from membot.agent.tools.registry import ToolRegistry
 
@@ -56,6 +58,8 @@ class Engine:
         self.system_prompt = prompts.system_prompt()
         self.catalog = SourceCatalog(db, passages)
         self.terms = TermFrequencies()
+        #: Agents asked for at the same moment load together (see `_load_rows`).
+        self._loads = ReadBatch(self._load_agents)
         self.loader = SourceLoader(self.catalog, passages, embedder, max_bytes=config.max_file_bytes)
 
     @classmethod
@@ -104,38 +108,48 @@ class Engine:
         return await self.db.write(create)
 
     async def load_agent(self, agent_id: int) -> Agent:
-        agent, last = await self.db.read(partial(self._load, agent_id))
-        if last is not None and last.role != "tool":
+        loaded = await self._loads.get(agent_id)
+        if loaded is None:
+            raise UnknownAgent(f"no agent {agent_id}")
+        agent, newest = loaded
+        if newest is not None and newest[0] != "tool":
             # A chain that ended cleanly ends on a function result. Anything else may be a step that died
             # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
             # commit was never seen stored by the agent, and goes.
             try:
-                await self.passages.delete_newer(
-                    agent_owner(agent_id), last.created_at.replace(tzinfo=UTC).timestamp()
-                )
+                await self.passages.delete_newer(agent_owner(agent_id), newest[1].replace(tzinfo=UTC).timestamp())
             except PassageStoreError as exc:  # the agent can still talk; the next load tries again
                 log.warning("could not clear uncommitted passages of agent %s: %s", agent_id, exc)
         return agent
 
-    def _load(self, agent_id: int, session: Session) -> tuple[Agent, Row[tuple[str, datetime]] | None]:
-        """The agent, whole, and the role and time of its last message: one unit of work, since agents load by
-        the hundred when a busy bot starts. (It runs on a database thread; building an Agent does no I/O.)"""
-        row = session.scalars(_AGENT, {"agent": agent_id}).first()
-        if row is None:
-            raise UnknownAgent(f"no agent {agent_id}")
-        blocks = session.scalars(_BLOCKS, {"agent": agent_id})
-        agent = Agent(self, row, CoreMemory({b.label: Block(b.label, b.value, b.char_limit) for b in blocks}))
-        agent.restore(session)
-        return agent, session.execute(_LAST_MESSAGE, {"agent": agent_id}).first()
+    async def _load_agents(self, agent_ids: list[int]) -> dict[int, tuple[Agent, tuple[str, datetime] | None]]:
+        return await self.db.read(partial(self._load_rows, agent_ids))
+
+    def _load_rows(
+        self, agent_ids: list[int], session: Session
+    ) -> dict[int, tuple[Agent, tuple[str, datetime] | None]]:
+        """The agents, whole, each with the role and time of its newest message: one unit of work of a few
+        set-based statements for them all, since agents load by the hundred when a busy bot starts (see
+        ReadBatch). It runs on a database thread; building an Agent does no I/O."""
+        changes = self.catalog.changes  # before the names are read: an attach meanwhile reads them again
+        rows = session.scalars(_AGENTS, {"agents": agent_ids}).all()
+        blocks: dict[int, dict[str, Block]] = {agent_id: {} for agent_id in agent_ids}
+        for block in session.scalars(_BLOCKS, {"agents": agent_ids}):
+            blocks[block.agent_id][block.label] = Block(block.label, block.value, block.char_limit)
+        recall = load_recall(session, agent_ids)
+        sources = attached_names(session, agent_ids)
+        loaded = {}
+        for row in rows:
+            agent = Agent(self, row, CoreMemory(blocks[row.id]))
+            agent.restore(recall[row.id], (changes, sources.get(row.id, [])))
+            loaded[row.id] = (agent, recall[row.id].newest)
+        return loaded
 
 
-# Built once: agents load by the hundred when a busy bot starts, and building a statement costs about as much
-# as running it.
-_AGENT = select(AgentRow).where(AgentRow.id == bindparam("agent"))
-_BLOCKS = select(BlockRow).where(BlockRow.agent_id == bindparam("agent"))
-_LAST_MESSAGE = (
-    select(MessageRow.role, MessageRow.created_at)
-    .where(MessageRow.agent_id == bindparam("agent"))
-    .order_by(MessageRow.id.desc())
-    .limit(1)
+# Built once: building a statement costs about as much as running it.
+_AGENTS = select(AgentRow).where(AgentRow.id.in_(bindparam("agents", expanding=True)))
+_BLOCKS = (
+    select(BlockRow)
+    .where(BlockRow.agent_id.in_(bindparam("agents", expanding=True)))
+    .order_by(BlockRow.agent_id, BlockRow.label)
 )

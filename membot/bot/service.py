@@ -92,18 +92,28 @@ class BotService:
             agent = await self.engine.load_agent(agent_id)
             self._agents[agent_id] = agent
             while len(self._agents) > self.settings.agent_cache_size:
-                oldest = next(iter(self._agents))
-                if self._lock(oldest).locked():
-                    break  # in use: it stays until the next load
+                oldest, cached = next(iter(self._agents.items()))
+                if self._lock(oldest).locked() or cached.writing:
+                    # In use, or its last commits still running (loaded afresh now, it would miss them): it
+                    # stays until the next load.
+                    break
                 self._agents.pop(oldest)
         self._agents.move_to_end(agent_id)
         return agent
 
     @asynccontextmanager
     async def using(self, agent_id: int) -> AsyncIterator[Agent]:
-        """The agent, held exclusively: its messages never interleave."""
+        """The agent, held exclusively (its messages never interleave), with its last step's commits landed:
+        what a command reads or changes of its memory follows everything it was told."""
         async with self._lock(agent_id):
-            yield await self._agent(agent_id)
+            agent = await self._agent(agent_id)
+            try:
+                await agent.settled()
+            except Exception:
+                # A commit failed (and was logged): what the agent holds is ahead of the database.
+                self._agents.pop(agent_id, None)
+                agent = await self._agent(agent_id)
+            yield agent
 
     # ----- conversation ----------------------------------------------------------------------------------
 
@@ -138,8 +148,8 @@ class BotService:
             closing = False  # the listener stopped early: nothing more may be yielded
             try:
                 agent = await self._agent(agent_id)
-                # Closed here, under the agent's lock: the step's end (its last commit) runs before the next
-                # step of this agent can start.
+                # Closed here, under the agent's lock: a step that ends early finishes (its commits land)
+                # before the next step of this agent can start.
                 async with aclosing(start(agent)) as events:
                     async for event in events:
                         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -39,13 +40,21 @@ _FTS_RANKED = text(
 ).columns(created_at=DateTime())
 _COLUMNS = [column.key for column in MessageRow.__table__.columns if column.key != "id"]
 _INSERT = insert(MessageRow.__table__).returning(MessageRow.__table__.c.id, sort_by_parameter_order=True)
-# Read when an agent loads (built once: see engine._BLOCKS).
+_COUNT = select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == bindparam("agent"))
+# Read when agents load, many at once (see `load_recall`); built once, as building costs as much as running.
 _IN_CONTEXT = (
     select(MessageRow)
-    .where(MessageRow.agent_id == bindparam("agent"), MessageRow.in_context.is_(True))
-    .order_by(MessageRow.id)
+    .where(MessageRow.agent_id.in_(bindparam("agents", expanding=True)), MessageRow.in_context.is_(True))
+    .order_by(MessageRow.agent_id, MessageRow.id)
 )
-_COUNT = select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == bindparam("agent"))
+_TALLY = (
+    select(MessageRow.agent_id, func.count(), func.max(MessageRow.id))
+    .where(MessageRow.agent_id.in_(bindparam("agents", expanding=True)))
+    .group_by(MessageRow.agent_id)
+)
+_NEWEST = select(MessageRow.agent_id, MessageRow.role, MessageRow.created_at).where(
+    MessageRow.id.in_(bindparam("ids", expanding=True))
+)
 # Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
 RERANK_DEPTH = 40
 
@@ -55,6 +64,31 @@ def parse_day(value: str, field: str) -> date:
         return datetime.strptime(value.strip(), "%Y-%m-%d").date()
     except ValueError:
         raise ValueError(f"{field} must be a date written YYYY-MM-DD, got {value!r}") from None
+
+
+@dataclass
+class RecallState:
+    """What an agent keeps of its recall memory between steps, read when it loads."""
+
+    context: list[MessageRow] = field(default_factory=list)  # its context window's messages, oldest first
+    count: int = 0  # messages in all
+    newest: tuple[str, datetime] | None = None  # role and time of the newest message
+
+
+def load_recall(session: Session, agent_ids: Sequence[int]) -> dict[int, RecallState]:
+    """The recall state of each of these agents, in three statements for all of them. Every statement filters
+    on the agents asked for, and each row goes to the state of the agent it belongs to."""
+    states = {agent_id: RecallState() for agent_id in agent_ids}
+    for row in session.scalars(_IN_CONTEXT, {"agents": list(agent_ids)}):
+        states[row.agent_id].context.append(row)
+    newest: list[int] = []
+    for agent_id, count, last_id in session.execute(_TALLY, {"agents": list(agent_ids)}):
+        states[agent_id].count = count
+        newest.append(last_id)
+    if newest:
+        for agent_id, role, created_at in session.execute(_NEWEST, {"ids": newest}):
+            states[agent_id].newest = (role, created_at)
+    return states
 
 
 class RecallMemory:
@@ -91,9 +125,6 @@ class RecallMemory:
             .where(self._own(ids))
             .values(in_context=False)
         )
-
-    def in_context_rows(self, session: Session) -> list[MessageRow]:
-        return list(session.scalars(_IN_CONTEXT, {"agent": self.agent_id}))
 
     async def count(self) -> int:
         return await self.db.read(self.count_rows)

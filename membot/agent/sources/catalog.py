@@ -6,9 +6,10 @@ that wall). The passages themselves live in the archival store under the owner `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,23 @@ def clean_name(name: str) -> str:
     if any(ord(ch) < 32 for ch in cleaned):
         raise SourceError("A source name may not contain control characters.")
     return cleaned
+
+
+# Built once: read for every agent that loads.
+_ATTACHED = (
+    select(AttachmentRow.agent_id, SourceRow.name)
+    .join(SourceRow, AttachmentRow.source_id == SourceRow.id)
+    .where(AttachmentRow.agent_id.in_(bindparam("agents", expanding=True)))
+    .order_by(AttachmentRow.agent_id, SourceRow.name)
+)
+
+
+def attached_names(session: Session, agent_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The names of the sources attached to each of these agents, sorted; agents with none are left out."""
+    names: dict[int, list[str]] = {}
+    for agent_id, name in session.execute(_ATTACHED, {"agents": list(agent_ids)}):
+        names.setdefault(agent_id, []).append(name)
+    return names
 
 
 class SourceCatalog:

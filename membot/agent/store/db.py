@@ -82,6 +82,7 @@ class Runner(Protocol):
 
     async def read(self, work: Work[T]) -> T: ...
     async def write(self, work: Work[T]) -> T: ...
+    # Units of work begun here run in the order they were begun, each after the one before has settled.
     def start_write(self, work: Work[T]) -> asyncio.Future[T]: ...
     async def close(self) -> None: ...
 
@@ -132,6 +133,7 @@ class AsyncDriver:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._last_started: asyncio.Future[Any] | None = None
 
     async def read(self, work: Work[T]) -> T:
         async with self._sessions() as session:
@@ -142,7 +144,15 @@ class AsyncDriver:
             return await session.run_sync(work)
 
     def start_write(self, work: Work[T]) -> asyncio.Future[T]:
-        return asyncio.ensure_future(self.write(work))
+        # In order, as the SQLite writer thread runs them: a caller's later commit never lands first.
+        task = asyncio.ensure_future(self._after(self._last_started, work))
+        self._last_started = task
+        return task
+
+    async def _after(self, previous: asyncio.Future[Any] | None, work: Work[T]) -> T:
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))  # its error is its caller's, not this one's
+        return await self.write(work)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -186,7 +196,8 @@ class Database:
         return await self.runner.write(work)
 
     def start_write(self, work: Work[T]) -> asyncio.Future[T]:
-        """`write(work)`, begun now and awaited later: the caller goes on while it commits."""
+        """`write(work)`, begun now and awaited later: the caller goes on while it commits. Units of work
+        begun this way run in the order they were begun, so a caller may queue several without waiting."""
         return self.runner.start_write(work)
 
     # Shorthands for the one-statement units of work.

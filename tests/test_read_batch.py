@@ -1,0 +1,48 @@
+"""ReadBatch: reads asked for at the same moment are fetched together; a failure reaches every caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from membot.agent.store.read_batch import ReadBatch
+
+
+async def test_keys_asked_for_together_are_fetched_in_one_call_and_each_caller_gets_its_own():
+    calls: list[list[int]] = []
+
+    async def fetch(keys: list[int]) -> dict[int, str]:
+        calls.append(keys)
+        await asyncio.sleep(0)
+        return {key: f"v{key}" for key in keys if key != 3}
+
+    batch: ReadBatch[int, str] = ReadBatch(fetch, max_keys=2)
+    got = await asyncio.gather(*(batch.get(key) for key in (1, 2, 2, 3)))
+    assert got == ["v1", "v2", "v2", None]  # the same key twice is fetched once; a missing one is None
+    assert calls == [[1, 2], [3]]  # at most max_keys per fetch
+    assert await batch.get(4) == "v4" and calls[-1] == [4]  # alone, a key is fetched by itself
+
+
+async def test_a_failed_fetch_reaches_every_caller_and_a_cancelled_caller_leaves_the_rest():
+    release = asyncio.Event()
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        await release.wait()
+        if 0 in keys:
+            raise OSError("disk gone")
+        return {key: key for key in keys}
+
+    batch: ReadBatch[int, int] = ReadBatch(fetch)
+    failing = [asyncio.ensure_future(batch.get(key)) for key in (0, 1)]
+    await asyncio.sleep(0.01)
+    working = [asyncio.ensure_future(batch.get(key)) for key in (5, 6)]
+    await asyncio.sleep(0.01)
+    working[0].cancel()
+    release.set()
+    for task in failing:
+        with pytest.raises(OSError, match="disk gone"):
+            await task
+    with pytest.raises(asyncio.CancelledError):
+        await working[0]
+    assert await working[1] == 6
