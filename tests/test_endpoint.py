@@ -143,3 +143,21 @@ def test_an_endpoint_url_that_can_never_work_is_refused_at_start():
     for url in ("localhost:11434/v1", "ftp://models.example/v1", "http:///v1"):
         with pytest.raises(EngineConfigError, match="not an http"):
             Endpoint(url, None, timeout=5, max_retries=0)
+
+
+async def test_a_chat_request_arrives_whole_and_a_new_tool_list_is_sent_as_it_is(model, endpoint):
+    client = ModelClient(endpoint, "m")
+    messages = [{"role": "user", "content": 'hé "quoted" \\ and } braces {'}]
+    tools = [{"type": "function", "function": {"name": "first", "parameters": {"type": "object"}}}]
+    others = [{"type": "function", "function": {"name": "second", "parameters": {"type": "object"}}}]
+    model.script(text("a"), text("b"), text("c"), text("d"))
+    await client.chat(messages, tools)
+    await client.chat(messages, tools, force_tool=True)
+    await client.chat(messages, others)
+    await client.chat(messages)
+    assert model.requests == [
+        {"model": "m", "messages": messages, "tools": tools, "tool_choice": "auto"},
+        {"model": "m", "messages": messages, "tools": tools, "tool_choice": "required"},
+        {"model": "m", "messages": messages, "tools": others, "tool_choice": "auto"},
+        {"model": "m", "messages": messages},
+    ]

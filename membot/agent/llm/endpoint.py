@@ -88,9 +88,10 @@ class Endpoint:
         self._proxy = env_proxy(self.base_url)
         self._session: aiohttp.ClientSession | None = None
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST `body` as JSON to `path` (e.g. "/chat/completions") and return the answer's JSON."""
-        data = json.dumps(body).encode()
+    async def post(self, path: str, body: dict[str, Any] | bytes) -> Any:
+        """POST `body` as JSON (or JSON already encoded) to `path` (e.g. "/chat/completions") and return the
+        answer's JSON."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         for attempt in range(self.max_retries + 1):
             try:
                 return await self._attempt(self.base_url + path, data)
