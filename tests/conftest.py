@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
+from membot.agent.memory.recall import RecallMemory
+from membot.agent.memory.term_stats import TermFrequencies
+from membot.agent.messages import Message
+from membot.agent.store.db import Database
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
@@ -73,3 +78,13 @@ def user() -> Callable[[str], UserRef]:
 
 async def collect(events: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in events]
+
+
+async def store_messages(db: Database, *messages: Message) -> None:
+    """Messages written as a step writes them (recall memory's insert), each into its own agent's memory."""
+
+    def write(session: Session) -> None:
+        for message in messages:
+            RecallMemory(db, message.agent_id, TermFrequencies()).add(session, message)
+
+    await db.write(write)

@@ -18,7 +18,7 @@ from membot.agent.store.schema import MessageRow
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from tests.cli_helpers import start
-from tests.conftest import collect, make_settings
+from tests.conftest import collect, make_settings, store_messages
 from tests.fakes.openai_server import ScriptedModel, send, tool_call
 
 KILLS = 20
@@ -112,7 +112,7 @@ async def test_a_passage_whose_step_never_committed_is_not_shown(home, model, us
     # before committing the function's result.
     from membot.agent.messages import user_message
 
-    await service.engine.db.add(user_message(agent_id, "remember zebras"))
+    await store_messages(service.engine.db, user_message(agent_id, "remember zebras"))
     await service.engine.passages.insert(
         agent_owner(agent_id), [PassageRow("orphaned passage about zebras", embed_text("orphaned passage about zebras", 64))]
     )

@@ -18,6 +18,7 @@ from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.messages import user_message
 from membot.agent.store.db import AsyncDriver, Database, _create_schema
 from membot.agent.store.schema import AgentRow, MessageRow, SourceRow
+from tests.conftest import store_messages
 
 
 async def _open(kind: str, folder: Path) -> Database:
@@ -41,15 +42,14 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(db: Database):
     assert agent.id is not None
 
     def half_then_fail(session: Session) -> None:
-        session.add(user_message(agent.id, "written, then undone"))
-        session.flush()
+        RecallMemory(db, agent.id, TermFrequencies()).add(session, user_message(agent.id, "written, then undone"))
         raise RuntimeError("the step died")
 
     with pytest.raises(RuntimeError):
         await db.write(half_then_fail)
     count = select(func.count()).select_from(MessageRow)
     assert await db.scalar(count) == 0
-    await db.add(user_message(agent.id, "kept"))
+    await store_messages(db, user_message(agent.id, "kept"))
     assert await db.scalar(count) == 1
     # A constraint broken inside the worker reaches the caller as SQLAlchemy's own error.
     await db.add(SourceRow(scope="s", name="n"))
@@ -81,12 +81,12 @@ async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Databa
     alice, bob = AgentRow(name="alice", persona_name="p", human_name="h"), AgentRow(name="bob", persona_name="p",
                                                                                      human_name="h")
     await db.add(alice, bob)
-    await db.add(user_message(alice.id, "I adopted a tabby cat"), user_message(bob.id, "bob's cat is secret"))
+    await store_messages(db, user_message(alice.id, "I adopted a tabby cat"), user_message(bob.id, "bob's cat is secret"))
     recall = RecallMemory(db, alice.id, TermFrequencies())
     page = await recall.search("cat")
     assert [row.search_text for row in page.items] == ["I adopted a tabby cat"] and page.total == 1
     # Writes queue while reads run beside them; all of them land.
-    await asyncio.gather(*(db.add(user_message(alice.id, f"cat number {i}")) for i in range(20)),
+    await asyncio.gather(*(store_messages(db, user_message(alice.id, f"cat number {i}")) for i in range(20)),
                          *(recall.search("cat") for _ in range(5)))
     assert (await recall.search("cat", page_size=50)).total == 21
     assert await recall.count() == 21
@@ -124,17 +124,16 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
         await asyncio.sleep(0.05)  # the writer is inside it
 
         def failing(session: Session) -> None:
-            session.add(user_message(agent.id, "undone with its savepoint"))
-            session.flush()
+            RecallMemory(db, agent.id, TermFrequencies()).add(session, user_message(agent.id, "undone with its savepoint"))
             raise RuntimeError("this one fails")
 
         def never(session: Session) -> None:
             raise AssertionError("a write cancelled before it ran must not run")
 
-        writes = [asyncio.ensure_future(db.add(user_message(agent.id, f"kept {i}"))) for i in range(5)]
+        writes = [asyncio.ensure_future(store_messages(db, user_message(agent.id, f"kept {i}"))) for i in range(5)]
         doomed = asyncio.ensure_future(db.write(failing))
         cancelled = asyncio.ensure_future(db.write(never))
-        writes += [asyncio.ensure_future(db.add(user_message(agent.id, f"kept {i}"))) for i in range(5, 10)]
+        writes += [asyncio.ensure_future(store_messages(db, user_message(agent.id, f"kept {i}"))) for i in range(5, 10)]
         await asyncio.sleep(0.05)  # every job is in the queue
         cancelled.cancel()
         gate.set()

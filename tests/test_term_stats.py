@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from membot.agent.memory.term_stats import COMMON_MIN_DOCS, idf, light_stem, rerank
 from membot.agent.messages import user_message
+from tests.conftest import store_messages
 
 
 def test_light_stem_matches_simple_inflections() -> None:
@@ -34,7 +35,7 @@ async def test_a_common_word_reorders_but_does_not_flood_the_results(service, us
         *(user_message(alice_id, f"sunrise photo number {i}") for i in range(12)),
         user_message(bob_id, "Caroline sunrise secret of bob"),
     ]
-    await service.engine.db.add(*rows)
+    await store_messages(service.engine.db, *rows)
     lines = await service.search_memory(alice, "When did Caroline paint a sunrise?", limit=10)
     # The rare word fills the page, the message that also names Caroline first; never bob's.
     assert len(lines) == 10 and all("sunrise" in line for line in lines)

@@ -48,7 +48,7 @@ from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.sources.catalog import attached_names
 from membot.agent.store.passages import PassageStoreError
-from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
+from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.registry import ToolArgumentsError
 
@@ -83,7 +83,7 @@ class Agent:
         self.core = core
         self.recall = RecallMemory(engine.db, row.id, engine.terms)
         self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id, row.archival_passages)
-        self.context: list[MessageRow] = []
+        self.context: list[msg.Message] = []
         self.calibration = TokenCalibration(row.token_ratio)
         self.budget = PromptBudget(engine.config.context_window, engine.counter, engine.tool_tokens)
         #: Messages in recall memory: counted when the agent loads (`restore`), then kept up to date by this
@@ -125,7 +125,7 @@ class Agent:
 
     # ----- the step loop ---------------------------------------------------------------------------------
 
-    async def _step(self, incoming: MessageRow, login: bool = False) -> AsyncIterator[Event]:
+    async def _step(self, incoming: msg.Message, login: bool = False) -> AsyncIterator[Event]:
         def store(session: Session) -> None:
             self.recall.add(session, incoming)
             if login:
@@ -200,7 +200,7 @@ class Agent:
         self._continue = False
         if result.content:
             yield Thought(self.id, result.content)
-        rows: list[MessageRow] = []
+        rows: list[msg.Message] = []
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
                           heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model)
         if not result.tool_calls:
@@ -268,7 +268,7 @@ class Agent:
         self.row.pressure_alerted = True
         return PRESSURE_ALERT.format(pct=min(100, round(100 * used / window)))
 
-    async def _commit(self, rows: list[MessageRow], ctx: ToolContext) -> None:
+    async def _commit(self, rows: list[msg.Message], ctx: ToolContext) -> None:
         self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
         self.row.token_ratio = self.calibration.ratio
         blocks = {label: block.value for label, block in self.core.blocks.items()} if ctx.core_changed else {}

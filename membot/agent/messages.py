@@ -8,10 +8,33 @@ a person from the system.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from membot.agent.store.schema import MessageRow, utcnow
+from membot.agent.store.schema import utcnow
+
+
+@dataclass(eq=False, slots=True, weakref_slot=True)
+class Message:
+    """One message as an agent holds it: a plain record of a row of recall memory (the table is MessageRow).
+
+    Not an ORM object: an agent makes a few per model call and keeps its whole context window of them, and they
+    are never updated through a session (recall memory inserts them with one Core statement). A mapped object
+    cost ten times as much to build and kept an instance state beside each one. Compared by identity, as rows
+    are; a message's id is set once it is stored."""
+
+    agent_id: int
+    role: str  # user | assistant | tool | system
+    kind: str  # user_message, heartbeat, login, system_alert, assistant, tool_result, ...
+    content: str | None = None  # exactly what the model is shown
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    search_text: str | None = None  # plain text the conversation search indexes
+    created_at: datetime = field(default_factory=utcnow)
+    in_context: bool = True
+    id: int | None = None
 
 
 def format_time(moment: datetime) -> str:
@@ -22,10 +45,10 @@ def _packed(kind: str, created: datetime, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields, "time": format_time(created)}, ensure_ascii=False)
 
 
-def user_message(agent_id: int, text: str, *, sender: str | None = None) -> MessageRow:
+def user_message(agent_id: int, text: str, *, sender: str | None = None) -> Message:
     now = utcnow()
     extra = {"from": sender} if sender else {}
-    return MessageRow(
+    return Message(
         agent_id=agent_id,
         role="user",
         kind="user_message",
@@ -35,10 +58,10 @@ def user_message(agent_id: int, text: str, *, sender: str | None = None) -> Mess
     )
 
 
-def event_message(agent_id: int, kind: str, text: str, **fields: Any) -> MessageRow:
+def event_message(agent_id: int, kind: str, text: str, **fields: Any) -> Message:
     """A system event (login, heartbeat, system_alert, upload notice) shown to the model as a user turn."""
     now = utcnow()
-    return MessageRow(
+    return Message(
         agent_id=agent_id,
         role="user",
         kind=kind,
@@ -49,10 +72,10 @@ def event_message(agent_id: int, kind: str, text: str, **fields: Any) -> Message
 
 def assistant_message(
     agent_id: int, thought: str | None, tool_call: dict[str, Any] | None, said: str | None = None
-) -> MessageRow:
+) -> Message:
     # What the agent thought and what it said are both searchable later; the tool call itself is not.
     searchable = "\n".join(part for part in (thought, said) if part) or None
-    return MessageRow(
+    return Message(
         agent_id=agent_id,
         role="assistant",
         kind="assistant",
@@ -63,11 +86,11 @@ def assistant_message(
     )
 
 
-def tool_result(agent_id: int, call_id: str, name: str, ok: bool, result: str | None) -> MessageRow:
+def tool_result(agent_id: int, call_id: str, name: str, ok: bool, result: str | None) -> Message:
     now = utcnow()
     body = {"status": "OK" if ok else "Failed", "message": result if result is not None else "None",
             "time": format_time(now)}
-    return MessageRow(
+    return Message(
         agent_id=agent_id,
         role="tool",
         kind="tool_result",
@@ -78,7 +101,7 @@ def tool_result(agent_id: int, call_id: str, name: str, ok: bool, result: str | 
     )
 
 
-def to_openai(row: MessageRow) -> dict[str, Any]:
+def to_openai(row: Message) -> dict[str, Any]:
     message: dict[str, Any] = {"role": row.role, "content": row.content}
     if row.role == "assistant" and row.tool_calls:
         message["tool_calls"] = row.tool_calls
@@ -87,7 +110,7 @@ def to_openai(row: MessageRow) -> dict[str, Any]:
     return message
 
 
-def describe(row: MessageRow) -> str:
+def describe(row: Message) -> str:
     """One line of a search result: time, who, what (line breaks shown as " / ")."""
     who = {"user": "user", "assistant": "you (assistant)"}.get(row.role, row.role)
     text = (row.search_text or row.content or "").replace("\r", " ").replace("\n", " / ")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN
 from membot.agent.llm.client import ContextOverflow, ModelClient, ModelUnavailable
-from membot.agent.store.schema import MessageRow
+from membot.agent.messages import Message
 
 SUMMARY_INSTRUCTIONS = (
     "You condense the older part of a conversation between an AI companion and a user, so the companion can "
@@ -21,7 +21,7 @@ SUMMARY_INSTRUCTIONS = (
 )
 
 
-def _line(row: MessageRow) -> str:
+def _line(row: Message) -> str:
     if row.role == "user":
         try:
             packed = json.loads(row.content or "")
@@ -38,7 +38,7 @@ def _line(row: MessageRow) -> str:
     return f"Function result: {row.content or ''}"
 
 
-def transcript(rows: Sequence[MessageRow], max_chars: int) -> str:
+def transcript(rows: Sequence[Message], max_chars: int) -> str:
     """The rows as lines, each cut to a fair share of the budget so one huge message cannot crowd out the rest."""
     if not rows:
         return ""
@@ -57,7 +57,7 @@ def fallback_summary(previous: str, evicted: int) -> str:
 
 
 async def summarise(
-    model: ModelClient, previous: str, rows: Sequence[MessageRow], *, words: int, budget_tokens: int
+    model: ModelClient, previous: str, rows: Sequence[Message], *, words: int, budget_tokens: int
 ) -> tuple[str, bool]:
     """The new summary (covering `previous` and `rows`) and whether the model wrote it."""
     budget_chars = int(max(256, budget_tokens - 100 - words * 2) * CHARS_PER_TOKEN)

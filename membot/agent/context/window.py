@@ -14,8 +14,7 @@ from weakref import WeakKeyDictionary
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN, TokenCounter
 from membot.agent.memory.core import CoreMemory
-from membot.agent.messages import to_openai
-from membot.agent.store.schema import MessageRow
+from membot.agent.messages import Message, to_openai
 
 
 @dataclass
@@ -63,14 +62,14 @@ def message_cap(window: int) -> int:
     return max(64, window // 4)
 
 
-def safe_cut(rows: Sequence[MessageRow], cut: int) -> int:
+def safe_cut(rows: Sequence[Message], cut: int) -> int:
     """Move a cut point forward so the kept part never starts with a tool result (its call would be gone)."""
     while cut < len(rows) and rows[cut].role == "tool":
         cut += 1
     return cut
 
 
-def choose_eviction(rows: Sequence[MessageRow], sizes: Sequence[int], to_free: int, keep_recent: int) -> int:
+def choose_eviction(rows: Sequence[Message], sizes: Sequence[int], to_free: int, keep_recent: int) -> int:
     """How many of the oldest messages to evict to free `to_free` tokens, keeping the last `keep_recent`
     when that is enough, and never separating a tool call from its result. Returns 0..len(rows)."""
     if to_free <= 0 or not rows:
@@ -98,11 +97,11 @@ class PromptBudget:
     tool_tokens: int = 0
     #: Each queued message as the model sees it, with its tokens. A stored message never changes, so it is
     #: converted and counted once, not on every call of every step (with a real tokenizer, that adds up).
-    _entries: WeakKeyDictionary[MessageRow, tuple[dict[str, Any], int]] = field(
+    _entries: WeakKeyDictionary[Message, tuple[dict[str, Any], int]] = field(
         default_factory=WeakKeyDictionary, repr=False
     )
 
-    def entry(self, row: MessageRow) -> tuple[dict[str, Any], int]:
+    def entry(self, row: Message) -> tuple[dict[str, Any], int]:
         cached = self._entries.get(row)
         if cached is None:
             form = cap_content(to_openai(row), message_cap(self.window))

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
 from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, idf, rerank
+from membot.agent.messages import Message
 from membot.agent.store.db import Database
-from membot.agent.store.schema import MessageRow, utcnow
+from membot.agent.store.schema import MessageRow
 
 # CROSS JOIN fixes the join order: the FTS index is read first and the agent filter applied to its hits.
 # Left to itself the planner may walk the agent's messages and probe the index once per row (100x slower).
@@ -38,12 +39,13 @@ _FTS_RANKED = text(
        CROSS JOIN messages AS m ON m.id = t.id
        ORDER BY t.score, t.id DESC"""
 ).columns(created_at=DateTime())
-_COLUMNS = [column.key for column in MessageRow.__table__.columns if column.key != "id"]
-_INSERT = insert(MessageRow.__table__).returning(MessageRow.__table__.c.id, sort_by_parameter_order=True)
+_TABLE = MessageRow.__table__
+_COLUMNS = [column.key for column in _TABLE.columns if column.key != "id"]
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 _COUNT = select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == bindparam("agent"))
 # Read when agents load, many at once (see `load_recall`); built once, as building costs as much as running.
 _IN_CONTEXT = (
-    select(MessageRow)
+    select(*_TABLE.columns)
     .where(MessageRow.agent_id.in_(bindparam("agents", expanding=True)), MessageRow.in_context.is_(True))
     .order_by(MessageRow.agent_id, MessageRow.id)
 )
@@ -70,7 +72,7 @@ def parse_day(value: str, field: str) -> date:
 class RecallState:
     """What an agent keeps of its recall memory between steps, read when it loads."""
 
-    context: list[MessageRow] = field(default_factory=list)  # its context window's messages, oldest first
+    context: list[Message] = field(default_factory=list)  # its context window's messages, oldest first
     count: int = 0  # messages in all
     newest: tuple[str, datetime] | None = None  # role and time of the newest message
 
@@ -79,8 +81,8 @@ def load_recall(session: Session, agent_ids: Sequence[int]) -> dict[int, RecallS
     """The recall state of each of these agents, in three statements for all of them. Every statement filters
     on the agents asked for, and each row goes to the state of the agent it belongs to."""
     states = {agent_id: RecallState() for agent_id in agent_ids}
-    for row in session.scalars(_IN_CONTEXT, {"agents": list(agent_ids)}):
-        states[row.agent_id].context.append(row)
+    for row in session.execute(_IN_CONTEXT, {"agents": list(agent_ids)}):
+        states[row.agent_id].context.append(Message(**row._mapping))
     newest: list[int] = []
     for agent_id, count, last_id in session.execute(_TALLY, {"agents": list(agent_ids)}):
         states[agent_id].count = count
@@ -98,16 +100,13 @@ class RecallMemory:
         self.terms = terms
 
     # Writes take the caller's session so that a step's messages commit together with its memory edits.
-    def add(self, session: Session, *rows: MessageRow) -> None:
-        """Insert the rows and give each its id. One Core INSERT … RETURNING, not the ORM's unit of work: the
-        rows are plain records that are never updated through the session (0.4 ms a step's commit, not 1 ms)."""
+    def add(self, session: Session, *rows: Message) -> None:
+        """Insert the messages and give each its id: one Core INSERT … RETURNING."""
         if not rows:
             return
         for row in rows:
             if row.agent_id != self.agent_id:
                 raise PermissionError("a message may only be stored in its own agent's recall memory")
-            row.in_context = True if row.in_context is None else row.in_context
-            row.created_at = row.created_at or utcnow()
         values = [{name: getattr(row, name) for name in _COLUMNS} for row in rows]
         ids = session.connection().execute(_INSERT, values).scalars().all()
         for row, row_id in zip(rows, ids, strict=True):
@@ -132,7 +131,7 @@ class RecallMemory:
     def count_rows(self, session: Session) -> int:
         return session.scalar(_COUNT, {"agent": self.agent_id}) or 0
 
-    async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[MessageRow]:
+    async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[Message]:
         """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
         terms = query_terms(query)
         if not terms:
@@ -140,7 +139,7 @@ class RecallMemory:
         search = self._search_fts if self.db.is_sqlite else self._search_portable
         return await self.db.read(partial(search, terms, page, page_size))
 
-    def _search_fts(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[MessageRow]:
+    def _search_fts(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
         window = (page + 1) * page_size
         # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
         # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
@@ -158,28 +157,29 @@ class RecallMemory:
         params = {"query": " OR ".join(map(fts_phrase, terms)), "agent_id": self.agent_id, "limit": limit}
         return session.execute(_FTS_RANKED, params).all()
 
-    def _message(self, row: Row[Any]) -> MessageRow:
-        return MessageRow(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
-                          search_text=row.search_text, created_at=row.created_at)
+    def _message(self, row: Row[Any]) -> Message:
+        return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
+                       search_text=row.search_text, created_at=row.created_at)
 
-    def _search_portable(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[MessageRow]:
+    def _search_portable(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
         # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
-        rows = list(
-            session.scalars(
-                select(MessageRow).where(
+        rows = [
+            Message(**row._mapping)
+            for row in session.execute(
+                select(*_TABLE.columns).where(
                     MessageRow.agent_id == self.agent_id,
                     MessageRow.search_text.is_not(None),
                     or_(*(MessageRow.search_text.ilike(f"%{term}%") for term in terms)),
                 )
             )
-        )
+        ]
         ranked = rank_bm25(rows, terms)
         start = page * page_size
         return Page(ranked[start : start + page_size], len(ranked), page, page_size)
 
     async def search_dates(
         self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE
-    ) -> Page[MessageRow]:
+    ) -> Page[Message]:
         """Messages from start to end, both days included (UTC), oldest first."""
         first, last = parse_day(start, "start_date"), parse_day(end, "end_date")
         if last < first:
@@ -193,16 +193,16 @@ class RecallMemory:
             MessageRow.created_at < hi,
         )
 
-        def read(session: Session) -> Page[MessageRow]:
+        def read(session: Session) -> Page[Message]:
             total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
-            rows = session.scalars(
-                select(MessageRow)
+            rows = session.execute(
+                select(*_TABLE.columns)
                 .where(*where)
                 .order_by(MessageRow.created_at, MessageRow.id)
                 .limit(page_size)
                 .offset(page * page_size)
             )
-            return Page(list(rows), total, page, page_size)
+            return Page([Message(**row._mapping) for row in rows], total, page, page_size)
 
         return await self.db.read(read)
 
@@ -210,7 +210,7 @@ class RecallMemory:
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def rank_bm25(rows: Sequence[MessageRow], terms: list[str], k1: float = 1.2, b: float = 0.75) -> list[MessageRow]:
+def rank_bm25(rows: Sequence[Message], terms: list[str], k1: float = 1.2, b: float = 0.75) -> list[Message]:
     docs = [Counter(_WORD.findall((row.search_text or "").lower())) for row in rows]
     if not docs:
         return []
