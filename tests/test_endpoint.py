@@ -15,7 +15,10 @@ from membot.agent.config import EngineConfigError
 from membot.agent.llm.client import ContextOverflow, ModelClient, ModelUnavailable
 from membot.agent.llm.embeddings import Embedder, _vectors
 from membot.agent.llm.endpoint import Endpoint, StatusError, Unreachable, backoff, env_proxy, retry_after
-from tests.fakes.openai_server import ScriptedModel, error, raw, send, text
+from membot.bot.identity import UserRef
+from membot.bot.service import BotService
+from tests.conftest import collect, make_settings
+from tests.fakes.openai_server import ScriptedModel, error, raw, send, text, tool_call
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -161,3 +164,24 @@ async def test_a_chat_request_arrives_whole_and_a_new_tool_list_is_sent_as_it_is
         {"model": "m", "messages": messages, "tools": others, "tool_choice": "auto"},
         {"model": "m", "messages": messages},
     ]
+
+
+async def test_an_organization_and_project_set_go_with_every_chat_and_embeddings_request(model, home):
+    model.script(tool_call("archival_memory_insert", {"content": "tea at four", "request_heartbeat": True}),
+                 send("Noted."), send("Hello."))
+    settings = make_settings(home, model, OPENAI_ORG_ID="org-123", OPENAI_PROJECT_ID="proj_456")
+    service = await BotService.open(settings)
+    try:
+        await collect(service.chat(UserRef("terminal", "local", "ann", "ann"), "tea is at four"))
+    finally:
+        await service.close()
+    assert model.embedding_requests and len(model.request_headers) >= 3  # chat, embeddings, chat
+    for headers in model.request_headers:
+        assert headers["OpenAI-Organization"] == "org-123" and headers["OpenAI-Project"] == "proj_456"
+    # Unset, they are not sent at all.
+    service = await BotService.open(make_settings(home, model))
+    try:
+        await collect(service.chat(UserRef("terminal", "local", "ann", "ann"), "hello"))
+    finally:
+        await service.close()
+    assert "OpenAI-Organization" not in model.request_headers[-1] and "OpenAI-Project" not in model.request_headers[-1]

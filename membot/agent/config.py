@@ -40,6 +40,8 @@ class EngineConfig:
     home: Path
     api_key: str | None = None
     base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
     model: str = "gpt-4o-mini"
     context_window: int = DEFAULT_CONTEXT_WINDOW
     embedding_model: str = "text-embedding-3-small"
@@ -59,6 +61,12 @@ class EngineConfig:
     #: Extra functions switched on (MEMBOT_EXTRAS), and the hosts http_request may reach.
     extras: frozenset[str] = field(default_factory=frozenset)
     http_allow: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def endpoint_headers(self) -> dict[str, str]:
+        """Headers every request to the model endpoint carries besides the key (OpenAI's, as the SDK sent)."""
+        named = {"OpenAI-Organization": self.organization, "OpenAI-Project": self.project}
+        return {header: value for header, value in named.items() if value}
 
     @property
     def sandbox_root(self) -> Path:

@@ -66,9 +66,11 @@ class Engine:
     async def open(cls, config: EngineConfig) -> Engine:
         # First: a bad configuration opens nothing.
         tools = build_tools(config)
-        chat = Endpoint(config.base_url, config.api_key, config.model_timeout, config.model_max_retries)
+        headers = config.endpoint_headers
+        chat = Endpoint(config.base_url, config.api_key, config.model_timeout, config.model_max_retries, headers)
         embed_endpoint = (
-            Endpoint(config.embedding_base_url, config.api_key, config.model_timeout, config.model_max_retries)
+            Endpoint(config.embedding_base_url, config.api_key, config.model_timeout, config.model_max_retries,
+                     headers)
             if config.embedding_base_url
             else chat
         )

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # The model endpoint. None means OpenAI itself (https://api.openai.com/v1, as the SDK's default).
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    # Sent as the OpenAI-Organization and OpenAI-Project headers when set, as the SDK did.
+    openai_org_id: str | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
+    openai_project_id: str | None = Field(default=None, validation_alias="OPENAI_PROJECT_ID")
     model: str = Field(default="gpt-4o-mini", validation_alias="MEMBOT_MODEL")
     context_window: int | None = Field(default=None, validation_alias="MEMBOT_CONTEXT_WINDOW")
     embedding_model: str = Field(default="text-embedding-3-small", validation_alias="MEMBOT_EMBEDDING_MODEL")
@@ -94,6 +97,8 @@ class Settings(BaseSettings):
         return EngineConfig(
             api_key=self.openai_api_key.get_secret_value() if self.openai_api_key else None,
             base_url=self.openai_base_url,
+            organization=self.openai_org_id,
+            project=self.openai_project_id,
             model=self.model,
             context_window=self.context_window or known_context_window(self.model),
             embedding_model=self.embedding_model,

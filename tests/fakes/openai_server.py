@@ -301,6 +301,8 @@ class ScriptedModel:
         self.embedding_failures = 0
         self.requests: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
+        #: The headers of every chat and embeddings request, in order.
+        self.request_headers: list[dict[str, str]] = []
         self.max_prompt_tokens = 0
         self._queue: deque[Reply] = deque()
         # Tool call ids already sent; a reply object served twice gets fresh ids.
@@ -376,6 +378,7 @@ class ScriptedModel:
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
             )
         self.requests.append(body)
+        self.request_headers.append(dict(request.headers))
         model = str(body.get("model") or DEFAULT_CHAT_MODEL)
         self._models_seen[model] = None
         prompt_tokens = estimate_prompt_tokens(body)
@@ -496,6 +499,7 @@ class ScriptedModel:
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
             )
         self.embedding_requests.append(body)
+        self.request_headers.append(dict(request.headers))
         model = str(body.get("model") or DEFAULT_EMBEDDING_MODEL)
         self._models_seen[model] = None
 

@@ -71,7 +71,14 @@ class _Retry(Exception):
 class Endpoint:
     """One base URL and key. The HTTP session opens on first use, on the running event loop."""
 
-    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float,
+        max_retries: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -82,7 +89,7 @@ class Endpoint:
             )
         self.max_retries = max(0, max_retries)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
-        self._headers = {"Content-Type": "application/json", "User-Agent": "membot"}
+        self._headers = {"Content-Type": "application/json", "User-Agent": "membot", **(headers or {})}
         if api_key:  # local servers (Ollama, vLLM) need none
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._proxy = env_proxy(self.base_url)
