@@ -8,7 +8,9 @@ port, so that neither its CPU nor its own queue of requests is ours (a real endp
 wait; with one process, bare HTTP with membot's request bodies reached only 0.82× of the ideal, with two 0.91×).
 
 Agents are created before the clock starts (creating identities is not the point here); loading them into
-the service's cache happens on the first message and is counted.
+the service's cache happens on the first message and is counted. A message's time ends with its step's last
+event, the reply, as a user sees it; the step's last commit lands behind it and is awaited before anything
+reads that agent's memory again (the next step's first function, a command).
 """
 
 from __future__ import annotations
