@@ -77,6 +77,27 @@ async def test_writes_begun_without_waiting_run_in_the_order_they_were_begun(db:
     assert isinstance(started[1].exception(), RuntimeError) and started[2].exception() is None
 
 
+@pytest.mark.parametrize("kind", ["threads", "async driver"])
+async def test_a_write_begun_and_not_awaited_lands_before_the_database_closes(kind: str, tmp_path: Path):
+    # A step's last commit is not awaited by the step (Agent._write_behind); closing must not lose it.
+    db = await _open(kind, tmp_path)
+    agent = AgentRow(name="a", persona_name="p", human_name="h")
+    await db.add(agent)
+
+    def slow(session: Session) -> None:
+        for _ in range(50):  # on an async driver, each statement lets other tasks run
+            session.execute(select(1))
+        RecallMemory(db, agent.id, TermFrequencies()).add(session, user_message(agent.id, "last words"))
+
+    db.start_write(slow)
+    await db.close()
+    db = await _open(kind, tmp_path)
+    try:
+        assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
+    finally:
+        await db.close()
+
+
 async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Database):
     alice, bob = AgentRow(name="alice", persona_name="p", human_name="h"), AgentRow(name="bob", persona_name="p",
                                                                                      human_name="h")

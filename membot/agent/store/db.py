@@ -155,6 +155,9 @@ class AsyncDriver:
         return await self.write(work)
 
     async def close(self) -> None:
+        # Writes begun and not awaited (a step's last commit) land before the connections go.
+        if self._last_started is not None and not self._last_started.done():
+            await asyncio.wait((self._last_started,))
         await self.engine.dispose()
 
 
