@@ -17,6 +17,7 @@ from membot.agent.memory.recall import RecallMemory
 from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.messages import user_message
 from membot.agent.store.db import AsyncDriver, Database, _create_schema
+from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
 from membot.agent.store.schema import AgentRow, MessageRow, SourceRow
 from tests.conftest import store_messages
 
@@ -57,10 +58,11 @@ async def test_a_unit_of_work_commits_whole_or_not_at_all(db: Database):
         await db.add(SourceRow(scope="s", name="n"))
 
 
-async def test_writes_begun_without_waiting_run_in_the_order_they_were_begun(db: Database):
+async def test_writes_begun_on_a_chain_run_in_order_and_stop_at_the_first_failure(db: Database):
     # An agent queues its commits and goes on (Agent._write_behind): a later one must never land first, even
-    # when an earlier one is slow or fails.
+    # when an earlier one is slow, and never land over the gap a failed one left.
     ran: list[str] = []
+    chain, other = WriteChain(), WriteChain()
 
     def slow(session: Session) -> None:
         for _ in range(50):  # on an async driver, each statement lets other tasks run
@@ -69,12 +71,16 @@ async def test_writes_begun_without_waiting_run_in_the_order_they_were_begun(db:
 
     def failing(session: Session) -> None:
         ran.append("failing")
-        raise RuntimeError("this one fails alone")
+        raise RuntimeError("this one fails")
 
-    started = [db.start_write(slow), db.start_write(failing), db.start_write(lambda session: ran.append("last"))]
+    started = [db.start_write(slow, chain), db.start_write(failing, chain),
+               db.start_write(lambda session: ran.append("after the failure"), chain),
+               db.start_write(lambda session: ran.append("another chain"), other)]
     await asyncio.wait(started)
-    assert ran == ["slow", "failing", "last"]
-    assert isinstance(started[1].exception(), RuntimeError) and started[2].exception() is None
+    assert ran.index("slow") < ran.index("failing") and "after the failure" not in ran and "another chain" in ran
+    assert isinstance(started[1].exception(), RuntimeError)
+    assert isinstance(started[2].exception(), EarlierWriteFailed) and started[3].exception() is None
+    assert chain.broken and not other.broken
 
 
 @pytest.mark.parametrize("kind", ["threads", "async driver"])

@@ -11,10 +11,11 @@ from contextlib import aclosing
 
 import pytest
 from sqlalchemy import event as sql_event
+from sqlalchemy import text as sql_text
 
 from membot.agent.engine import UnknownAgent
-from membot.agent.events import AssistantMessage, FunctionCall
-from membot.bot.service import BotService
+from membot.agent.events import AssistantMessage, ErrorMessage, FunctionCall
+from membot.bot.service import CRASHED, BotService
 from membot.bot.settings import Settings
 from tests.cli_helpers import membot
 from tests.conftest import collect
@@ -179,3 +180,98 @@ async def test_agents_asked_for_at_once_load_together_each_with_only_its_own_mem
             assert (await agent.report()).recall_messages == (6 if i == 1 else 3)
     finally:
         await service.close()
+
+
+async def test_a_last_commit_that_fails_after_the_reply_leaves_no_gap_and_the_agent_recovers(
+    service, model, user, caplog
+):
+    model.default = lambda body: send("ok")
+    await collect(service.chat(user("gil"), "hi"))
+    # A real failure inside SQLite: a message whose searchable text says "poison" is refused.
+    await service.engine.db.write(lambda session: session.execute(sql_text(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN new.search_text LIKE '%poison%' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")))
+
+    def replies(events: list) -> list[str]:
+        return [e.text for e in events if isinstance(e, (AssistantMessage, ErrorMessage))]
+
+    # The failure is known by the next message: that message is answered by the agent loaded afresh.
+    model.script(send("poison apple"))
+    assert replies(await collect(service.chat(user("gil"), "name a fruit"))) == ["poison apple"]
+    await asyncio.sleep(0.2)
+    assert "a commit failed" in caplog.text
+    assert replies(await collect(service.chat(user("gil"), "name a vegetable"))) == ["ok"]
+
+    # The next message comes while the failing commit still waits (behind another write): its own commits
+    # fail unrun behind it, so it is not stored, and it is told to try again.
+    release = threading.Event()
+
+    async def hold_the_writer(body: dict) -> ChatReply:
+        await service.engine.db.write(lambda session: None)  # the user's message has landed
+        service.engine.db.start_write(lambda session: release.wait(10))
+        return send("poison pear")
+
+    model.script(hold_the_writer)
+    try:
+        assert replies(await collect(service.chat(user("gil"), "another fruit"))) == ["poison pear"]
+        meanwhile = asyncio.create_task(collect(service.chat(user("gil"), "name a nut")))
+        await asyncio.sleep(0.2)
+    finally:
+        release.set()
+    assert replies(await meanwhile) == [CRASHED]
+    assert replies(await collect(service.chat(user("gil"), "name a nut"))) == ["ok"]
+    stored = await service.search_memory(user("gil"), "fruit vegetable nut poison", limit=20)
+    said = " ".join(stored)
+    assert "name a fruit" in said and "name a vegetable" in said and "another fruit" in said
+    assert said.count("name a nut") == 1 and "poison" not in said  # no gap filled over, nothing twice
+
+
+async def test_an_unreadable_agent_loaded_with_others_fails_alone(settings, model, user):
+    model.default = lambda body: send("ok")
+    first = await BotService.open(settings)
+    try:
+        ids = []
+        for name in ("hal", "ida", "jo"):
+            await collect(first.chat(user(name), "hello"))
+            ids.append((await first.agent_id(user(name)))[0])
+        # ida's stored function call is damaged on disk.
+        await first.engine.db.write(lambda session: session.execute(
+            sql_text("UPDATE messages SET tool_calls = '{not json' WHERE agent_id = :agent AND tool_calls IS NOT NULL"),
+            {"agent": ids[1]}))
+    finally:
+        await first.close()
+    service = await BotService.open(settings)
+    try:
+        loaded = await asyncio.gather(*(service.engine.load_agent(i) for i in ids), return_exceptions=True)
+        assert isinstance(loaded[1], ValueError)  # the JSON error of ida's row, for ida alone
+        assert [agent.id for agent in (loaded[0], loaded[2])] == [ids[0], ids[2]]
+    finally:
+        await service.close()
+
+
+async def test_an_agent_dropped_while_its_commit_runs_is_loaded_again_only_after_it(service, model, user):
+    model.default = lambda body: send("ok")
+    await collect(service.chat(user("dan"), "hi"))
+    # Another agent's long commit holds the writer, so this step's commits queue behind it.
+    busy = asyncio.ensure_future(service.engine.db.write(lambda session: time.sleep(0.6)))
+    await asyncio.sleep(0.05)
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "x", "request_heartbeat": True}, "t"))
+    called = asyncio.Event()
+
+    async def listen() -> None:
+        async for event in service.chat(user("dan"), "remember the blue door"):
+            if isinstance(event, FunctionCall):
+                called.set()
+
+    talking = asyncio.create_task(listen())
+    await called.wait()
+    await asyncio.sleep(0.05)
+    talking.cancel()
+    await asyncio.sleep(0.05)
+    talking.cancel()  # cancelled again while the step waits for its commit (a shutdown, a timeout around it)
+    with pytest.raises(asyncio.CancelledError):
+        await talking
+    # The agent was dropped with its commit still queued; loading it afresh waits for that commit.
+    await collect(service.chat(user("dan"), "hello again"))
+    await busy
+    assert "remember the blue door" in json.dumps(model.requests[-1]["messages"])

@@ -47,6 +47,7 @@ from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.sources.catalog import attached_names
+from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
@@ -93,8 +94,10 @@ class Agent:
         self._sources: tuple[int, list[str]] = (-1, [])
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
-        #: Commits queued and not yet seen settled, oldest first (see `_write_behind`).
+        #: Commits queued and not yet seen settled, oldest first, and the chain that keeps them in order (see
+        #: `_write_behind`).
         self._writes: list[asyncio.Future[None]] = []
+        self._write_chain = WriteChain()
 
     def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
@@ -149,8 +152,9 @@ class Agent:
             except Exception:
                 pass
             raise
-        # A normal end does not wait for the last commit: the reply is out, and the next reader of this
-        # agent's memory (a function, a command, the next step) waits for it.
+        # A normal end does not wait for the last commit: the reply is out. What reads this agent's memory next
+        # waits for it (the next step's first function, a command); if it fails, the next step's commits
+        # fail unrun behind it, and the service loads the agent afresh (see `broken`).
 
     async def _chain(self) -> AsyncIterator[Event]:
         """The model calls of one step, each followed by its function, until one does not ask to go on."""
@@ -294,21 +298,32 @@ class Agent:
 
     def _write_behind(self, work: Callable[[Session], None]) -> None:
         """Queue `work` for commit and go on without waiting: the model call that comes next hides it. The
-        database starts units of work in the order they were queued (`Database.start_write`), so this agent's
-        commits land in order without one waiting for another."""
-        writing = self.engine.db.start_write(work)
+        agent's commits share one WriteChain, so they land in the order they were queued without one waiting
+        for another, and once one fails, those queued after it fail unrun instead of landing over the gap."""
+        writing = self.engine.db.start_write(work, self._write_chain)
         writing.add_done_callback(self._commit_done)
         self._writes.append(writing)
 
     def _commit_done(self, writing: asyncio.Future[None]) -> None:
         # Said when it happens: the step that queued it may be over. `settled` raises it as well.
-        if not writing.cancelled() and writing.exception() is not None:
-            log.error("agent %s: a commit failed: %s", self.id, writing.exception())
+        error = None if writing.cancelled() else writing.exception()
+        if error is not None and not isinstance(error, EarlierWriteFailed):
+            log.error("agent %s: a commit failed", self.id, exc_info=error)
 
     @property
     def writing(self) -> bool:
         """Whether commits are still running (commits land in order: the last one settles last)."""
         return bool(self._writes) and not self._writes[-1].done()
+
+    @property
+    def last_write(self) -> asyncio.Future[None] | None:
+        """The last commit queued, while it runs: whoever loads this agent afresh waits for it first."""
+        return self._writes[-1] if self.writing else None
+
+    @property
+    def broken(self) -> bool:
+        """A commit failed: what this agent holds is ahead of the database, and it must be loaded afresh."""
+        return self._write_chain.broken
 
     async def settled(self) -> None:
         """Wait until everything this agent queued is committed; raises the first commit that failed. A wait

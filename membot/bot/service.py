@@ -40,6 +40,8 @@ class BotService:
         self.settings = settings
         self.engine = engine
         self._agents: OrderedDict[int, Agent] = OrderedDict()
+        #: The last commit of agents dropped while it still ran: loading one afresh waits for it first.
+        self._landing: dict[int, asyncio.Future[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._user_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._resolve_lock = asyncio.Lock()
@@ -88,7 +90,14 @@ class BotService:
 
     async def _agent(self, agent_id: int) -> Agent:
         agent = self._agents.get(agent_id)
+        if agent is not None and agent.broken:
+            # A commit of it failed (logged when it did): what it holds is ahead of the database.
+            self._drop(agent_id)
+            agent = None
         if agent is None:
+            landing = self._landing.pop(agent_id, None)
+            if landing is not None and not landing.done():
+                await asyncio.wait((landing,))  # loaded before it lands, the agent would miss it
             agent = await self.engine.load_agent(agent_id)
             self._agents[agent_id] = agent
             while len(self._agents) > self.settings.agent_cache_size:
@@ -101,6 +110,15 @@ class BotService:
         self._agents.move_to_end(agent_id)
         return agent
 
+    def _drop(self, agent_id: int) -> None:
+        """Forget the cached agent, so that it is loaded afresh from what was committed."""
+        agent = self._agents.pop(agent_id, None)
+        last = agent.last_write if agent is not None else None
+        for landed in [other for other, write in self._landing.items() if write.done()]:
+            del self._landing[landed]
+        if last is not None:
+            self._landing[agent_id] = last
+
     @asynccontextmanager
     async def using(self, agent_id: int) -> AsyncIterator[Agent]:
         """The agent, held exclusively (its messages never interleave), with its last step's commits landed:
@@ -111,7 +129,7 @@ class BotService:
                 await agent.settled()
             except Exception:
                 # A commit failed (and was logged): what the agent holds is ahead of the database.
-                self._agents.pop(agent_id, None)
+                self._drop(agent_id)
                 agent = await self._agent(agent_id)
             yield agent
 
@@ -160,13 +178,13 @@ class BotService:
             except Exception:
                 # The agent never crashes the bot: report, and load it afresh from what was committed.
                 log.exception("agent %s failed during a step", agent_id)
-                self._agents.pop(agent_id, None)
+                self._drop(agent_id)
                 if not closing:
                     yield ErrorMessage(agent_id, CRASHED)
             except BaseException:
                 # Cancelled or closed mid-step: what the agent holds in memory may be ahead of what was
                 # committed, so it is loaded afresh next time.
-                self._agents.pop(agent_id, None)
+                self._drop(agent_id)
                 raise
 
     # ----- commands --------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from membot.agent.store.schema import MessageRow
 # (bm25() cannot sit beside a window function, hence the subquery.) Only the top rows' texts are read, by
 # the outer join: carrying every hit's text through the sort cost a fifth of the search.
 _FTS_RANKED = text(
-    """SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at FROM (
+    """SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context FROM (
          SELECT id, score, count(*) OVER () AS total FROM (
            SELECT m.id AS id, bm25(messages_fts, 1.0, 0.5) AS score FROM messages_fts
            CROSS JOIN messages AS m ON m.id = messages_fts.rowid
@@ -159,7 +159,7 @@ class RecallMemory:
 
     def _message(self, row: Row[Any]) -> Message:
         return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
-                       search_text=row.search_text, created_at=row.created_at)
+                       search_text=row.search_text, created_at=row.created_at, in_context=bool(row.in_context))
 
     def _search_portable(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
         # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.

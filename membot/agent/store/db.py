@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from membot.agent.config import EngineConfigError
-from membot.agent.store.group_commit import GroupCommit, Work
+from membot.agent.store.group_commit import EarlierWriteFailed, GroupCommit, Work, WriteChain
 from membot.agent.store.schema import Base
 
 T = TypeVar("T")
@@ -82,8 +82,8 @@ class Runner(Protocol):
 
     async def read(self, work: Work[T]) -> T: ...
     async def write(self, work: Work[T]) -> T: ...
-    # Units of work begun here run in the order they were begun, each after the one before has settled.
-    def start_write(self, work: Work[T]) -> asyncio.Future[T]: ...
+    # Units of work begun on one chain run in the order they were begun; after one fails, the rest fail unrun.
+    def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]: ...
     async def close(self) -> None: ...
 
 
@@ -114,8 +114,8 @@ class SqliteThreads:
     async def write(self, work: Work[T]) -> T:
         return await self._writer.submit(work)
 
-    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
-        return self._writer.start(work)
+    def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
+        return self._writer.start(work, chain)  # one writer thread, one queue: in order
 
     def _read(self, work: Work[T]) -> T:
         with self._sessions() as session:
@@ -133,7 +133,7 @@ class AsyncDriver:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._last_started: asyncio.Future[Any] | None = None
+        self._started: set[asyncio.Future[Any]] = set()  # begun, not yet settled: close waits for them
 
     async def read(self, work: Work[T]) -> T:
         async with self._sessions() as session:
@@ -143,21 +143,31 @@ class AsyncDriver:
         async with self._sessions.begin() as session:
             return await session.run_sync(work)
 
-    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
-        # In order, as the SQLite writer thread runs them: a caller's later commit never lands first.
-        task = asyncio.ensure_future(self._after(self._last_started, work))
-        self._last_started = task
+    def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
+        # On one chain, in order, as the SQLite writer thread runs them; different chains run side by side.
+        task = asyncio.ensure_future(self._after(chain, chain.last if chain else None, work))
+        if chain is not None:
+            chain.last = task
+        self._started.add(task)
+        task.add_done_callback(self._started.discard)
         return task
 
-    async def _after(self, previous: asyncio.Future[Any] | None, work: Work[T]) -> T:
+    async def _after(self, chain: WriteChain | None, previous: asyncio.Future[Any] | None, work: Work[T]) -> T:
         if previous is not None and not previous.done():
-            await asyncio.wait((previous,))  # its error is its caller's, not this one's
-        return await self.write(work)
+            await asyncio.wait((previous,))
+        if chain is not None and chain.broken:
+            raise EarlierWriteFailed("an earlier write of its caller failed")
+        try:
+            return await self.write(work)
+        except Exception:
+            if chain is not None:
+                chain.broken = True
+            raise
 
     async def close(self) -> None:
         # Writes begun and not awaited (a step's last commit) land before the connections go.
-        if self._last_started is not None and not self._last_started.done():
-            await asyncio.wait((self._last_started,))
+        if self._started:
+            await asyncio.wait(set(self._started))
         await self.engine.dispose()
 
 
@@ -198,10 +208,11 @@ class Database:
         """One unit of work: everything `work` does commits together, or not at all if it raises."""
         return await self.runner.write(work)
 
-    def start_write(self, work: Work[T]) -> asyncio.Future[T]:
-        """`write(work)`, begun now and awaited later: the caller goes on while it commits. Units of work
-        begun this way run in the order they were begun, so a caller may queue several without waiting."""
-        return self.runner.start_write(work)
+    def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
+        """`write(work)`, begun now and awaited later: the caller goes on while it commits. Units of work begun
+        on one `chain` run in the order they were begun, so a caller may queue several without waiting; once
+        one fails, the ones after it fail unrun (EarlierWriteFailed) instead of landing over the gap."""
+        return self.runner.start_write(work, chain)
 
     # Shorthands for the one-statement units of work.
     async def scalar(self, statement: Executable) -> Any:

@@ -19,11 +19,30 @@ Work = Callable[[Session], T]
 MAX_GROUP_COMMIT = 64
 
 
+class EarlierWriteFailed(RuntimeError):
+    """Not run: a unit of work begun before it on the same WriteChain failed."""
+
+
+class WriteChain:
+    """Units of work one caller begins one after another without waiting (an agent's commits). Once one of them
+    fails, those begun after it fail too, unrun: a later commit must not land over the gap an earlier one left.
+    A new chain starts clean (an agent loaded afresh from what was committed gets a new one)."""
+
+    __slots__ = ("broken", "last")
+
+    def __init__(self) -> None:
+        #: Set by the writer (its thread, or the async driver's task) when a unit of work on it fails.
+        self.broken = False
+        #: The last unit of work begun on it: the async driver runs the next one after it.
+        self.last: asyncio.Future[Any] | None = None
+
+
 @dataclass
 class _Job:
     work: Work[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    chain: WriteChain | None
 
 
 class GroupCommit:
@@ -42,13 +61,13 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
         self._thread.start()
 
-    def start(self, work: Work[T]) -> asyncio.Future[T]:
+    def start(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
         """Queue `work`; the future settles once it is committed (or has failed)."""
         if self._closed:  # nobody would ever answer
             raise RuntimeError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(work, future, loop))
+        self._jobs.put(_Job(work, future, loop, chain))
         return future
 
     async def submit(self, work: Work[T]) -> T:
@@ -77,6 +96,9 @@ class GroupCommit:
             except BaseException as exc:  # SystemExit in a unit of work: its callers hear of it, the thread lives
                 error = RuntimeError(f"a unit of work raised {type(exc).__name__}: {exc}")
                 done = [(job, False, error) for job in batch]
+            for job, ok, _ in done:
+                if not ok and job.chain is not None:  # its work failed, or the commit it was part of
+                    job.chain.broken = True
             self._deliver(done)
 
     def _commit(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
@@ -85,10 +107,13 @@ class GroupCommit:
         done: list[tuple[_Job, bool, Any]] = []
         try:
             with self._sessions.begin() as session:
-                if len(batch) == 1:
+                if len(batch) == 1 and not _after_failure(batch[0]):
                     done.append((batch[0], True, batch[0].work(session)))
                 else:
                     for job in batch:
+                        if _after_failure(job):
+                            done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
+                            continue
                         try:
                             # The savepoint's release flushes what the unit of work added: only once it is
                             # released has the unit of work succeeded.
@@ -97,6 +122,8 @@ class GroupCommit:
                             done.append((job, True, value))
                         except Exception as exc:
                             done.append((job, False, exc))
+                            if job.chain is not None:  # the ones after it in this batch are not run
+                                job.chain.broken = True
                         # What one unit of work loaded is not shared with the next, as with sessions of their own.
                         session.expunge_all()
         except Exception as exc:
@@ -113,6 +140,10 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle, items)  # one wake-up of the loop per batch
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
+
+
+def _after_failure(job: _Job) -> bool:
+    return job.chain is not None and job.chain.broken
 
 
 def _settle(items: list[tuple[_Job, bool, Any]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -15,7 +15,8 @@ class ReadBatch(Generic[K, V]):
 
     When a busy bot starts, its first messages ask for hundreds of agents at once. Read one by one, each costs
     a database thread's turn and a few statements; read together, a few set-based statements serve them all.
-    Alone, a key is fetched by itself, at once (one turn of the loop later)."""
+    Alone, a key is fetched by itself, at once (one turn of the loop later). A fetch that fails for several keys
+    is tried again key by key, so that one bad key fails only its own callers."""
 
     def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], max_keys: int = 500) -> None:
         self._fetch = fetch
@@ -45,19 +46,29 @@ class ReadBatch(Generic[K, V]):
     async def _serve(self, part: dict[K, list[asyncio.Future[V | None]]]) -> None:
         try:
             found = await self._fetch(list(part))
-        except BaseException as exc:
-            for futures in part.values():
-                for future in futures:
-                    if future.done():  # its caller was cancelled
-                        continue
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:
+            if len(part) > 1:
+                # One bad key (an unreadable row, say) fails only its own callers: each is fetched again alone.
+                for key, futures in part.items():
+                    await self._serve({key: futures})
+                return
+            _settle(part, exc)
             return
+        except BaseException as exc:  # cancelled (the loop shutting down): so are those waiting
+            _settle(part, exc)
+            raise
         for key, futures in part.items():
             for future in futures:
                 if not future.done():
                     future.set_result(found.get(key))
+
+
+def _settle(part: dict[Any, list[asyncio.Future[Any]]], exc: BaseException) -> None:
+    for futures in part.values():
+        for future in futures:
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
