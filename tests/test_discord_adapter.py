@@ -261,7 +261,7 @@ async def test_memory_is_private_and_only_admins_see_others(fake, bot):
         assert followup["flags"] & EPHEMERAL and "alice" in followup["embeds"][0]["title"]
 
 
-async def test_attach_command_loads_a_file_and_autocompletes_sources(fake, bot, model, service):
+async def test_attach_command_loads_a_file_autocompletes_sources_and_detach_undoes_it(fake, bot, model, service):
     notes = fake.host_file("notes.txt", b"The launch code word is PELICAN.\n" * 20, "text/plain")
     model.script(send("I'll keep your notes in mind."))
     interaction = await slash(
@@ -290,6 +290,13 @@ async def test_attach_command_loads_a_file_and_autocompletes_sources(fake, bot, 
     missing = await slash(fake, ALICE, "attach", [{"name": "source", "type": 3, "value": "nope"}])
     followup = await missing.wait_followup()
     assert "no source called 'nope'" in followup["content"] and "notes" in followup["content"]
+
+    assert await fake.send_autocomplete(ALICE, "detach", [{"name": "source", "type": 3, "value": "no"}]) == [
+        {"name": "notes", "value": "notes"}]
+    detached = await slash(fake, ALICE, "detach", [{"name": "source", "type": 3, "value": "notes"}])
+    answer = await detached.wait_followup()
+    assert answer["content"].startswith("Detached notes") and answer["flags"] & EPHEMERAL
+    assert (await service.memory(alice_ref())).sources == []
 
 
 # ----- uploads ---------------------------------------------------------------------------------------------
@@ -371,10 +378,10 @@ async def test_rejected_token_stops_with_what_to_set(model, home, service):
 
 
 async def test_sync_registers_the_commands_globally_or_in_one_guild(fake, settings):
-    assert await sync_commands(settings) == ["attach", "memory", "persona"]
-    assert sorted(c["name"] for c in fake.global_commands) == ["attach", "memory", "persona"]
-    assert await sync_commands(settings, GUILD) == ["attach", "memory", "persona"]
-    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "memory", "persona"]
+    assert await sync_commands(settings) == ["attach", "detach", "memory", "persona"]
+    assert sorted(c["name"] for c in fake.global_commands) == ["attach", "detach", "memory", "persona"]
+    assert await sync_commands(settings, GUILD) == ["attach", "detach", "memory", "persona"]
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "detach", "memory", "persona"]
     attach = next(c for c in fake.global_commands if c["name"] == "attach")
     assert [o["name"] for o in attach["options"]] == ["source", "file"] and attach["options"][0]["autocomplete"]
     assert discord.http.Route.BASE == DISCORD_API
@@ -389,8 +396,8 @@ async def test_cli_discord_sync(fake, model, home):
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().strip() == f"Synced 3 commands in guild {GUILD}: /attach, /memory, /persona"
-    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "memory", "persona"]
+    assert out.decode().strip() == f"Synced 4 commands in guild {GUILD}: /attach, /detach, /memory, /persona"
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "detach", "memory", "persona"]
 
 
 # ----- pure helpers ----------------------------------------------------------------------------------------

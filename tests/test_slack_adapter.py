@@ -357,7 +357,7 @@ async def test_memory_needs_an_admin_for_someone_else(fake: FakeSlack, bot: str,
     assert "no agent yet" in (await command(fake, bot, "/memory", "<@U9|nobody>", "UADMIN"))["text"]
 
 
-async def test_attach_and_persona_commands(
+async def test_attach_detach_and_persona_commands(
     fake: FakeSlack, bot: str, model: ScriptedModel, service: BotService
 ) -> None:
     usage = await command(fake, bot, "/attach", "", "U1")
@@ -371,6 +371,12 @@ async def test_attach_and_persona_commands(
     reply = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Alice: I can read the notes now."))
     assert reply.params["channel"] == "D1"  # the agent's reaction goes to the DM (conversations.open)
     assert fake.calls_to("conversations.open")
+
+    assert "Usage: /detach" in (await command(fake, bot, "/detach", "", "U1"))["text"]
+    assert "no source called" in (await command(fake, bot, "/detach", "nothing-here", "U1"))["text"]
+    assert (await command(fake, bot, "/detach", "notes.txt", "U1"))["text"].startswith("Detached notes.txt")
+    assert (await service.memory(ALICE)).sources == []
+    assert (await command(fake, bot, "/detach", "notes.txt", "U1"))["text"] == "notes.txt was not attached."
 
     assert "sam_pov" in (await command(fake, bot, "/persona", "", "U1"))["text"]
     assert (await command(fake, bot, "/persona", "memgpt_doc", "U1"))["text"] == "Persona set to memgpt_doc."

@@ -1,4 +1,4 @@
-"""Slash commands: /attach, /persona, /memory. Each defers at once (private, "thinking…") and answers with
+"""Slash commands: /attach, /detach, /persona, /memory. Each defers at once (private, "thinking…") and answers with
 ephemeral follow-ups, so a slow agent or a big file never meets Discord's 3-second limit and nobody else
 sees the answer. Errors become a clear private follow-up.
 
@@ -114,6 +114,15 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
             log.exception("autocomplete of /attach source failed")
             return []
         return matching((info.name for info in infos), current)
+
+    @tree.command(name="detach", description="Detach a data source from your agent")
+    @app_commands.describe(source="The data source to stop searching")
+    async def detach(interaction: discord.Interaction, source: app_commands.Range[str, 1, 100]) -> None:
+        bot = _bot(interaction)
+        async with answering(interaction):
+            await private(interaction, await bot.service.detach(person(interaction.user, interaction.guild_id), source))
+
+    detach.autocomplete("source")(source_names)
 
     @tree.command(name="persona", description="Switch your agent's persona")
     @app_commands.describe(name="One of the personas this bot knows")

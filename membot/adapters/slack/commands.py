@@ -1,4 +1,4 @@
-"""Slash commands: /attach <source>, /persona <name>, /memory [@user].
+"""Slash commands: /attach <source>, /detach <source>, /persona <name>, /memory [@user].
 
 Each listener acks first (Slack wants an answer within 3 seconds; the work may take longer), then answers
 privately through the command's response_url (`respond`, ephemeral): unlike chat.postEphemeral it works in
@@ -74,6 +74,18 @@ class Commands:
             await private(respond, note)
             # The agent's reaction goes to the user's DM: it is conversation, and an ephemeral reply vanishes.
             await self.poster.deliver(client, Place(await self._dm(client, user.user_id)), user.user_id, events)
+
+    async def detach(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        async with answering(respond, "/detach"):
+            user = await self._requester(client, command)
+            name = plain_text(str(command.get("text") or ""))
+            if not name:
+                await private(respond, "Usage: /detach <source>, a source attached with /attach.")
+                return
+            await private(respond, await self.service.detach(user, name))
 
     async def persona(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
