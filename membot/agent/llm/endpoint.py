@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import aiohttp
@@ -81,7 +81,7 @@ class Endpoint:
     ) -> None:
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts):
             # Said at start-up: otherwise every message would retry a URL that can never work.
             raise EngineConfigError(
                 f"The model endpoint {self.base_url!r} (OPENAI_BASE_URL or MEMBOT_EMBEDDING_BASE_URL) is not an "
@@ -136,6 +136,14 @@ class Endpoint:
             return json.loads(raw)
         except ValueError:
             raise Unreadable(f"{url} answered {status} with a body that is not JSON") from None
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - reading it checks it: a port out of range or not a number raises
+    except ValueError:
+        return False
+    return True
 
 
 def env_proxy(url: str) -> str | None:
