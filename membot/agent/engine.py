@@ -110,6 +110,9 @@ class Engine:
         return await self.db.write(create)
 
     async def load_agent(self, agent_id: int) -> Agent:
+        """The agent, as committed. Loads asked for in the same turn of the event loop are read together (see
+        `_load_rows`); one agent asked for twice at once is one Agent for both callers (the bot loads an agent
+        only under its lock)."""
         loaded = await self._loads.get(agent_id)
         if loaded is None:
             raise UnknownAgent(f"no agent {agent_id}")
