@@ -11,33 +11,35 @@ test, so a real slack-bolt ``AsyncApp`` (HTTP mode) can be exercised end to end 
 network access. Response shapes follow Slack's documented ones (HTTP 200 with
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``) because slack_sdk raises
 ``SlackApiError`` from exactly those fields.
+
+This module holds the server, its state and the ways to inspect it; the Web API methods are in
+``slack_fake_api.py`` and the requests sent to the app in ``slack_fake_requests.py``, both mixed into FakeSlack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import hmac
 import itertools
 import json
-import secrets
 import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlencode
+from typing import Self, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.slack_fake_api import JsonDict, SlackWebApi
+from tests.fakes.slack_fake_requests import SlackRequests
 
 __all__ = ["FakeSlack", "FileDownload", "RecordedCall", "ResponseUrlPost"]
 
 _T = TypeVar("_T")
 
-JsonDict = dict[str, Any]
 CallPredicate = Callable[["RecordedCall"], bool]
 
 # Shown when url_private is fetched without valid credentials: real Slack answers such requests
@@ -112,7 +114,7 @@ class _InjectedFailure:
     remaining: int
 
 
-class FakeSlack:
+class FakeSlack(SlackRequests, SlackWebApi):
     """Fake Slack server; use as ``async with FakeSlack() as fake: ...``."""
 
     def __init__(
@@ -424,217 +426,6 @@ class FakeSlack:
         for event in self._waiters:
             event.set()
 
-    # ------------------------------------------------------------------ building requests for the app
-
-    def sign(self, body: bytes, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
-        """Slack v0 request-signing headers for ``body``."""
-        ts = int(time.time()) if timestamp is None else timestamp
-        key = (secret if secret is not None else self.signing_secret).encode()
-        base = b"v0:" + str(ts).encode() + b":" + body
-        digest = hmac.new(key, base, hashlib.sha256).hexdigest()
-        return {"X-Slack-Signature": f"v0={digest}", "X-Slack-Request-Timestamp": str(ts)}
-
-    def event_payload(self, event: JsonDict, *, event_id: str | None = None) -> JsonDict:
-        """Wrap ``event`` in an Events API ``event_callback`` envelope."""
-        now = int(time.time())
-        return {
-            "token": self.verification_token,
-            "team_id": self.team_id,
-            "context_team_id": self.team_id,
-            "context_enterprise_id": None,
-            "api_app_id": self.app_id,
-            "event": event,
-            "type": "event_callback",
-            "event_id": event_id or self._next_id("Ev"),
-            "event_time": now,
-            "authorizations": [
-                {
-                    "enterprise_id": None,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user_id,
-                    "is_bot": True,
-                    "is_enterprise_install": False,
-                }
-            ],
-            "is_ext_shared_channel": False,
-            "event_context": secrets.token_hex(16),
-        }
-
-    def dm_event(
-        self,
-        user: str,
-        text: str,
-        *,
-        channel: str | None = None,
-        ts: str | None = None,
-        files: list[JsonDict] | None = None,
-        thread_ts: str | None = None,
-    ) -> JsonDict:
-        """A ``message.im`` event (``channel_type: im``); with ``files`` it is a ``file_share``.
-
-        ``channel`` defaults to :meth:`dm_channel_for` (``"D1"`` for user ``"U1"``); passing one
-        also makes conversations.open return it for this user.
-        """
-        if channel is None:
-            channel = self.dm_channel_for(user)
-        else:
-            self._dm_channels[user] = channel
-        ts = ts or self.next_ts()
-        event: JsonDict = {
-            "type": "message",
-            "channel": channel,
-            "user": user,
-            "text": text,
-            "ts": ts,
-            "event_ts": ts,
-            "channel_type": "im",
-            "team": self.team_id,
-            "client_msg_id": secrets.token_hex(16),
-        }
-        if files:
-            event.update(subtype="file_share", files=files, upload=False, display_as_bot=False)
-        if thread_ts is not None:
-            event["thread_ts"] = thread_ts
-        return event
-
-    def file_shared_event(self, file: JsonDict, user: str, channel: str) -> JsonDict:
-        """A ``file_shared`` event: Slack sends only the file's id and where it was shared."""
-        return {
-            "type": "file_shared",
-            "file_id": file["id"],
-            "user_id": user,
-            "channel_id": channel,
-            "file": {"id": file["id"]},
-            "event_ts": self.next_ts(),
-        }
-
-    def mention_event(
-        self,
-        user: str,
-        text: str,
-        *,
-        channel: str = "C1",
-        ts: str | None = None,
-        thread_ts: str | None = None,
-    ) -> JsonDict:
-        """An ``app_mention`` event; ``<@BOT>`` is prepended to ``text`` if it is not in it."""
-        mention = f"<@{self.bot_user_id}>"
-        if mention not in text:
-            text = f"{mention} {text}"
-        ts = ts or self.next_ts()
-        event: JsonDict = {
-            "type": "app_mention",
-            "user": user,
-            "text": text,
-            "ts": ts,
-            "event_ts": ts,
-            "channel": channel,
-            "team": self.team_id,
-            "client_msg_id": secrets.token_hex(16),
-        }
-        if thread_ts is not None:
-            event["thread_ts"] = thread_ts
-        return event
-
-    def command_body(
-        self,
-        command: str,
-        text: str,
-        *,
-        user_id: str,
-        channel_id: str = "C1",
-        team_id: str | None = None,
-    ) -> bytes:
-        """A form-encoded slash-command body whose response_url points at this fake."""
-        team = team_id or self.team_id
-        path = f"/commands/{team}/{next(self._id_counter)}/{secrets.token_urlsafe(12)}"
-        self._response_urls.add(path)
-        user = self.users.get(user_id)
-        fields = {
-            "token": self.verification_token,
-            "team_id": team,
-            "team_domain": self.team_domain,
-            "channel_id": channel_id,
-            "channel_name": "directmessage"
-            if channel_id.startswith("D")
-            else f"channel-{channel_id.lower()}",
-            "user_id": user_id,
-            "user_name": user["name"] if user else user_id.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": self.app_id,
-            "is_enterprise_install": "false",
-            "response_url": self.base_url + path,
-            "trigger_id": f"{next(self._id_counter)}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}",
-        }
-        return urlencode(fields).encode()
-
-    # ------------------------------------------------------------------ delivering requests to the app
-
-    async def post_raw(
-        self,
-        app_url: str,
-        body: bytes,
-        *,
-        content_type: str = "application/json",
-        sign: bool = True,
-        sign_with: str | None = None,
-        timestamp: int | None = None,
-        retry_num: int | None = None,
-        retry_reason: str = "http_timeout",
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, str, float]:
-        """POST any body to the app; returns (status, body text, elapsed seconds)."""
-        if self._session is None:
-            raise RuntimeError("FakeSlack is not started")
-        hdrs = {"Content-Type": content_type, "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)"}
-        if sign:
-            hdrs.update(self.sign(body, timestamp=timestamp, secret=sign_with))
-        if retry_num is not None:
-            # Slack's redelivery markers; apps commonly ack these without reprocessing.
-            hdrs["X-Slack-Retry-Num"] = str(retry_num)
-            hdrs["X-Slack-Retry-Reason"] = retry_reason
-        hdrs.update(headers or {})
-        started = time.perf_counter()
-        async with self._session.post(app_url, data=body, headers=hdrs, allow_redirects=False) as resp:
-            text = await resp.text()
-            status = resp.status
-        return status, text, time.perf_counter() - started
-
-    async def post_event(
-        self,
-        app_url: str,
-        payload: JsonDict,
-        *,
-        retry_num: int | None = None,
-        sign_with: str | None = None,
-        timestamp: int | None = None,
-    ) -> tuple[int, str, float]:
-        """POST a signed JSON Events API payload (e.g. from :meth:`event_payload`) to the app."""
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return await self.post_raw(
-            app_url, body, retry_num=retry_num, sign_with=sign_with, timestamp=timestamp
-        )
-
-    async def post_command(
-        self,
-        app_url: str,
-        body: bytes,
-        *,
-        retry_num: int | None = None,
-        sign_with: str | None = None,
-        timestamp: int | None = None,
-    ) -> tuple[int, str, float]:
-        """POST a signed slash-command body (from :meth:`command_body`) to the app."""
-        return await self.post_raw(
-            app_url,
-            body,
-            content_type="application/x-www-form-urlencoded",
-            retry_num=retry_num,
-            sign_with=sign_with,
-            timestamp=timestamp,
-        )
-
     # ------------------------------------------------------------------ HTTP handlers
 
     async def _handle_api(self, request: web.Request) -> web.Response:
@@ -767,176 +558,6 @@ class FakeSlack:
         self.response_url_requests.append(ResponseUrlPost(url=str(request.url), body=body))
         self._notify()
         return web.Response(text="ok")
-
-    # ------------------------------------------------------------------ Web API methods
-
-    def _auth_test(self, params: JsonDict) -> JsonDict:
-        return {
-            "ok": True,
-            "url": f"https://{self.team_domain}.slack.com/",
-            "team": self.team_name,
-            "user": self.bot_name,
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "is_enterprise_install": False,
-        }
-
-    def _resolve_channel(self, channel: str) -> str:
-        # Posting to a user id delivers into the bot's DM with that user, as on Slack.
-        if channel[:1] in ("U", "W"):
-            return self.dm_channel_for(channel)
-        return channel
-
-    def _chat_post_message(self, params: JsonDict) -> JsonDict:
-        channel = params.get("channel")
-        if not channel:
-            return {"ok": False, "error": "channel_not_found"}
-        if not any(params.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
-            return {"ok": False, "error": "no_text"}
-        channel = self._resolve_channel(str(channel))
-        ts = self.next_ts()
-        message: JsonDict = {
-            "type": "message",
-            "subtype": "bot_message",
-            "text": params.get("text") or params.get("markdown_text") or "",
-            "user": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "app_id": self.app_id,
-            "team": self.team_id,
-            "ts": ts,
-        }
-        if params.get("blocks"):
-            message["blocks"] = _maybe_json(params["blocks"])
-        if params.get("thread_ts"):
-            message["thread_ts"] = str(params["thread_ts"])
-        self.messages[(channel, ts)] = message
-        return {"ok": True, "channel": channel, "ts": ts, "message": message}
-
-    def _chat_post_ephemeral(self, params: JsonDict) -> JsonDict:
-        if not params.get("channel"):
-            return {"ok": False, "error": "channel_not_found"}
-        if not params.get("user"):
-            return {"ok": False, "error": "user_not_found"}
-        if not any(params.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
-            return {"ok": False, "error": "no_text"}
-        return {"ok": True, "message_ts": self.next_ts()}
-
-    def _chat_update(self, params: JsonDict) -> JsonDict:
-        channel, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
-        if not channel:
-            return {"ok": False, "error": "channel_not_found"}
-        message = self.messages.get((channel, ts))
-        if message is None:
-            return {"ok": False, "error": "message_not_found"}
-        if "text" in params:
-            message["text"] = params["text"]
-        if params.get("blocks"):
-            message["blocks"] = _maybe_json(params["blocks"])
-        message["edited"] = {"user": self.bot_user_id, "ts": self.next_ts()}
-        return {"ok": True, "channel": channel, "ts": ts, "text": message["text"], "message": message}
-
-    def _users_info(self, params: JsonDict) -> JsonDict:
-        user = self.users.get(str(params.get("user") or ""))
-        if user is None:
-            return {"ok": False, "error": "user_not_found"}
-        return {"ok": True, "user": user}
-
-    def _files_info(self, params: JsonDict) -> JsonDict:
-        file_obj = self.files.get(str(params.get("file") or ""))
-        if file_obj is None:
-            return {"ok": False, "error": "file_not_found"}
-        return {"ok": True, "file": file_obj, "comments": [], "response_metadata": {"next_cursor": ""}}
-
-    def _channel_object(
-        self, channel_id: str, *, name: str | None = None, is_private: bool = False
-    ) -> JsonDict:
-        now = int(time.time())
-        if channel_id.startswith("D"):
-            user = next((u for u, c in self._dm_channels.items() if c == channel_id), "U" + channel_id[1:])
-            return {
-                "id": channel_id,
-                "created": now,
-                "is_im": True,
-                "is_org_shared": False,
-                "user": user,
-                "is_user_deleted": False,
-                "priority": 0,
-            }
-        private = is_private or channel_id.startswith("G")
-        return {
-            "id": channel_id,
-            "name": name or f"channel-{channel_id.lower()}",
-            "is_channel": not private,
-            "is_group": False,
-            "is_im": False,
-            "is_mpim": False,
-            "is_private": private,
-            "is_archived": False,
-            "is_general": False,
-            "is_member": True,
-            "is_shared": False,
-            "is_ext_shared": False,
-            "is_org_shared": False,
-            "created": now,
-            "creator": self.bot_user_id,
-            "topic": {"value": "", "creator": "", "last_set": 0},
-            "purpose": {"value": "", "creator": "", "last_set": 0},
-        }
-
-    def _conversations_info(self, params: JsonDict) -> JsonDict:
-        channel_id = str(params.get("channel") or "")
-        if channel_id in self.channels:
-            return {"ok": True, "channel": self.channels[channel_id]}
-        if channel_id[:1] not in ("C", "G", "D"):
-            return {"ok": False, "error": "channel_not_found"}
-        return {"ok": True, "channel": self._channel_object(channel_id)}
-
-    def _conversations_open(self, params: JsonDict) -> JsonDict:
-        if params.get("channel"):
-            return {
-                "ok": True,
-                "no_op": True,
-                "already_open": True,
-                "channel": {"id": str(params["channel"])},
-            }
-        users = [u for u in str(params.get("users") or "").split(",") if u]
-        if not users:
-            return {"ok": False, "error": "users_list_not_supplied"}
-        if len(users) > 1:
-            # Multi-person DMs are not needed by membot; keep the fake honest rather than guess.
-            return {"ok": False, "error": "not_supported_by_fake"}
-        if users[0] not in self.users:
-            return {"ok": False, "error": "user_not_found"}
-        return {
-            "ok": True,
-            "no_op": True,
-            "already_open": True,
-            "channel": {"id": self.dm_channel_for(users[0])},
-        }
-
-    def _reactions_add(self, params: JsonDict) -> JsonDict:
-        channel, ts, name = (str(params.get(k) or "") for k in ("channel", "timestamp", "name"))
-        if not channel:
-            return {"ok": False, "error": "channel_not_found"}
-        if not ts:
-            return {"ok": False, "error": "message_not_found"}
-        if not name:
-            return {"ok": False, "error": "invalid_name"}
-        if (channel, ts, name) in self.reactions:
-            return {"ok": False, "error": "already_reacted"}
-        self.reactions.append((channel, ts, name))
-        return {"ok": True}
-
-
-def _maybe_json(value: Any) -> Any:
-    """Form-encoded requests carry blocks as a JSON string; JSON requests carry real lists."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _tz_info(tz: str) -> tuple[str, int]:
