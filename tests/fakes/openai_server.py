@@ -1,9 +1,10 @@
 """A scripted, OpenAI-compatible model server for tests.
 
 Tests queue up exactly what "the model" will answer (tool calls, plain text,
-HTTP errors, garbage) and then drive the real ``openai`` SDK against this
-server, so the whole client stack (serialisation, retries, error mapping) is
-exercised without any network access or nondeterminism.
+HTTP errors, garbage; see scripted_replies.py) and then drive membot's model
+client (or the ``openai`` SDK) against this server over real HTTP, so the whole
+client stack (serialisation, retries, error mapping) is exercised without any
+network access or nondeterminism.
 
 Usage::
 
@@ -28,12 +29,25 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.scripted_replies import (
+    _STATIC_REPLIES,
+    ChatReply,
+    ErrorReply,
+    RawReply,
+    Reply,
+    Responder,
+    _next_call_id,
+    error,
+    raw,
+    send,
+    text,
+    tool_call,
+)
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
@@ -63,128 +77,7 @@ _FALLBACK_CONTEXT_WINDOW = 8192
 # Guards against a responder that keeps returning responders forever.
 _MAX_RESPONDER_DEPTH = 32
 
-# Process-wide so ids stay unique even across several ScriptedModel instances.
-_call_ids = itertools.count(1)
 _completion_ids = itertools.count(1)
-
-
-def _next_call_id() -> str:
-    return f"call_{next(_call_ids)}"
-
-
-# --------------------------------------------------------------------------
-# Reply kinds
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatReply:
-    """A successful assistant message (turned into a full chat.completion)."""
-
-    content: str | None
-    tool_calls: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class ErrorReply:
-    """An OpenAI-style error body with a non-2xx status.
-
-    ``message=None`` means "pick a realistic message at serve time" (needed for
-    context_length_exceeded, whose text embeds the request's token count).
-    """
-
-    status: int
-    message: str | None = None
-    code: str | None = None
-    type: str | None = None
-    param: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RawReply:
-    """Anything verbatim: a JSON-able value, or a str sent as-is (may be invalid JSON)."""
-
-    body: Any
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Responder: TypeAlias = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
-Reply: TypeAlias = ChatReply | ErrorReply | RawReply | Responder
-
-_STATIC_REPLIES = (ChatReply, ErrorReply, RawReply)
-
-
-# --------------------------------------------------------------------------
-# Helper constructors
-# --------------------------------------------------------------------------
-
-
-def _encode_arguments(arguments: dict[str, Any] | str) -> str:
-    # A str is passed through untouched so tests can send malformed JSON.
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
-
-
-def _make_call(name: str, arguments: dict[str, Any] | str) -> dict[str, Any]:
-    return {
-        "id": _next_call_id(),
-        "type": "function",
-        "function": {"name": name, "arguments": _encode_arguments(arguments)},
-    }
-
-
-def tool_call(
-    name: str,
-    arguments: dict[str, Any] | str,
-    content: str | None = None,
-    *,
-    extra_calls: Sequence[tuple[str, dict[str, Any] | str]] = (),
-) -> ChatReply:
-    """An assistant message whose ``content`` is the inner monologue plus one (or more) tool calls."""
-    calls = [_make_call(name, arguments)]
-    calls.extend(_make_call(n, a) for n, a in extra_calls)
-    return ChatReply(content=content, tool_calls=tuple(calls))
-
-
-def send(text: str, thought: str = "Replying to the user.", heartbeat: bool = False) -> ChatReply:
-    """Shorthand for the usual MemGPT turn: think, then call ``send_message``."""
-    args: dict[str, Any] = {"message": text}
-    if heartbeat:
-        args["request_heartbeat"] = True
-    return tool_call("send_message", args, content=thought)
-
-
-def text(content: str | None) -> ChatReply:
-    """A plain assistant message with no tool calls (``None``/"" for an empty reply)."""
-    return ChatReply(content=content)
-
-
-def error(
-    status: int,
-    message: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    *,
-    type: str | None = None,  # named like OpenAI's error field, shadowing is harmless here
-    param: str | None = None,
-) -> ErrorReply:
-    """An OpenAI-style error. ``headers`` e.g. ``{"retry-after-ms": "10"}`` to keep SDK retries fast."""
-    return ErrorReply(
-        status=status, message=message, code=code, type=type, param=param, headers=dict(headers or {})
-    )
-
-
-def raw(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> RawReply:
-    """Send ``body`` verbatim (dict/list JSON-encoded, str as-is) to test garbage handling."""
-    return RawReply(body=body, status=status, headers=dict(headers or {}))
-
-
-# --------------------------------------------------------------------------
-# Deterministic estimates and embeddings
-# --------------------------------------------------------------------------
 
 
 def _compact_json(value: Any) -> str:
