@@ -154,16 +154,20 @@ async def test_a_chat_request_arrives_whole_and_a_new_tool_list_is_sent_as_it_is
     messages = [{"role": "user", "content": 'hé "quoted" \\ and } braces {'}]
     tools = [{"type": "function", "function": {"name": "first", "parameters": {"type": "object"}}}]
     others = [{"type": "function", "function": {"name": "second", "parameters": {"type": "object"}}}]
-    model.script(text("a"), text("b"), text("c"), text("d"))
+    # Half an emoji (a lone surrogate, as a platform may pass on) cannot be UTF-8: it goes escaped.
+    broken = [{"role": "user", "content": "half an emoji: \ud83d and é"}]
+    model.script(text("a"), text("b"), text("c"), text("d"), text("e"))
     await client.chat(messages, tools)
     await client.chat(messages, tools, force_tool=True)
     await client.chat(messages, others)
     await client.chat(messages)
+    await client.chat(broken, tools)
     assert model.requests == [
         {"model": "m", "messages": messages, "tools": tools, "tool_choice": "auto"},
         {"model": "m", "messages": messages, "tools": tools, "tool_choice": "required"},
         {"model": "m", "messages": messages, "tools": others, "tool_choice": "auto"},
         {"model": "m", "messages": messages},
+        {"model": "m", "messages": broken, "tools": tools, "tool_choice": "auto"},
     ]
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from membot.agent.llm.endpoint import Endpoint, NoAnswerInTime, StatusError, Unreachable, Unreadable
+from membot.agent.llm.endpoint import (
+    Endpoint,
+    NoAnswerInTime,
+    StatusError,
+    Unreachable,
+    Unreadable,
+    json_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ class ModelClient:
     def __init__(self, endpoint: Endpoint, model: str) -> None:
         self.endpoint = endpoint
         self.model = model
-        self._tools: tuple[list[dict[str, Any]] | None, str] = (None, "")
+        self._tools: tuple[list[dict[str, Any]] | None, bytes] = (None, b"")
 
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, force_tool: bool = False
@@ -65,15 +71,15 @@ class ModelClient:
         return self._parse(response)
 
     def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, force_tool: bool) -> bytes:
-        """The request as JSON. The tool schemas, half a request and two thirds of the time to encode one, are
-        encoded once for the list they come in (the registry builds its list once and never changes it)."""
-        head = json.dumps({"model": self.model, "messages": messages})
+        """The request as JSON. The tool schemas, a fixed part of every request, are encoded once for the list
+        they come in (the registry builds its list once and never changes it)."""
+        head = json_bytes({"model": self.model, "messages": messages})
         if not tools:
-            return head.encode()
+            return head
         if self._tools[0] is not tools:
-            self._tools = (tools, json.dumps(tools))
-        choice = "required" if force_tool else "auto"
-        return f'{head[:-1]}, "tools": {self._tools[1]}, "tool_choice": "{choice}"}}'.encode()
+            self._tools = (tools, json_bytes(tools))
+        choice = b'"required"' if force_tool else b'"auto"'
+        return b"".join((head[:-1], b',"tools":', self._tools[1], b',"tool_choice":', choice, b"}"))
 
     @staticmethod
     def _parse(data: Any) -> ChatResult:
