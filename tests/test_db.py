@@ -83,6 +83,24 @@ async def test_writes_begun_on_a_chain_run_in_order_and_stop_at_the_first_failur
     assert chain.broken and not other.broken
 
 
+async def test_a_write_cancelled_before_it_ran_stops_its_chain_and_the_rest_keep_their_order(db: Database):
+    ran: list[str] = []
+    chain = WriteChain()
+
+    def slow(session: Session) -> None:
+        for _ in range(50):  # on an async driver, each statement lets other tasks run
+            session.execute(select(1))
+        ran.append("first")
+
+    first = db.start_write(slow, chain)
+    cancelled = db.start_write(lambda session: ran.append("cancelled"), chain)
+    after = db.start_write(lambda session: ran.append("after"), chain)
+    cancelled.cancel()  # whoever waited for it was cancelled: its write is not there
+    await asyncio.wait((first, after))
+    assert ran == ["first"] and first.exception() is None
+    assert isinstance(after.exception(), EarlierWriteFailed) and chain.broken
+
+
 @pytest.mark.parametrize("kind", ["threads", "async driver"])
 async def test_a_write_begun_and_not_awaited_lands_before_the_database_closes(kind: str, tmp_path: Path):
     # A step's last commit is not awaited by the step (Agent._write_behind); closing must not lose it.
@@ -97,6 +115,8 @@ async def test_a_write_begun_and_not_awaited_lands_before_the_database_closes(ki
 
     db.start_write(slow)
     await db.close()
+    with pytest.raises(RuntimeError, match="closed"):  # nothing begun after close would be waited for
+        db.start_write(slow)
     db = await _open(kind, tmp_path)
     try:
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1

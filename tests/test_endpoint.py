@@ -144,8 +144,8 @@ async def test_every_servers_way_of_saying_the_prompt_is_too_long_is_understood(
 
 def test_an_endpoint_url_that_can_never_work_is_refused_at_start():
     for url in ("localhost:11434/v1", "ftp://models.example/v1", "http:///v1", "http://localhost:99999/v1",
-                "http://localhost:port/v1"):
-        with pytest.raises(EngineConfigError, match="not an http"):
+                "http://localhost:port/v1", "http://localhost:0/v1"):
+        with pytest.raises(EngineConfigError, match="not a usable http"):
             Endpoint(url, None, timeout=5, max_retries=0)
 
 

@@ -47,3 +47,17 @@ async def test_a_bad_key_fails_only_its_callers_and_a_cancelled_caller_leaves_th
     with pytest.raises(asyncio.CancelledError):
         await working[0]
     assert await working[1] == 6
+
+
+async def test_when_a_key_is_cancelled_in_the_retry_the_other_keys_still_get_their_answers():
+    async def fetch(keys: list[int]) -> dict[int, str]:
+        await asyncio.sleep(0)
+        if len(keys) > 1:
+            raise OSError("the batch failed")
+        if keys == [2]:
+            raise asyncio.CancelledError  # e.g. its read was cancelled as the loop shut down
+        return {keys[0]: f"v{keys[0]}"}
+
+    batch: ReadBatch[int, str] = ReadBatch(fetch)
+    got = await asyncio.wait_for(asyncio.gather(*(batch.get(key) for key in (1, 2, 3)), return_exceptions=True), 2)
+    assert got[0] == "v1" and isinstance(got[1], asyncio.CancelledError) and got[2] == "v3"

@@ -123,6 +123,11 @@ async def test_a_step_cancelled_while_its_commit_waits_is_reloaded_only_after_th
         await asyncio.sleep(0.05)
     with pytest.raises(asyncio.CancelledError):
         await talking
+    # A message that waits for that commit and is itself cancelled (a timeout) leaves the wait to the next one.
+    waiting = asyncio.create_task(collect(service.chat(user("dan"), "are you there")))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
     # The next message loads the agent afresh: only after the cancelled step's commit landed.
     await collect(service.chat(user("dan"), "hello again"))
     await busy

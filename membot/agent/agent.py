@@ -312,7 +312,7 @@ class Agent:
 
     @property
     def writing(self) -> bool:
-        """Whether commits are still running (commits land in order: the last one settles last)."""
+        """Whether commits are still running (on its chain they run one after another: the last settles last)."""
         return bool(self._writes) and not self._writes[-1].done()
 
     @property
@@ -335,6 +335,8 @@ class Agent:
             await asyncio.wait((writes[-1],))
         self._writes = []
         for writing in writes:
+            if writing.cancelled():  # nothing here cancels one; were it to happen, it is a gap like a failure
+                raise EarlierWriteFailed("a commit of this agent was cancelled")
             writing.result()
 
     # ----- the context window ----------------------------------------------------------------------------

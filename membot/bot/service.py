@@ -95,9 +95,11 @@ class BotService:
             self._drop(agent_id)
             agent = None
         if agent is None:
-            landing = self._landing.pop(agent_id, None)
-            if landing is not None and not landing.done():
-                await asyncio.wait((landing,))  # loaded before it lands, the agent would miss it
+            landing = self._landing.get(agent_id)
+            if landing is not None:
+                if not landing.done():
+                    await asyncio.wait((landing,))  # loaded before it lands, the agent would miss it
+                del self._landing[agent_id]  # only once it has landed: a wait cancelled here leaves it
             agent = await self.engine.load_agent(agent_id)
             self._agents[agent_id] = agent
             while len(self._agents) > self.settings.agent_cache_size:

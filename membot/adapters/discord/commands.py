@@ -111,7 +111,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
         try:
             infos = await _bot(interaction).service.sources(person(interaction.user, interaction.guild_id))
         except Exception:  # an autocomplete error only shows as "loading failed": log it, offer nothing
-            log.exception("autocomplete of /attach source failed")
+            log.exception("autocomplete of a source name failed")
             return []
         return matching((info.name for info in infos), current)
 

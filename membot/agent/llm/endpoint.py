@@ -85,8 +85,8 @@ class Endpoint:
         if parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts):
             # Said at start-up: otherwise every message would retry a URL that can never work.
             raise EngineConfigError(
-                f"The model endpoint {self.base_url!r} (OPENAI_BASE_URL or MEMBOT_EMBEDDING_BASE_URL) is not an "
-                "http(s) URL; e.g. http://localhost:11434/v1"
+                f"The model endpoint {self.base_url!r} (OPENAI_BASE_URL or MEMBOT_EMBEDDING_BASE_URL) is not a "
+                "usable http(s) URL (a scheme, a host, a port from 1 to 65535); e.g. http://localhost:11434/v1"
             )
         self.max_retries = max(0, max_retries)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
@@ -141,10 +141,9 @@ class Endpoint:
 
 def _port_ok(parts: SplitResult) -> bool:
     try:
-        parts.port  # noqa: B018 - reading it checks it: a port out of range or not a number raises
+        return parts.port != 0  # reading it checks it: a port out of range or not a number raises
     except ValueError:
         return False
-    return True
 
 
 def json_bytes(value: Any) -> bytes:

@@ -82,7 +82,8 @@ class Runner(Protocol):
 
     async def read(self, work: Work[T]) -> T: ...
     async def write(self, work: Work[T]) -> T: ...
-    # Units of work begun on one chain run in the order they were begun; after one fails, the rest fail unrun.
+    # Units of work begun on one chain run in the order they were begun; after one fails or is cancelled, the
+    # rest fail unrun.
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]: ...
     async def close(self) -> None: ...
 
@@ -134,6 +135,7 @@ class AsyncDriver:
         self.dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._started: set[asyncio.Future[Any]] = set()  # begun, not yet settled: close waits for them
+        self._closed = False
 
     async def read(self, work: Work[T]) -> T:
         async with self._sessions() as session:
@@ -144,31 +146,37 @@ class AsyncDriver:
             return await session.run_sync(work)
 
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
-        # On one chain, in order, as the SQLite writer thread runs them; different chains run side by side.
-        task = asyncio.ensure_future(self._after(chain, chain.last if chain else None, work))
+        if self._closed:  # nobody would wait for it
+            raise RuntimeError("the database is closed")
+        task = asyncio.ensure_future(self._in_turn(chain, work) if chain is not None else self.write(work))
         if chain is not None:
-            chain.last = task
+            task.add_done_callback(lambda done: _gap_if_cancelled(chain, done))
         self._started.add(task)
         task.add_done_callback(self._started.discard)
         return task
 
-    async def _after(self, chain: WriteChain | None, previous: asyncio.Future[Any] | None, work: Work[T]) -> T:
-        if previous is not None and not previous.done():
-            await asyncio.wait((previous,))
-        if chain is not None and chain.broken:
-            raise EarlierWriteFailed("an earlier write of its caller failed")
-        try:
-            return await self.write(work)
-        except Exception:
-            if chain is not None:
+    async def _in_turn(self, chain: WriteChain, work: Work[T]) -> T:
+        # On one chain, in order, one at a time, as the SQLite writer thread runs them; chains run side by side.
+        async with chain.turn():
+            if chain.broken:
+                raise EarlierWriteFailed("an earlier write of its caller failed")
+            try:
+                return await self.write(work)
+            except Exception:
                 chain.broken = True
-            raise
+                raise
 
     async def close(self) -> None:
         # Writes begun and not awaited (a step's last commit) land before the connections go.
-        if self._started:
+        self._closed = True
+        while self._started:
             await asyncio.wait(set(self._started))
         await self.engine.dispose()
+
+
+def _gap_if_cancelled(chain: WriteChain, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():  # before it ran or midway: its write is not there, so the ones after it must not be
+        chain.broken = True
 
 
 class Database:

@@ -28,13 +28,20 @@ class WriteChain:
     fails, those begun after it fail too, unrun: a later commit must not land over the gap an earlier one left.
     A new chain starts clean (an agent loaded afresh from what was committed gets a new one)."""
 
-    __slots__ = ("broken", "last")
+    __slots__ = ("broken", "_turn")
 
     def __init__(self) -> None:
-        #: Set by the writer (its thread, or the async driver's task) when a unit of work on it fails.
+        #: Set by the writer (its thread, or the async driver's task) when a unit of work on it fails or is
+        #: cancelled before it ran.
         self.broken = False
-        #: The last unit of work begun on it: the async driver runs the next one after it.
-        self.last: asyncio.Future[Any] | None = None
+        self._turn: asyncio.Lock | None = None
+
+    def turn(self) -> asyncio.Lock:
+        """Held by the unit of work running (the async driver's; the writer thread needs none). asyncio locks
+        are fair: units begun in order take it in order, and one cancelled while it waits keeps nobody's place."""
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        return self._turn
 
 
 @dataclass
@@ -51,8 +58,9 @@ class GroupCommit:
     commit). Under load a commit, a session and a wake-up of the event loop are paid per batch, not per
     unit of work; alone, a unit of work runs as before, in a transaction of its own.
 
-    A unit of work that raises rolls back its savepoint only; the others in its batch still commit. If the
-    commit itself fails, every unit of work in the batch gets the error: none of them was written."""
+    A unit of work that raises rolls back its savepoint only; the others in its batch still commit, but for
+    those begun after it on the same WriteChain, which fail unrun. If the commit itself fails, every unit of
+    work in the batch gets the error: none of them was written."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -90,7 +98,6 @@ class GroupCommit:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(job)
-            batch = [job for job in batch if not job.future.cancelled()]  # cancelled before it ran: not run
             try:
                 done = self._commit(batch)
             except BaseException as exc:  # SystemExit in a unit of work: its callers hear of it, the thread lives
@@ -107,25 +114,30 @@ class GroupCommit:
         done: list[tuple[_Job, bool, Any]] = []
         try:
             with self._sessions.begin() as session:
-                if len(batch) == 1 and not _after_failure(batch[0]):
-                    done.append((batch[0], True, batch[0].work(session)))
-                else:
-                    for job in batch:
-                        if _after_failure(job):
-                            done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
-                            continue
-                        try:
-                            # The savepoint's release flushes what the unit of work added: only once it is
-                            # released has the unit of work succeeded.
-                            with session.begin_nested():
-                                value = job.work(session)
-                            done.append((job, True, value))
-                        except Exception as exc:
-                            done.append((job, False, exc))
-                            if job.chain is not None:  # the ones after it in this batch are not run
-                                job.chain.broken = True
-                        # What one unit of work loaded is not shared with the next, as with sessions of their own.
-                        session.expunge_all()
+                for job in batch:
+                    if job.future.cancelled():
+                        # Cancelled before it ran: not run, which leaves a gap in its chain.
+                        if job.chain is not None:
+                            job.chain.broken = True
+                        continue
+                    if job.chain is not None and job.chain.broken:
+                        done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
+                        continue
+                    if len(batch) == 1:  # a transaction of its own: no savepoint needed
+                        done.append((job, True, job.work(session)))
+                        continue
+                    try:
+                        # The savepoint's release flushes what the unit of work added: only once it is
+                        # released has the unit of work succeeded.
+                        with session.begin_nested():
+                            value = job.work(session)
+                        done.append((job, True, value))
+                    except Exception as exc:
+                        done.append((job, False, exc))
+                        if job.chain is not None:  # the ones after it in this batch are not run
+                            job.chain.broken = True
+                    # What one unit of work loaded is not shared with the next, as with sessions of their own.
+                    session.expunge_all()
         except Exception as exc:
             return [(job, False, exc) for job in batch]
         return done
@@ -142,13 +154,9 @@ class GroupCommit:
                 pass
 
 
-def _after_failure(job: _Job) -> bool:
-    return job.chain is not None and job.chain.broken
-
-
 def _settle(items: list[tuple[_Job, bool, Any]]) -> None:
     for job, ok, value in items:
-        if job.future.done():  # cancelled while it ran; it committed all the same
+        if job.future.done():  # cancelled while it ran: what it did stands all the same (or failed)
             continue
         if ok:
             job.future.set_result(value)

@@ -48,9 +48,10 @@ class ReadBatch(Generic[K, V]):
             found = await self._fetch(list(part))
         except Exception as exc:
             if len(part) > 1:
-                # One bad key (an unreadable row, say) fails only its own callers: each is fetched again alone.
-                for key, futures in part.items():
-                    await self._serve({key: futures})
+                # One bad key (an unreadable row, say) fails only its own callers: each is fetched again alone,
+                # all at once. Each settles its own callers, whatever happens to the others.
+                await asyncio.gather(*(self._serve({key: futures}) for key, futures in part.items()),
+                                     return_exceptions=True)
                 return
             _settle(part, exc)
             return
