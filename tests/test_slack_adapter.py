@@ -28,7 +28,7 @@ from membot.adapters.slack.render import (
 from membot.adapters.slack.runner import http_runner, run_slack, socket_mode_handler
 from membot.agent.agent import MemoryReport
 from membot.agent.sources.loader import FileOutcome
-from membot.bot.identity import UserRef
+from membot.bot.identity import UserRef, find_agent
 from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
@@ -377,6 +377,9 @@ async def test_attach_detach_and_persona_commands(
     assert (await command(fake, bot, "/detach", "notes.txt", "U1"))["text"].startswith("Detached notes.txt")
     assert (await service.memory(ALICE)).sources == []
     assert (await command(fake, bot, "/detach", "notes.txt", "U1"))["text"] == "notes.txt was not attached."
+    # Someone who never talked to the bot gets an answer, and no agent made for it.
+    assert (await command(fake, bot, "/detach", "notes.txt", "UBOSS"))["text"] == "notes.txt was not attached."
+    assert await find_agent(service.engine.db, UserRef("slack", "T1", "UBOSS", "boss")) is None
 
     assert "sam_pov" in (await command(fake, bot, "/persona", "", "U1"))["text"]
     assert (await command(fake, bot, "/persona", "memgpt_doc", "U1"))["text"] == "Persona set to memgpt_doc."

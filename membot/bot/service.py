@@ -265,8 +265,8 @@ class BotService:
             source = await self.engine.catalog.require(user.source_scope, name)
         except SourceError as exc:
             raise CommandError(str(exc)) from None
-        agent_id, _ = await self.agent_id(user)
-        if not await self.engine.catalog.detach(agent_id, source.id):
+        agent_id = await find_agent(self.engine.db, user)  # someone with no agent yet gets none made for this
+        if agent_id is None or not await self.engine.catalog.detach(agent_id, source.id):
             return f"{source.name} was not attached."
         return f"Detached {source.name}; its passages are no longer searched by your agent."
 
