@@ -147,6 +147,12 @@ def test_an_endpoint_url_that_can_never_work_is_refused_at_start():
                 "http://localhost:port/v1", "http://localhost:0/v1"):
         with pytest.raises(EngineConfigError, match="not a usable http"):
             Endpoint(url, None, timeout=5, max_retries=0)
+    # A key pasted with its line break would make every request fail; the message never shows the key.
+    with pytest.raises(EngineConfigError, match="control character") as refused:
+        Endpoint("http://localhost:11434/v1", "sk-secret\n", timeout=5, max_retries=0)
+    assert "sk-secret" not in str(refused.value)
+    with pytest.raises(EngineConfigError, match="control character"):
+        Endpoint("http://localhost:11434/v1", None, timeout=5, max_retries=0, headers={"OpenAI-Project": "p\r1"})
 
 
 async def test_a_chat_request_arrives_whole_and_a_new_tool_list_is_sent_as_it_is(model, endpoint):

@@ -79,13 +79,12 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
+        name = plain_text(str(command.get("text") or ""))
+        if not name:
+            await private(respond, "Usage: /detach <source>, a source attached with /attach.")
+            return
         async with answering(respond, "/detach"):
-            user = await self._requester(client, command)
-            name = plain_text(str(command.get("text") or ""))
-            if not name:
-                await private(respond, "Usage: /detach <source>, a source attached with /attach.")
-                return
-            await private(respond, await self.service.detach(user, name))
+            await private(respond, await self.service.detach(await self._requester(client, command), name))
 
     async def persona(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient

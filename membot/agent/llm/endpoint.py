@@ -15,6 +15,7 @@ import asyncio
 import json
 import math
 import random
+import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from time import time
@@ -93,6 +94,12 @@ class Endpoint:
         self._headers = {"Content-Type": "application/json", "User-Agent": "membot", **(headers or {})}
         if api_key:  # local servers (Ollama, vLLM) need none
             self._headers["Authorization"] = f"Bearer {api_key}"
+        if any(_CONTROL.search(value) for value in self._headers.values()):
+            # aiohttp refuses such a header on every request; said once, at start-up, without the value.
+            raise EngineConfigError(
+                "OPENAI_API_KEY, OPENAI_ORG_ID or OPENAI_PROJECT_ID holds a control character (a line break "
+                "pasted with it?); set it again without."
+            )
         self._proxy = env_proxy(self.base_url)
         self._session: aiohttp.ClientSession | None = None
 
@@ -137,6 +144,9 @@ class Endpoint:
             return json.loads(raw)
         except ValueError:
             raise Unreadable(f"{url} answered {status} with a body that is not JSON") from None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _port_ok(parts: SplitResult) -> bool:
