@@ -42,7 +42,6 @@ _FTS_RANKED = text(
 _TABLE = MessageRow.__table__
 _COLUMNS = [column.key for column in _TABLE.columns if column.key != "id"]
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-_COUNT = select(func.count()).select_from(MessageRow).where(MessageRow.agent_id == bindparam("agent"))
 # Read when agents load, many at once (see `load_recall`); built once, as building costs as much as running.
 _IN_CONTEXT = (
     select(*_TABLE.columns)
@@ -124,12 +123,6 @@ class RecallMemory:
             .where(self._own(ids))
             .values(in_context=False)
         )
-
-    async def count(self) -> int:
-        return await self.db.read(self.count_rows)
-
-    def count_rows(self, session: Session) -> int:
-        return session.scalar(_COUNT, {"agent": self.agent_id}) or 0
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[Message]:
         """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
