@@ -126,8 +126,11 @@ def test_embeddings_read_in_either_encoding_and_refuse_garbage():
     one = base64.b64encode(struct.pack("<f", 1.0)).decode()
     # A server that ignores encoding_format sends numbers; items may come in any order.
     assert _vectors({"data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": one}]}) == [[1.0], [0.5]]
-    for garbage in ({"data": [{"embedding": "not base64!"}]}, {"data": [{"embedding": []}]}, {"data": "x"}, [1]):
-        assert _vectors(garbage) is None
+    nan = base64.b64encode(struct.pack("<2f", 0.5, float("nan"))).decode()
+    for garbage in ({"data": [{"embedding": "not base64!"}]}, {"data": [{"embedding": []}]}, {"data": "x"}, [1],
+                    {"data": [{"embedding": [0.5, "0.1", 0.2]}]}, {"data": [{"embedding": [0.5, None]}]},
+                    {"data": [{"embedding": nan}]}, {"data": [{"embedding": [0.5, 1e308, 1e308]}]}):
+        assert _vectors(garbage) is None, garbage
 
 
 async def test_every_servers_way_of_saying_the_prompt_is_too_long_is_understood(model, endpoint):

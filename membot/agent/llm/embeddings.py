@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -54,9 +55,10 @@ class Embedder:
             raise ModelUnavailable("The embedding endpoint gave an unreadable answer.")
         if len(vectors) != len(inputs):
             raise ModelUnavailable(f"The embedding endpoint returned {len(vectors)} vectors for {len(inputs)} texts.")
-        if any(len(v) != self.dim for v in vectors):
+        wrong = next((v for v in vectors if len(v) != self.dim), None)
+        if wrong is not None:
             raise ModelUnavailable(
-                f"The embedding model returned {len(vectors[0])}-dimensional vectors; MEMBOT_EMBEDDING_DIM is {self.dim}."
+                f"The embedding model returned {len(wrong)}-dimensional vectors; MEMBOT_EMBEDDING_DIM is {self.dim}."
             )
         return vectors
 
@@ -76,6 +78,8 @@ def _vectors(response: Any) -> list[list[float]] | None:
 
 
 def _vector(value: Any) -> list[float] | None:
+    """One embedding, base64 or JSON numbers; None unless every element is a finite number (a NaN stored in
+    Milvus would poison every cosine it takes part in, and a string would fail the insert deep in a thread)."""
     if isinstance(value, str):
         try:
             packed = array("f", base64.b64decode(value, validate=True))
@@ -83,7 +87,14 @@ def _vector(value: Any) -> list[float] | None:
             return None
         if sys.byteorder == "big":
             packed.byteswap()
-        return packed.tolist()
-    if isinstance(value, list) and value and isinstance(value[0], float | int):
-        return value
-    return None
+        vector = packed.tolist()
+    elif isinstance(value, list):
+        vector = value
+    else:
+        return None
+    try:
+        # One pass in C: fails on anything not a number; NaN or infinity anywhere makes the sum so.
+        finite = bool(vector) and math.isfinite(math.fsum(vector))
+    except (TypeError, OverflowError):
+        return None
+    return vector if finite else None
