@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -16,11 +17,20 @@ class ReadBatch(Generic[K, V]):
     When a busy bot starts, its first messages ask for hundreds of agents at once. Read one by one, each costs
     a database thread's turn and a few statements; read together, a few set-based statements serve them all.
     Alone, a key is fetched by itself, at once (one turn of the loop later). A fetch that fails for several keys
-    is tried again key by key, so that one bad key fails only its own callers."""
+    is tried again key by key, so that one bad key fails only its own callers.
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], max_keys: int = 500) -> None:
+    What a fetch found is handed out `hand_out` keys per turn of the loop. Woken all in one turn, 200 callers
+    ran their whole start (a step up to its model request) before the loop looked at a socket again: no request
+    left, nor a connection opened, for 130 ms, and then all of them left at once and their answers came back as
+    one herd. A few per turn, the first callers' requests are out while the later ones are still being woken.
+    """
+
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], max_keys: int = 500, hand_out: int = 8
+    ) -> None:
         self._fetch = fetch
         self._max_keys = max_keys
+        self._hand_out = max(1, hand_out)
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
         self._running: set[asyncio.Task[None]] = set()  # held, so that no fetch is collected mid-way
 
@@ -42,6 +52,8 @@ class ReadBatch(Generic[K, V]):
             task = asyncio.ensure_future(self._serve(part))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            # Cancelled (the loop shutting down) before it ran, or while handing out: nobody is left waiting.
+            task.add_done_callback(partial(_settle_if_cancelled, part))
 
     async def _serve(self, part: dict[K, list[asyncio.Future[V | None]]]) -> None:
         try:
@@ -58,10 +70,19 @@ class ReadBatch(Generic[K, V]):
         except BaseException as exc:  # cancelled (the loop shutting down): so are those waiting
             _settle(part, exc)
             raise
-        for key, futures in part.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found.get(key))
+        keys = list(part)
+        for start in range(0, len(keys), self._hand_out):
+            if start:
+                await asyncio.sleep(0)  # the loop's turn: sockets, and the callers woken so far
+            for key in keys[start : start + self._hand_out]:
+                for future in part[key]:
+                    if not future.done():
+                        future.set_result(found.get(key))
+
+
+def _settle_if_cancelled(part: dict[Any, list[asyncio.Future[Any]]], task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        _settle(part, asyncio.CancelledError())
 
 
 def _settle(part: dict[Any, list[asyncio.Future[Any]]], exc: BaseException) -> None:
