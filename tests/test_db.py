@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from membot.agent.memory.recall import RecallMemory, load_recall
 from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.messages import user_message
 from membot.agent.store.db import AsyncDriver, Database, _create_schema
-from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
+from membot.agent.store.group_commit import EarlierWriteFailed, TransactionLost, WriteChain
 from membot.agent.store.schema import AgentRow, MessageRow, SourceRow
 from tests.conftest import store_messages
 
@@ -202,6 +203,75 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
         gate.set()
         outcomes = await asyncio.gather(held, *adds, return_exceptions=True)
         assert outcomes[1] is None and isinstance(outcomes[2], IntegrityError) and first.id is not None
+    finally:
+        await db.close()
+
+
+async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_touch_orm_objects(tmp_path: Path):
+    # start_write's units run Core statements only, in a plain savepoint of the driver's when grouped.
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/core.db")
+    try:
+        agent = AgentRow(name="a", persona_name="p", human_name="h")
+        await db.add(agent)
+        recall = RecallMemory(db, agent.id, TermFrequencies())
+
+        def store(text: str) -> Callable[[Session], None]:
+            return lambda session: recall.add(session, user_message(agent.id, text))
+
+        def fails_after_a_row(session: Session) -> None:
+            recall.add(session, user_message(agent.id, "undone with its savepoint"))
+            raise RuntimeError("this one fails")
+
+        def uses_the_orm(session: Session) -> None:
+            recall.add(session, user_message(agent.id, "undone, since the unit also added an ORM object"))
+            session.add(SourceRow(scope="s", name="not through start_write"))
+
+        gate = threading.Event()
+        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer is inside it: everything below queues and runs as one group
+        begun = [db.start_write(store("kept 0"), WriteChain()), db.start_write(fails_after_a_row, WriteChain()),
+                 db.start_write(store("kept 1"), WriteChain()), db.start_write(uses_the_orm, WriteChain()),
+                 db.start_write(store("kept 2"), WriteChain())]
+        gate.set()
+        outcomes = await asyncio.gather(held, *begun, return_exceptions=True)
+        assert isinstance(outcomes[2], RuntimeError) and "this one fails" in str(outcomes[2])
+        assert isinstance(outcomes[4], RuntimeError) and "ORM" in str(outcomes[4])
+        assert [outcomes[i] for i in (1, 3, 5)] == [None, None, None]
+        # Alone (a transaction of its own, no savepoint) the same unit of work fails the same way.
+        with pytest.raises(RuntimeError, match="ORM"):
+            await db.start_write(uses_the_orm, WriteChain())
+        texts = await db.rows(select(MessageRow.search_text).order_by(MessageRow.id))
+        assert [text for (text,) in texts] == ["kept 0", "kept 1", "kept 2"]
+        assert await db.scalar(select(func.count()).select_from(SourceRow)) == 0
+    finally:
+        await db.close()
+
+
+async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fails_and_none_lands(tmp_path: Path):
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/lost.db")
+    try:
+        agent = AgentRow(name="a", persona_name="p", human_name="h")
+        await db.add(agent)
+        # A trigger that ends the whole transaction, as SQLite may itself do on a full disk.
+        await db.write(lambda session: session.execute(text(
+            "CREATE TRIGGER lose_all BEFORE INSERT ON messages WHEN new.search_text = 'lose all' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'rolled back by the test'); END")))
+        recall = RecallMemory(db, agent.id, TermFrequencies())
+
+        def store(said: str) -> Callable[[Session], None]:
+            return lambda session: recall.add(session, user_message(agent.id, said))
+
+        gate = threading.Event()
+        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        begun = [db.start_write(store(said), WriteChain()) for said in ("before", "lose all", "after")]
+        gate.set()
+        outcomes = await asyncio.gather(held, *begun, return_exceptions=True)
+        # "before" was in the transaction SQLite threw away; "after" would have committed on its own.
+        assert all(isinstance(outcome, TransactionLost) for outcome in outcomes[1:])
+        assert await db.scalar(select(func.count()).select_from(MessageRow)) == 0
+        await store_messages(db, user_message(agent.id, "the writer goes on"))
+        assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
     finally:
         await db.close()
 

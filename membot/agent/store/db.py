@@ -116,7 +116,7 @@ class SqliteThreads:
         return await self._writer.submit(work)
 
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
-        return self._writer.start(work, chain)  # one writer thread, one queue: in order
+        return self._writer.start(work, chain, core=True)  # one writer thread, one queue: in order
 
     def _read(self, work: Work[T]) -> T:
         with self._sessions() as session:
@@ -219,7 +219,10 @@ class Database:
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
         """`write(work)`, begun now and awaited later: the caller goes on while it commits. Units of work begun
         on one `chain` run in the order they were begun, so a caller may queue several without waiting; once
-        one fails, the ones after it fail unrun (EarlierWriteFailed) instead of landing over the gap."""
+        one fails, the ones after it fail unrun (EarlierWriteFailed) instead of landing over the gap.
+
+        `work` runs Core statements only, no ORM objects (on SQLite it runs in a plain savepoint; see
+        GroupCommit.start): these are the commits of every step, behind every reply."""
         return self.runner.start_write(work, chain)
 
     # Shorthands for the one-statement units of work.

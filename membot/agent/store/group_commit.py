@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,6 +22,10 @@ MAX_GROUP_COMMIT = 64
 
 class EarlierWriteFailed(RuntimeError):
     """Not run: a unit of work begun before it on the same WriteChain failed."""
+
+
+class TransactionLost(RuntimeError):
+    """The database rolled a group's whole transaction back: every unit of work in it failed."""
 
 
 class WriteChain:
@@ -50,6 +55,7 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     chain: WriteChain | None
+    core: bool  # runs Core statements only (see GroupCommit.start)
 
 
 class GroupCommit:
@@ -69,13 +75,18 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
         self._thread.start()
 
-    def start(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
-        """Queue `work`; the future settles once it is committed (or has failed)."""
+    def start(self, work: Work[T], chain: WriteChain | None = None, core: bool = False) -> asyncio.Future[T]:
+        """Queue `work`; the future settles once it is committed (or has failed).
+
+        `core`: the work runs Core statements only, no ORM objects. In a group it then runs in a plain
+        SAVEPOINT of the driver's, not the Session's nested transaction, which cost more than the work itself
+        (the messages of one step: 320 µs a unit with it, 175 without). A unit of work that leaves ORM objects
+        in the session anyway fails, and nothing of it lands."""
         if self._closed:  # nobody would ever answer
             raise RuntimeError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(work, future, loop, chain))
+        self._jobs.put(_Job(work, future, loop, chain, core))
         return future
 
     async def submit(self, work: Work[T]) -> T:
@@ -124,15 +135,19 @@ class GroupCommit:
                         done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
                         continue
                     if len(batch) == 1:  # a transaction of its own: no savepoint needed
-                        done.append((job, True, job.work(session)))
+                        done.append((job, True, _run(job, session)))
                         continue
                     try:
-                        # The savepoint's release flushes what the unit of work added: only once it is
-                        # released has the unit of work succeeded.
-                        with session.begin_nested():
-                            value = job.work(session)
+                        # The Session's savepoint flushes what the unit of work added when it is released:
+                        # only then has the unit of work succeeded.
+                        with _plain_savepoint(session) if job.core else session.begin_nested():
+                            value = _run(job, session)
                         done.append((job, True, value))
                     except Exception as exc:
+                        if not _driver(session).in_transaction:
+                            # SQLite rolled the whole transaction back (disk full, a trigger's RAISE(ROLLBACK)):
+                            # what ran before is gone, and what runs after would commit statement by statement.
+                            raise TransactionLost(f"the group's transaction was rolled back: {exc}") from exc
                         done.append((job, False, exc))
                         if job.chain is not None:  # the ones after it in this batch are not run
                             job.chain.broken = True
@@ -152,6 +167,35 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle, items)  # one wake-up of the loop per batch
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
+
+
+def _run(job: _Job, session: Session) -> Any:
+    value = job.work(session)
+    if job.core and (session.new or session.dirty or session.deleted):
+        raise RuntimeError("a unit of work begun for Core statements only changed ORM objects")
+    return value
+
+
+@contextmanager
+def _plain_savepoint(session: Session) -> Iterator[None]:
+    """A savepoint the Session knows nothing of, for Core statements: what they did is in the database when
+    they return, so there is nothing to flush, and a failed statement leaves the Session's transaction as it
+    was."""
+    driver = _driver(session)
+    driver.execute("SAVEPOINT unit_of_work")
+    try:
+        yield
+    except BaseException:
+        if driver.in_transaction:  # else SQLite rolled everything back, savepoint and all (see _commit)
+            driver.execute("ROLLBACK TO unit_of_work")
+            driver.execute("RELEASE unit_of_work")
+        raise
+    driver.execute("RELEASE unit_of_work")
+
+
+def _driver(session: Session) -> Any:
+    """The pysqlite connection under the session's (SQLAlchemy's own way to reach it)."""
+    return session.connection().connection.driver_connection
 
 
 def _settle(items: list[tuple[_Job, bool, Any]]) -> None:
