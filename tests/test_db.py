@@ -207,39 +207,52 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
         await db.close()
 
 
+async def _one_agent(tmp_path: Path) -> tuple[Database, RecallMemory]:
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/group.db")
+    agent = AgentRow(name="a", persona_name="p", human_name="h")
+    await db.add(agent)
+    return db, RecallMemory(db, agent.id, TermFrequencies())
+
+
+def _store(recall: RecallMemory, said: str, then: Callable[[Session], None] | None = None) -> Callable[[Session], None]:
+    """A step's commit: one message, then `then` (a failure, say)."""
+    def work(session: Session) -> None:
+        recall.add(session, user_message(recall.agent_id, said))
+        if then is not None:
+            then(session)
+    return work
+
+
+async def _as_one_group(db: Database, works: list[Callable[[Session], None]]) -> list[BaseException | None]:
+    """Begin `works` with start_write (each on a chain of its own) while the writer is held, so that they run as
+    one group; what each came to."""
+    gate = threading.Event()
+    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the writer is inside it
+    begun = [db.start_write(work, WriteChain()) for work in works]
+    gate.set()
+    return (await asyncio.gather(held, *begun, return_exceptions=True))[1:]
+
+
 async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_touch_orm_objects(tmp_path: Path):
     # start_write's units run Core statements only, in a plain savepoint of the driver's when grouped.
-    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/core.db")
+    db, recall = await _one_agent(tmp_path)
     try:
-        agent = AgentRow(name="a", persona_name="p", human_name="h")
-        await db.add(agent)
-        recall = RecallMemory(db, agent.id, TermFrequencies())
-
-        def store(text: str) -> Callable[[Session], None]:
-            return lambda session: recall.add(session, user_message(agent.id, text))
-
-        def fails_after_a_row(session: Session) -> None:
-            recall.add(session, user_message(agent.id, "undone with its savepoint"))
+        def fails(session: Session) -> None:
             raise RuntimeError("this one fails")
 
         def uses_the_orm(session: Session) -> None:
-            recall.add(session, user_message(agent.id, "undone, since the unit also added an ORM object"))
             session.add(SourceRow(scope="s", name="not through start_write"))
 
-        gate = threading.Event()
-        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-        await asyncio.sleep(0.05)  # the writer is inside it: everything below queues and runs as one group
-        begun = [db.start_write(store("kept 0"), WriteChain()), db.start_write(fails_after_a_row, WriteChain()),
-                 db.start_write(store("kept 1"), WriteChain()), db.start_write(uses_the_orm, WriteChain()),
-                 db.start_write(store("kept 2"), WriteChain())]
-        gate.set()
-        outcomes = await asyncio.gather(held, *begun, return_exceptions=True)
-        assert isinstance(outcomes[2], RuntimeError) and "this one fails" in str(outcomes[2])
-        assert isinstance(outcomes[4], RuntimeError) and "ORM" in str(outcomes[4])
-        assert [outcomes[i] for i in (1, 3, 5)] == [None, None, None]
+        outcomes = await _as_one_group(db, [
+            _store(recall, "kept 0"), _store(recall, "undone with its savepoint", fails), _store(recall, "kept 1"),
+            _store(recall, "undone: it also added an ORM object", uses_the_orm), _store(recall, "kept 2")])
+        assert isinstance(outcomes[1], RuntimeError) and "this one fails" in str(outcomes[1])
+        assert isinstance(outcomes[3], RuntimeError) and "ORM" in str(outcomes[3])
+        assert [outcomes[i] for i in (0, 2, 4)] == [None, None, None]
         # Alone (a transaction of its own, no savepoint) the same unit of work fails the same way.
         with pytest.raises(RuntimeError, match="ORM"):
-            await db.start_write(uses_the_orm, WriteChain())
+            await db.start_write(_store(recall, "alone", uses_the_orm), WriteChain())
         texts = await db.rows(select(MessageRow.search_text).order_by(MessageRow.id))
         assert [text for (text,) in texts] == ["kept 0", "kept 1", "kept 2"]
         assert await db.scalar(select(func.count()).select_from(SourceRow)) == 0
@@ -248,29 +261,17 @@ async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_t
 
 
 async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fails_and_none_lands(tmp_path: Path):
-    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/lost.db")
+    db, recall = await _one_agent(tmp_path)
     try:
-        agent = AgentRow(name="a", persona_name="p", human_name="h")
-        await db.add(agent)
         # A trigger that ends the whole transaction, as SQLite may itself do on a full disk.
         await db.write(lambda session: session.execute(text(
             "CREATE TRIGGER lose_all BEFORE INSERT ON messages WHEN new.search_text = 'lose all' "
             "BEGIN SELECT RAISE(ROLLBACK, 'rolled back by the test'); END")))
-        recall = RecallMemory(db, agent.id, TermFrequencies())
-
-        def store(said: str) -> Callable[[Session], None]:
-            return lambda session: recall.add(session, user_message(agent.id, said))
-
-        gate = threading.Event()
-        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-        await asyncio.sleep(0.05)
-        begun = [db.start_write(store(said), WriteChain()) for said in ("before", "lose all", "after")]
-        gate.set()
-        outcomes = await asyncio.gather(held, *begun, return_exceptions=True)
+        outcomes = await _as_one_group(db, [_store(recall, said) for said in ("before", "lose all", "after")])
         # "before" was in the transaction SQLite threw away; "after" would have committed on its own.
-        assert all(isinstance(outcome, TransactionLost) for outcome in outcomes[1:])
+        assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 0
-        await store_messages(db, user_message(agent.id, "the writer goes on"))
+        await store_messages(db, user_message(recall.agent_id, "the writer goes on"))
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
     finally:
         await db.close()
