@@ -15,12 +15,14 @@ import importlib
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from importlib import metadata
 from typing import Any
 
 # Milvus Lite's gRPC core logs keepalive chatter ("too_many_pings") straight to stderr; errors that matter
@@ -117,6 +119,13 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _machine() -> str:
+    """What the figures were measured on: they depend on it (aiohttp sends a request at once from Python 3.12
+    on, a turn of the event loop later before)."""
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("aiohttp", "sqlalchemy", "pymilvus"))
+    return f"Python {platform.python_version()}, {versions}; {os.cpu_count()} cores"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     # Settings exported in this shell (a real database or Milvus URI) must not reach the benchmarks' stores;
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} took {elapsed:.1f} s", file=sys.stderr, flush=True)
         rows.extend(got)
     print(f"[bench] all done in {time.perf_counter() - total:.1f} s", file=sys.stderr, flush=True)
+    print(f"{_machine()}\n")
     print(table(rows))
     return 1 if any(r.figure.startswith("FAILED") for r in rows) else 0
 
