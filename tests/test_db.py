@@ -207,10 +207,13 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
         await db.close()
 
 
-async def _one_agent(tmp_path: Path) -> tuple[Database, RecallMemory]:
+async def _one_agent(tmp_path: Path, *ddl: str) -> tuple[Database, RecallMemory]:
+    """A database with one agent (and whatever `ddl` adds to its schema), and that agent's recall memory."""
     db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/group.db")
     agent = AgentRow(name="a", persona_name="p", human_name="h")
     await db.add(agent)
+    for statement in ddl:
+        await db.write(lambda session, statement=statement: session.execute(text(statement)))
     return db, RecallMemory(db, agent.id, TermFrequencies())
 
 
@@ -261,18 +264,45 @@ async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_t
 
 
 async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fails_and_none_lands(tmp_path: Path):
-    db, recall = await _one_agent(tmp_path)
+    # A trigger that ends the whole transaction, as SQLite may itself do on a full disk.
+    db, recall = await _one_agent(tmp_path, "CREATE TRIGGER lose_all BEFORE INSERT ON messages "
+                                  "WHEN new.search_text = 'lose all' BEGIN SELECT RAISE(ROLLBACK, 'by the test'); END")
     try:
-        # A trigger that ends the whole transaction, as SQLite may itself do on a full disk.
-        await db.write(lambda session: session.execute(text(
-            "CREATE TRIGGER lose_all BEFORE INSERT ON messages WHEN new.search_text = 'lose all' "
-            "BEGIN SELECT RAISE(ROLLBACK, 'rolled back by the test'); END")))
         outcomes = await _as_one_group(db, [_store(recall, said) for said in ("before", "lose all", "after")])
         # "before" was in the transaction SQLite threw away; "after" would have committed on its own.
         assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 0
         await store_messages(db, user_message(recall.agent_id, "the writer goes on"))
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
+
+        # A failed unit whose savepoint cannot be rolled back (here it released it itself) cannot be told apart
+        # from the others' work any more: the group fails whole, rather than commit what it did.
+        def releases_then_fails(session: Session) -> None:
+            session.connection().exec_driver_sql("RELEASE unit_of_work")
+            raise RuntimeError("and then fails")
+
+        outcomes = await _as_one_group(db, [_store(recall, "kept?"), _store(recall, "not kept", releases_then_fails)])
+        assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
+        assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_commit_that_fails_leaves_no_transaction_open_for_the_next_unit_of_work(tmp_path: Path):
+    # A deferred constraint is checked at COMMIT, and SQLite keeps the transaction open when it fails there
+    # (as it may on a full disk): the connection must not go back to the pool still inside it.
+    db, recall = await _one_agent(tmp_path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+                                  "agent INTEGER REFERENCES agents(id) DEFERRABLE INITIALLY DEFERRED)")
+    try:
+        def dangling(session: Session) -> None:
+            recall.add(session, user_message(recall.agent_id, "committed with a dangling note"))
+            session.execute(text("INSERT INTO notes (agent) VALUES (424242)"))
+
+        with pytest.raises(IntegrityError):
+            await db.write(dangling)
+        await store_messages(db, user_message(recall.agent_id, "the next one"))
+        texts = await db.rows(select(MessageRow.search_text))
+        assert [text for (text,) in texts] == ["the next one"]
     finally:
         await db.close()
 

@@ -129,7 +129,8 @@ def test_embeddings_read_in_either_encoding_and_refuse_garbage():
     nan = base64.b64encode(struct.pack("<2f", 0.5, float("nan"))).decode()
     for garbage in ({"data": [{"embedding": "not base64!"}]}, {"data": [{"embedding": []}]}, {"data": "x"}, [1],
                     {"data": [{"embedding": [0.5, "0.1", 0.2]}]}, {"data": [{"embedding": [0.5, None]}]},
-                    {"data": [{"embedding": nan}]}, {"data": [{"embedding": [0.5, 1e308, 1e308]}]}):
+                    {"data": [{"embedding": nan}]}, {"data": [{"embedding": [0.5, 1e308, 1e308]}]},
+                    {"data": [{"embedding": [float("inf"), float("-inf")]}]}, {"data": [{"embedding": [0.5, 1e39]}]}):
         assert _vectors(garbage) is None, garbage
 
 

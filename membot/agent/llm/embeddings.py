@@ -13,6 +13,8 @@ from typing import Any
 from membot.agent.llm.client import ModelUnavailable
 from membot.agent.llm.endpoint import Endpoint, EndpointError, NoAnswerInTime, StatusError, Unreadable
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: Milvus stores vectors as float32
+
 
 class Embedder:
     def __init__(self, endpoint: Endpoint, model: str, dim: int, batch_size: int = 128) -> None:
@@ -93,8 +95,9 @@ def _vector(value: Any) -> list[float] | None:
     else:
         return None
     try:
-        # One pass in C: fails on anything not a number; NaN or infinity anywhere makes the sum so.
-        finite = bool(vector) and math.isfinite(math.fsum(vector))
-    except (TypeError, OverflowError):
+        # Passes in C: fsum fails on anything not a number, and NaN or an infinity anywhere makes the sum so;
+        # Milvus stores float32, where a larger number would be an infinity.
+        usable = bool(vector) and math.isfinite(math.fsum(vector)) and max(map(abs, vector)) <= FLOAT32_MAX
+    except (TypeError, ValueError, OverflowError):  # ValueError: fsum of both infinities
         return None
-    return vector if finite else None
+    return vector if usable else None

@@ -68,6 +68,14 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def _end_failed_transaction(dbapi_connection: Any, _record: Any) -> None:
+    # Without the pool's own rollback (see SqliteThreads), a COMMIT that failed would send the connection back
+    # still inside its transaction (SQLite keeps it open when a deferred constraint or a full disk fails the
+    # COMMIT), and every unit of work given that connection next would fail at its BEGIN.
+    if dbapi_connection is not None and dbapi_connection.in_transaction:
+        dbapi_connection.rollback()
+
+
 def _create_schema(session: Session) -> None:
     Base.metadata.create_all(session.connection())
     if session.bind is not None and session.bind.dialect.name == "sqlite":
@@ -102,6 +110,7 @@ class SqliteThreads:
         self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
+        event.listen(self.engine.pool, "checkin", _end_failed_transaction)
         self.dialect = "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = GroupCommit(self._sessions)

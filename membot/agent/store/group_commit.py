@@ -143,6 +143,8 @@ class GroupCommit:
                         with _plain_savepoint(session) if job.core else session.begin_nested():
                             value = _run(job, session)
                         done.append((job, True, value))
+                    except TransactionLost:
+                        raise
                     except Exception as exc:
                         if not _driver(session).in_transaction:
                             # SQLite rolled the whole transaction back (disk full, a trigger's RAISE(ROLLBACK)):
@@ -187,8 +189,11 @@ def _plain_savepoint(session: Session) -> Iterator[None]:
         yield
     except BaseException:
         if driver.in_transaction:  # else SQLite rolled everything back, savepoint and all (see _commit)
-            driver.execute("ROLLBACK TO unit_of_work")
-            driver.execute("RELEASE unit_of_work")
+            try:
+                driver.execute("ROLLBACK TO unit_of_work")
+                driver.execute("RELEASE unit_of_work")
+            except Exception as exc:  # what the unit did can no longer be told apart from the rest
+                raise TransactionLost(f"a failed unit of work could not be undone: {exc}") from exc
         raise
     driver.execute("RELEASE unit_of_work")
 
