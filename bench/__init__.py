@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -203,12 +204,13 @@ RESPONDERS = {"ok": ok_responder, "chain": chain_responder}
 
 @asynccontextmanager
 async def scripted_model(
-    responder: str = "ok", latency: float = 0.0, embedding_latency: float = 0.0
+    responder: str = "ok", latency: float = 0.0, embedding_latency: float = 0.0, port: int = 0,
+    reuse_port: bool = False,
 ) -> AsyncIterator[ScriptedModel]:
-    """The scripted server in this process and on this event loop (its requests can be inspected)."""
-    async with ScriptedModel(
-        latency=latency, embedding_latency=embedding_latency, default=RESPONDERS[responder]
-    ) as model:
+    """The scripted server in this process and on this event loop (its requests can be inspected); `port` and
+    `reuse_port` as ScriptedModel takes them."""
+    async with ScriptedModel(latency=latency, embedding_latency=embedding_latency, default=RESPONDERS[responder],
+                             port=port, reuse_port=reuse_port) as model:
         yield model
 
 
@@ -239,8 +241,8 @@ def _serve_model(conn: Connection, responder: str, latency: float, embedding_lat
     """Body of a model-server process: serve until the parent closes its end of the pipe."""
 
     async def main() -> None:
-        async with ScriptedModel(latency=latency, embedding_latency=embedding_latency,
-                                 default=RESPONDERS[responder], port=port, reuse_port=True) as model:
+        # Every process sets reuse_port, the first too: the kernel shares a port only among sockets that all ask.
+        async with scripted_model(responder, latency, embedding_latency, port, reuse_port=True) as model:
             conn.send(model.base_url)
             # Blocking on the pipe in a thread keeps the server's event loop free to answer requests.
             await asyncio.to_thread(_wait_closed, conn)
@@ -270,7 +272,7 @@ async def model_process(responder: str = "ok", latency: float = 0.0, processes: 
     try:
         for _ in range(processes):
             parent, child = ctx.Pipe()
-            port = int(url.rsplit(":", 1)[1].split("/")[0]) if url else 0
+            port = urlsplit(url).port or 0  # the first process picks a free port; the others share it
             proc = ctx.Process(target=_serve_model, args=(child, responder, latency, 0.0, port), daemon=True)
             proc.start()
             child.close()

@@ -240,7 +240,7 @@ class Agent:
             rows.append(msg.event_message(self.id, "system_alert", alert))
             yield SystemNote(self.id, alert)
             self._continue = True
-        await self._commit(rows, ctx)
+        self._commit(rows, ctx)
         stats.recall_messages += len(rows)
         self._recall_count = stats.recall_messages
 
@@ -272,7 +272,7 @@ class Agent:
         self.row.pressure_alerted = True
         return PRESSURE_ALERT.format(pct=min(100, round(100 * used / window)))
 
-    async def _commit(self, rows: list[msg.Message], ctx: ToolContext) -> None:
+    def _commit(self, rows: list[msg.Message], ctx: ToolContext) -> None:
         self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
         self.row.token_ratio = self.calibration.ratio
         blocks = {label: block.value for label, block in self.core.blocks.items()} if ctx.core_changed else {}
