@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from membot.bot.identity import UserRef
+from membot.bot.serve import freeze_start_up
 from membot.bot.service import BotService
 from tests.conftest import make_settings
 from tests.fakes.openai_server import ChatReply, ScriptedModel, send, text, tool_call
@@ -205,12 +206,12 @@ RESPONDERS = {"ok": ok_responder, "chain": chain_responder}
 @asynccontextmanager
 async def scripted_model(
     responder: str = "ok", latency: float = 0.0, embedding_latency: float = 0.0, port: int = 0,
-    reuse_port: bool = False,
+    reuse_port: bool = False, record: bool = True,
 ) -> AsyncIterator[ScriptedModel]:
-    """The scripted server in this process and on this event loop (its requests can be inspected); `port` and
-    `reuse_port` as ScriptedModel takes them."""
+    """The scripted server in this process and on this event loop (its requests can be inspected unless
+    `record` is off); `port`, `reuse_port` and `record` as ScriptedModel takes them."""
     async with ScriptedModel(latency=latency, embedding_latency=embedding_latency, default=RESPONDERS[responder],
-                             port=port, reuse_port=reuse_port) as model:
+                             port=port, reuse_port=reuse_port, record=record) as model:
         yield model
 
 
@@ -220,6 +221,7 @@ async def open_service(model_url: str | ScriptedModel, **env: Any) -> AsyncItera
     with tempfile.TemporaryDirectory(prefix="membot-bench-") as tmp:
         settings = make_settings(Path(tmp) / "home", _UrlOnly.of(model_url), **env)
         service = await BotService.open(settings)
+        freeze_start_up()  # as `membot serve` does
         try:
             yield service
         finally:
@@ -242,7 +244,8 @@ def _serve_model(conn: Connection, responder: str, latency: float, embedding_lat
 
     async def main() -> None:
         # Every process sets reuse_port, the first too: the kernel shares a port only among sockets that all ask.
-        async with scripted_model(responder, latency, embedding_latency, port, reuse_port=True) as model:
+        # Nobody reads its requests, and keeping them all makes its collector pause (see ScriptedModel).
+        async with scripted_model(responder, latency, embedding_latency, port, reuse_port=True, record=False) as model:
             conn.send(model.base_url)
             # Blocking on the pipe in a thread keeps the server's event loop free to answer requests.
             await asyncio.to_thread(_wait_closed, conn)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from membot.agent import messages as msg
@@ -47,6 +47,7 @@ from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.sources.catalog import attached_names
+from membot.agent.step_write import StepWrite
 from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
@@ -66,12 +67,6 @@ PRESSURE_ALERT = (
     "Memory pressure: your context window is {pct}% full. Soon the oldest messages will be summarised and "
     "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
     "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
-)
-# Built once: the step commits one of these per model call, and building a statement costs as much as
-# running it. The values to set are the execute parameters' other keys.
-_AGENT_STATE = update(AgentRow.__table__).where(AgentRow.__table__.c.id == bindparam("agent"))
-_BLOCK_VALUE = update(BlockRow.__table__).where(
-    BlockRow.__table__.c.agent_id == bindparam("agent"), BlockRow.__table__.c.label == bindparam("block")
 )
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 
@@ -129,12 +124,7 @@ class Agent:
     # ----- the step loop ---------------------------------------------------------------------------------
 
     async def _step(self, incoming: msg.Message, login: bool = False) -> AsyncIterator[Event]:
-        def store(session: Session) -> None:
-            self.recall.add(session, incoming)
-            if login:
-                session.connection().execute(_AGENT_STATE, {"agent": self.id, "last_login_at": incoming.created_at})
-
-        self._write_behind(store)
+        self._write_behind(StepWrite(self.id, [incoming], state={"last_login_at": incoming.created_at} if login else {}))
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
@@ -283,20 +273,10 @@ class Agent:
             "pressure_alerted": self.row.pressure_alerted,
             "archival_passages": self.archival.own_count,
         }
-
-        def store(session: Session) -> None:
-            # Core statements: the ORM's UPDATE would first look for matching objects in the session (for
-            # nothing: there are none), which costs as much as the statement.
-            self.recall.add(session, *rows)
-            conn = session.connection()
-            for label, value in blocks.items():
-                conn.execute(_BLOCK_VALUE, {"agent": self.id, "block": label, "value": value})
-            conn.execute(_AGENT_STATE, {"agent": self.id, **state})
-
-        self._write_behind(store)
+        self._write_behind(StepWrite(self.id, rows, blocks, state))
         self.context.extend(rows)
 
-    def _write_behind(self, work: Callable[[Session], None]) -> None:
+    def _write_behind(self, work: StepWrite) -> None:
         """Queue `work` for commit and go on without waiting: the model call that comes next hides it. The
         agent's commits share one WriteChain, so they land in the order they were queued without one waiting
         for another, and once one fails, those queued after it fail unrun instead of landing over the gap."""
@@ -332,7 +312,7 @@ class Agent:
         if not writes:
             return
         if not writes[-1].done():
-            await asyncio.wait((writes[-1],))
+            await self.engine.db.landed(writes[-1])
         self._writes = []
         for writing in writes:
             if writing.cancelled():  # nothing here cancels one; were it to happen, it is a gap like a failure

@@ -60,6 +60,25 @@ _NEWEST = select(MessageRow.agent_id, MessageRow.role, MessageRow.created_at).wh
 RERANK_DEPTH = 40
 
 
+def check_owner(agent_id: int, rows: Sequence[Message]) -> None:
+    """Every message stored for an agent must be that agent's: what keeps one agent's words out of another's
+    recall memory where messages are written."""
+    for row in rows:
+        if row.agent_id != agent_id:
+            raise PermissionError("a message may only be stored in its own agent's recall memory")
+
+
+def insert_messages(session: Session, rows: Sequence[Message]) -> None:
+    """Insert messages (each already checked against its agent, see `check_owner`) and give each its id: one
+    Core INSERT … RETURNING for all of them, in order."""
+    if not rows:
+        return
+    values = [{name: getattr(row, name) for name in _COLUMNS} for row in rows]
+    ids = session.connection().execute(_INSERT, values).scalars().all()
+    for row, row_id in zip(rows, ids, strict=True):
+        row.id = row_id
+
+
 def parse_day(value: str, field: str) -> date:
     try:
         return datetime.strptime(value.strip(), "%Y-%m-%d").date()
@@ -101,15 +120,8 @@ class RecallMemory:
     # Writes take the caller's session so that a step's messages commit together with its memory edits.
     def add(self, session: Session, *rows: Message) -> None:
         """Insert the messages and give each its id: one Core INSERT … RETURNING."""
-        if not rows:
-            return
-        for row in rows:
-            if row.agent_id != self.agent_id:
-                raise PermissionError("a message may only be stored in its own agent's recall memory")
-        values = [{name: getattr(row, name) for name in _COLUMNS} for row in rows]
-        ids = session.connection().execute(_INSERT, values).scalars().all()
-        for row, row_id in zip(rows, ids, strict=True):
-            row.id = row_id
+        check_owner(self.agent_id, rows)
+        insert_messages(session, rows)
 
     def _own(self, ids: Sequence[int]) -> ColumnElement[bool]:
         """These messages, if they are this agent's. `agent_id + 0` keeps SQLite from walking the agent's whole

@@ -93,6 +93,8 @@ class Runner(Protocol):
     # Units of work begun on one chain run in the order they were begun; after one fails or is cancelled, the
     # rest fail unrun.
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]: ...
+    # Someone waits for a unit of work begun with start_write: run it without waiting for others to join it.
+    def hurry(self) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -126,6 +128,9 @@ class SqliteThreads:
 
     def start_write(self, work: Work[T], chain: WriteChain | None = None) -> asyncio.Future[T]:
         return self._writer.start(work, chain, core=True)  # one writer thread, one queue: in order
+
+    def hurry(self) -> None:
+        self._writer.hurry()
 
     def _read(self, work: Work[T]) -> T:
         with self._sessions() as session:
@@ -163,6 +168,9 @@ class AsyncDriver:
         self._started.add(task)
         task.add_done_callback(self._started.discard)
         return task
+
+    def hurry(self) -> None:
+        pass  # each write runs as soon as it is begun
 
     async def _in_turn(self, chain: WriteChain, work: Work[T]) -> T:
         # On one chain, in order, one at a time, as the SQLite writer thread runs them; chains run side by side.
@@ -231,8 +239,17 @@ class Database:
         one fails, the ones after it fail unrun (EarlierWriteFailed) instead of landing over the gap.
 
         `work` runs Core statements only, no ORM objects (on SQLite it runs in a plain savepoint; see
-        GroupCommit.start): these are the commits of every step, behind every reply."""
+        GroupCommit.start): these are the commits of every step, behind every reply. On SQLite it may wait a
+        moment (GROUP_WINDOW) for others to commit with; `landed` waits for it without that moment."""
         return self.runner.start_write(work, chain)
+
+    async def landed(self, write: asyncio.Future[Any]) -> None:
+        """Wait for a write begun with `start_write` to settle, without raising what it failed with (and
+        without cancelling it if this wait is cancelled). It is committed as soon as the writer can: a write
+        begun without waiting may otherwise wait a moment for others to commit with."""
+        if not write.done():
+            self.runner.hurry()
+            await asyncio.wait((write,))
 
     # Shorthands for the one-statement units of work.
     async def scalar(self, statement: Executable) -> Any:

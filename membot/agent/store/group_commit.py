@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,6 +18,10 @@ Work = Callable[[Session], T]
 
 # Units of work committed together at most, when that many have queued behind a transaction.
 MAX_GROUP_COMMIT = 64
+# How long a unit of work begun without waiting (`start`) waits for others to join its group, unless someone
+# waits for it (see GroupCommit.hurry). In a burst, 200 users' commits otherwise came one or two at a time, and
+# each group's statements took the GIL from the event loop again.
+GROUP_WINDOW = 0.002
 
 
 class EarlierWriteFailed(RuntimeError):
@@ -26,6 +30,16 @@ class EarlierWriteFailed(RuntimeError):
 
 class TransactionLost(RuntimeError):
     """The database rolled a group's whole transaction back: every unit of work in it failed."""
+
+
+class Batchable(Protocol):
+    """A unit of work that is also data: units of one such type that queued together run as one set of
+    statements (`run_together`, one executemany per statement) instead of one after another."""
+
+    def __call__(self, session: Session) -> None: ...
+
+    @classmethod
+    def run_together(cls, session: Session, works: Sequence[Any]) -> None: ...
 
 
 class WriteChain:
@@ -62,7 +76,8 @@ class GroupCommit:
     """The writer thread. Units of work queue here and run in order; those that queued while a transaction
     ran are run together in the next one, each in a savepoint of its own, and committed at once (group
     commit). Under load a commit, a session and a wake-up of the event loop are paid per batch, not per
-    unit of work; alone, a unit of work runs as before, in a transaction of its own.
+    unit of work; alone, a unit of work runs as before, in a transaction of its own. Units of work begun without
+    waiting (`start`) wait up to GROUP_WINDOW for company, and those that are `Batchable` run together.
 
     A unit of work that raises rolls back its savepoint only; the others in its batch still commit, but for
     those begun after it on the same WriteChain, which fail unrun. If the commit itself fails, every unit of
@@ -71,6 +86,7 @@ class GroupCommit:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # someone waits for a unit of work in the queue: no lingering
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="membot-sql-write", daemon=True)
         self._thread.start()
@@ -89,16 +105,27 @@ class GroupCommit:
         self._jobs.put(_Job(work, future, loop, chain, core))
         return future
 
+    def hurry(self) -> None:
+        """Someone waits for a unit of work begun with `start`: commit what is queued without waiting for more."""
+        self._hurry.set()
+
     async def submit(self, work: Work[T]) -> T:
-        return await self.start(work)
+        future = self.start(work)
+        self.hurry()
+        return await future
 
     async def close(self) -> None:
         self._closed = True
         self._jobs.put(None)
+        self.hurry()
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
+            if self._jobs.qsize() < MAX_GROUP_COMMIT - 1:
+                self._hurry.wait(GROUP_WINDOW)
+            # Cleared once the wait is over: a hurry for a unit of work queued by now is served by this group.
+            self._hurry.clear()
             batch = [job]
             while len(batch) < MAX_GROUP_COMMIT:
                 try:
@@ -125,36 +152,18 @@ class GroupCommit:
         done: list[tuple[_Job, bool, Any]] = []
         try:
             with self._sessions.begin() as session:
-                for job in batch:
-                    if job.future.cancelled():
-                        # Cancelled before it ran: not run, which leaves a gap in its chain.
-                        if job.chain is not None:
-                            job.chain.broken = True
+                index = 0
+                while index < len(batch):
+                    run = _same_kind(batch, index)
+                    index += len(run)
+                    ready = [job for job in run if _ready(job, done)]
+                    if len(ready) > 1 and _run_together(session, ready, done):
                         continue
-                    if job.chain is not None and job.chain.broken:
-                        done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
-                        continue
-                    if len(batch) == 1:  # a transaction of its own: no savepoint needed
-                        done.append((job, True, _run(job, session)))
-                        continue
-                    try:
-                        # The Session's savepoint flushes what the unit of work added when it is released:
-                        # only then has the unit of work succeeded.
-                        with _plain_savepoint(session) if job.core else session.begin_nested():
-                            value = _run(job, session)
-                        done.append((job, True, value))
-                    except TransactionLost:
-                        raise
-                    except Exception as exc:
-                        if not _driver(session).in_transaction:
-                            # SQLite rolled the whole transaction back (disk full, a trigger's RAISE(ROLLBACK)):
-                            # what ran before is gone, and what runs after would commit statement by statement.
-                            raise TransactionLost(f"the group's transaction was rolled back: {exc}") from exc
-                        done.append((job, False, exc))
-                        if job.chain is not None:  # the ones after it in this batch are not run
-                            job.chain.broken = True
-                    # What one unit of work loaded is not shared with the next, as with sessions of their own.
-                    session.expunge_all()
+                    for job in ready:
+                        if len(batch) == 1:  # a transaction of its own: no savepoint needed
+                            done.append((job, True, _run(job, session)))
+                        elif _ready(job, done):  # again: one before it in this run may have failed
+                            _run_alone(session, job, done)
         except Exception as exc:
             return [(job, False, exc) for job in batch]
         return done
@@ -169,6 +178,72 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle, items)  # one wake-up of the loop per batch
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
+
+
+def _same_kind(batch: list[_Job], index: int) -> list[_Job]:
+    """The jobs from `index` on that can run together with it: Batchable, of its type, Core only (at least
+    the one at `index`)."""
+    kind = type(batch[index].work)
+    if not (batch[index].core and hasattr(kind, "run_together")):
+        return batch[index : index + 1]
+    end = index + 1
+    while end < len(batch) and batch[end].core and type(batch[end].work) is kind:
+        end += 1
+    return batch[index:end]
+
+
+def _ready(job: _Job, done: list[tuple[_Job, bool, Any]]) -> bool:
+    """Whether the job is to run; if not, what it came to is noted (or nothing, for one cancelled)."""
+    if job.future.cancelled():
+        # Cancelled before it ran: not run, which leaves a gap in its chain.
+        if job.chain is not None:
+            job.chain.broken = True
+        return False
+    if job.chain is not None and job.chain.broken:
+        done.append((job, False, EarlierWriteFailed("an earlier write of its caller failed")))
+        return False
+    return True
+
+
+def _run_together(session: Session, jobs: list[_Job], done: list[tuple[_Job, bool, Any]]) -> bool:
+    """Run Batchable jobs of one type as one set of statements, in a savepoint; whether that succeeded. If it
+    did not, nothing of it is left and the caller runs them one by one, so that only the failing one fails."""
+    try:
+        with _plain_savepoint(session):
+            type(jobs[0].work).run_together(session, [job.work for job in jobs])
+            if session.new or session.dirty or session.deleted:
+                raise RuntimeError("a unit of work begun for Core statements only changed ORM objects")
+    except TransactionLost:
+        raise
+    except Exception as exc:
+        if not _driver(session).in_transaction:
+            raise TransactionLost(f"the group's transaction was rolled back: {exc}") from exc
+        session.expunge_all()
+        return False
+    done.extend((job, True, None) for job in jobs)
+    return True
+
+
+def _run_alone(session: Session, job: _Job, done: list[tuple[_Job, bool, Any]]) -> None:
+    """Run one job of a group in a savepoint of its own: if it fails, it alone is undone."""
+    try:
+        # The Session's savepoint flushes what the unit of work added when it is released: only then has the
+        # unit of work succeeded.
+        with _plain_savepoint(session) if job.core else session.begin_nested():
+            value = _run(job, session)
+        done.append((job, True, value))
+    except TransactionLost:
+        raise
+    except Exception as exc:
+        if not _driver(session).in_transaction:
+            # SQLite rolled the whole transaction back (disk full, a trigger's RAISE(ROLLBACK)): what ran
+            # before is gone, and what runs after would commit statement by statement.
+            raise TransactionLost(f"the group's transaction was rolled back: {exc}") from exc
+        done.append((job, False, exc))
+        if job.chain is not None:  # the ones after it in this batch are not run
+            job.chain.broken = True
+    # What one unit of work loaded is not shared with the next, as with sessions of their own.
+    session.expunge_all()
 
 
 def _run(job: _Job, session: Session) -> Any:
