@@ -6,7 +6,10 @@ import json
 
 import pytest
 
+from membot.agent.context.tokens import TokenCounter
+from membot.agent.context.window import ContextQueue, PromptBudget
 from membot.agent.events import AssistantMessage, FunctionResult, SystemNote
+from membot.agent.messages import assistant_message, tool_result, user_message
 from membot.bot.service import BotService
 from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import ScriptedModel, send, text, tool_call
@@ -103,3 +106,20 @@ async def test_summariser_down_still_frees_room(small, user):
     assert model.max_prompt_tokens <= WINDOW
     report = await service.memory(alice)
     assert report.summary_hidden > 0 and "without a summary" in report.summary
+
+
+def test_the_context_queue_keeps_each_message_beside_its_prompt_form_and_tokens() -> None:
+    budget = PromptBudget(window=2000, counter=TokenCounter())
+    first = [user_message(1, "hello"), assistant_message(1, "thinking", None)]
+    queue = ContextQueue(budget, first)
+    queue.append(user_message(1, "x" * 5000))  # oversized: cut in the prompt, whole in recall memory
+    queue.extend([tool_result(1, "c1", "send_message", True, None)])
+
+    def consistent() -> bool:
+        fresh = [budget.entry(row) for row in queue.rows]
+        return list(zip(queue.forms, queue.sizes, strict=True)) == fresh and queue.tokens == sum(queue.sizes)
+
+    assert len(queue) == 4 and consistent()
+    assert "cut here" in queue.forms[2]["content"] and len(queue.rows[2].content or "") > 5000
+    assert queue.drop_oldest(2) == first
+    assert list(queue) == queue.rows and len(queue) == 2 and consistent()

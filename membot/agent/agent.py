@@ -27,6 +27,7 @@ from membot.agent import prompts
 from membot.agent.context.summarizer import fallback_summary, summarise
 from membot.agent.context.tokens import TokenCalibration
 from membot.agent.context.window import (
+    ContextQueue,
     MemoryStats,
     PromptBudget,
     choose_eviction,
@@ -79,9 +80,9 @@ class Agent:
         self.core = core
         self.recall = RecallMemory(engine.db, row.id, engine.terms)
         self.archival = ArchivalMemory(engine.db, engine.passages, engine.embedder, row.id, row.archival_passages)
-        self.context: list[msg.Message] = []
         self.calibration = TokenCalibration(row.token_ratio)
         self.budget = PromptBudget(engine.config.context_window, engine.counter, engine.tool_tokens)
+        self.context = ContextQueue(self.budget)
         #: Messages in recall memory: counted when the agent loads (`restore`), then kept up to date by this
         #: agent's own commits.
         self._recall_count = 0
@@ -98,7 +99,7 @@ class Agent:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
         its context window, how many messages it has, its attached sources (with the catalog's change count
         they were read at)."""
-        self.context = recall.context
+        self.context = ContextQueue(self.budget, recall.context)
         self._recall_count = recall.count
         self._sources = sources
 
@@ -340,8 +341,7 @@ class Agent:
         summary = summary_message(self.row.summary, self.row.summary_hidden)
         if summary:
             head.append(summary)
-        queue = [self.budget.entry(row) for row in self.context]
-        return head + [form for form, _ in queue], self.budget.size(head) + sum(tokens for _, tokens in queue)
+        return head + self.context.forms, self.budget.size(head) + self.context.tokens
 
     def prompt_tokens(self, stats: MemoryStats) -> int:
         """The corrected size of the next prompt, tools included."""
@@ -360,11 +360,11 @@ class Agent:
         return (*self._prompt(stats), note)
 
     async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
-        sizes = [self.calibration.correct(self.budget.entry(row)[1]) for row in self.context]
-        cut = choose_eviction(self.context, sizes, to_free, self.engine.config.keep_recent_messages)
+        sizes = [self.calibration.correct(tokens) for tokens in self.context.sizes]
+        cut = choose_eviction(self.context.rows, sizes, to_free, self.engine.config.keep_recent_messages)
         if cut == 0:
             return "nothing could be evicted."
-        evicted = self.context[:cut]
+        evicted = self.context.rows[:cut]
         if use_model:
             summary, by_model = await summarise(
                 self.engine.model, self.row.summary, evicted,
@@ -385,7 +385,7 @@ class Agent:
         await self.settled()
         await self.engine.db.write(store)
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
-        self.context = self.context[cut:]
+        self.context.drop_oldest(cut)
         how = "summarised" if by_model else "set aside (the summary model call failed)"
         return f"{len(evicted)} old messages {how} and evicted from context; {hidden} hidden in all."
 

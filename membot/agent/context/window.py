@@ -7,10 +7,9 @@ summary of evicted history, then the FIFO queue of recent messages.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN, TokenCounter
 from membot.agent.memory.core import CoreMemory
@@ -95,18 +94,11 @@ class PromptBudget:
     counter: TokenCounter
     #: The tool schemas' tokens: the same schemas go with every call, so they are counted once.
     tool_tokens: int = 0
-    #: Each queued message as the model sees it, with its tokens. A stored message never changes, so it is
-    #: converted and counted once, not on every call of every step (with a real tokenizer, that adds up).
-    _entries: WeakKeyDictionary[Message, tuple[dict[str, Any], int]] = field(
-        default_factory=WeakKeyDictionary, repr=False
-    )
 
     def entry(self, row: Message) -> tuple[dict[str, Any], int]:
-        cached = self._entries.get(row)
-        if cached is None:
-            form = cap_content(to_openai(row), message_cap(self.window))
-            cached = self._entries[row] = (form, self.counter.message(form))
-        return cached
+        """The message as the model sees it (cut if oversized), and its tokens."""
+        form = cap_content(to_openai(row), message_cap(self.window))
+        return form, self.counter.message(form)
 
     @property
     def limit(self) -> int:
@@ -116,3 +108,42 @@ class PromptBudget:
     def size(self, messages: Sequence[dict[str, Any]]) -> int:
         """Tokens of these messages plus the tool schemas."""
         return self.counter.messages(messages) + self.tool_tokens
+
+
+class ContextQueue:
+    """The FIFO queue of the context window: its messages, oldest first, each beside its prompt form and tokens.
+    A stored message never changes, so it is converted and counted once, when it joins, not on every model call
+    (with a real tokenizer that adds up, and at 200 users a lookup per message per call cost a tenth of the
+    event loop)."""
+
+    def __init__(self, budget: PromptBudget, rows: Sequence[Message] = ()) -> None:
+        self._budget = budget
+        self.rows: list[Message] = []
+        self.forms: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
+        self.tokens = 0  # the sum of `sizes`
+        self.extend(rows)
+
+    def append(self, row: Message) -> None:
+        form, tokens = self._budget.entry(row)
+        self.rows.append(row)
+        self.forms.append(form)
+        self.sizes.append(tokens)
+        self.tokens += tokens
+
+    def extend(self, rows: Sequence[Message]) -> None:
+        for row in rows:
+            self.append(row)
+
+    def drop_oldest(self, count: int) -> list[Message]:
+        """Take the `count` oldest messages out of the queue; returns them."""
+        dropped = self.rows[:count]
+        self.tokens -= sum(self.sizes[:count])
+        del self.rows[:count], self.forms[:count], self.sizes[:count]
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.rows)
