@@ -284,6 +284,11 @@ async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fai
         outcomes = await _as_one_group(db, [_store(recall, "kept?"), _store(recall, "not kept", releases_then_fails)])
         assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
+        # Nor when its savepoint cannot be released: what it did would commit with the group, reported failed.
+        outcomes = await _as_one_group(db, [_store(recall, "kept?"), _store(recall, "not kept", lambda session: (
+            session.connection().exec_driver_sql("RELEASE unit_of_work")))])
+        assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
+        assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
     finally:
         await db.close()
 

@@ -118,3 +118,35 @@ async def test_a_write_begun_without_waiting_lingers_for_company_unless_someone_
     await asyncio.wait_for(db.write(lambda session: None), 10)
     db.start_write(StepWrite(agent, [user_message(agent, "last words")]), WriteChain())
     await asyncio.wait_for(db.close(), 10)
+
+
+async def test_a_write_cancelled_before_it_ran_fails_those_after_it_on_its_chain_and_none_before(db: Database):
+    (agent,) = await _agents(db, 1)
+    chain = WriteChain()
+    gate = threading.Event()
+    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the writer is inside it: the three below queue as one group
+    begun = [db.start_write(StepWrite(agent, [user_message(agent, said)]), chain) for said in ("J1", "J2", "J3")]
+    begun[1].cancel()  # whoever waited for it was cancelled: its write is not there
+    gate.set()
+    await held
+    await asyncio.wait([begun[0], begun[2]])
+    assert begun[0].exception() is None and isinstance(begun[2].exception(), EarlierWriteFailed)
+    texts = await db.rows(select(MessageRow.search_text))
+    assert [text for (text,) in texts] == ["J1"] and chain.broken
+
+
+async def test_a_hurry_reaches_a_write_queued_behind_a_full_group(db: Database, monkeypatch: pytest.MonkeyPatch):
+    (agent,) = await _agents(db, 1)
+    monkeypatch.setattr(group_commit, "GROUP_WINDOW", 60.0)  # only a hurry can end it in time
+    gate = threading.Event()
+    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+    await asyncio.sleep(0.05)
+    begun = [db.start_write(StepWrite(agent, [user_message(agent, f"m{i}")]), WriteChain())
+             for i in range(group_commit.MAX_GROUP_COMMIT + 6)]
+    waiting = asyncio.ensure_future(db.landed(begun[-1]))  # hurries the writer while it is still held
+    await asyncio.sleep(0.05)
+    gate.set()
+    await held
+    await asyncio.wait_for(waiting, 10)  # the first group is full: the last write commits in the next one
+    assert begun[-1].result() is None

@@ -124,7 +124,9 @@ class GroupCommit:
         while (job := self._jobs.get()) is not None:
             if self._jobs.qsize() < MAX_GROUP_COMMIT - 1:
                 self._hurry.wait(GROUP_WINDOW)
-            # Cleared once the wait is over: a hurry for a unit of work queued by now is served by this group.
+            # Cleared once the wait is over: a hurry for a unit of work queued by now is served by this group,
+            # unless the group is full; then the units of work left in the queue are hurried along too.
+            hurried = self._hurry.is_set()
             self._hurry.clear()
             batch = [job]
             while len(batch) < MAX_GROUP_COMMIT:
@@ -136,6 +138,8 @@ class GroupCommit:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(job)
+            if hurried and len(batch) == MAX_GROUP_COMMIT:
+                self._hurry.set()
             try:
                 done = self._commit(batch)
             except BaseException as exc:  # SystemExit in a unit of work: its callers hear of it, the thread lives
@@ -154,16 +158,22 @@ class GroupCommit:
             with self._sessions.begin() as session:
                 index = 0
                 while index < len(batch):
-                    run = _same_kind(batch, index)
-                    index += len(run)
-                    ready = [job for job in run if _ready(job, done)]
-                    if len(ready) > 1 and _run_together(session, ready, done):
+                    run = _together(batch, index)
+                    if len(run) > 1:
+                        index += len(run)
+                        if not _run_together(session, run, done):
+                            for job in run:  # one by one, so that only the failing one fails
+                                if _ready(job, done):
+                                    _run_alone(session, job, done)
                         continue
-                    for job in ready:
-                        if len(batch) == 1:  # a transaction of its own: no savepoint needed
-                            done.append((job, True, _run(job, session)))
-                        elif _ready(job, done):  # again: one before it in this run may have failed
-                            _run_alone(session, job, done)
+                    job = batch[index]
+                    index += 1
+                    if not _ready(job, done):
+                        continue
+                    if len(batch) == 1:  # a transaction of its own: no savepoint needed
+                        done.append((job, True, _run(job, session)))
+                    else:
+                        _run_alone(session, job, done)
         except Exception as exc:
             return [(job, False, exc) for job in batch]
         return done
@@ -180,16 +190,21 @@ class GroupCommit:
                 pass
 
 
-def _same_kind(batch: list[_Job], index: int) -> list[_Job]:
-    """The jobs from `index` on that can run together with it: Batchable, of its type, Core only (at least
-    the one at `index`)."""
+def _together(batch: list[_Job], index: int) -> list[_Job]:
+    """The jobs from `index` on that can run together: Batchable, of one type, Core only, and each still to
+    run (the run stops before one cancelled or on a broken chain, which is dealt with at its own turn, after
+    the ones before it have run)."""
     kind = type(batch[index].work)
-    if not (batch[index].core and hasattr(kind, "run_together")):
-        return batch[index : index + 1]
-    end = index + 1
-    while end < len(batch) and batch[end].core and type(batch[end].work) is kind:
+    if not hasattr(kind, "run_together"):
+        return []
+    end = index
+    while end < len(batch) and batch[end].core and type(batch[end].work) is kind and _still_to_run(batch[end]):
         end += 1
     return batch[index:end]
+
+
+def _still_to_run(job: _Job) -> bool:
+    return not job.future.cancelled() and not (job.chain is not None and job.chain.broken)
 
 
 def _ready(job: _Job, done: list[tuple[_Job, bool, Any]]) -> bool:
@@ -270,7 +285,10 @@ def _plain_savepoint(session: Session) -> Iterator[None]:
             except Exception as exc:  # what the unit did can no longer be told apart from the rest
                 raise TransactionLost(f"a failed unit of work could not be undone: {exc}") from exc
         raise
-    driver.execute("RELEASE unit_of_work")
+    try:
+        driver.execute("RELEASE unit_of_work")
+    except Exception as exc:  # else what it did would commit with the group while it is reported failed
+        raise TransactionLost(f"a unit of work's savepoint could not be released: {exc}") from exc
 
 
 def _driver(session: Session) -> Any:
