@@ -5,7 +5,7 @@ once. Every message runs a chain of two model calls and the model takes 300 ms p
 time is 600 ms. If membot added nothing and never queued, all N users would each finish a message every 600 ms:
 that is the ideal throughput (N ÷ chain time). The scripted model runs in two processes of its own, sharing a
 port, so that neither its CPU nor its own queue of requests is ours (a real endpoint costs the client only the
-wait; with one process, bare HTTP with membot's request bodies reached only 0.82× of the ideal, with two 0.91×).
+wait; with one process, bare HTTP with membot's request bodies reached only 0.82× of the ideal, with two 0.95×).
 
 Agents are created before the clock starts (creating identities is not the point here); loading them into
 the service's cache happens on the first message and is counted. A message's time ends with its step's last

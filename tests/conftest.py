@@ -3,8 +3,11 @@ files, and the real bot service over them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,20 @@ def user() -> Callable[[str], UserRef]:
 
 async def collect(events: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in events]
+
+
+@asynccontextmanager
+async def writer_held(db: Database) -> AsyncIterator[None]:
+    """The SQLite writer thread held inside a unit of work while the block runs: whatever is begun meanwhile
+    queues behind it, and runs as one group once the block ends."""
+    gate = threading.Event()
+    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the writer is inside it
+    try:
+        yield
+    finally:
+        gate.set()
+        await held
 
 
 async def store_messages(db: Database, *messages: Message) -> None:

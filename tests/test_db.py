@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from membot.agent.messages import user_message
 from membot.agent.store.db import AsyncDriver, Database, _create_schema
 from membot.agent.store.group_commit import EarlierWriteFailed, TransactionLost, WriteChain
 from membot.agent.store.schema import AgentRow, MessageRow, SourceRow
-from tests.conftest import store_messages
+from tests.conftest import store_messages, writer_held
 
 
 async def _open(kind: str, folder: Path) -> Database:
@@ -194,27 +195,28 @@ async def test_units_of_work_queued_together_commit_together_but_fail_alone(tmp_
 
         # What a unit of work adds is flushed when its savepoint is released: a constraint broken there is
         # that unit of work's error, not a success.
-        gate.clear()
-        held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-        await asyncio.sleep(0.05)
         first, second = SourceRow(scope="s", name="same"), SourceRow(scope="s", name="same")
-        adds = [asyncio.ensure_future(db.add(row)) for row in (first, second)]
-        await asyncio.sleep(0.05)
-        gate.set()
-        outcomes = await asyncio.gather(held, *adds, return_exceptions=True)
-        assert outcomes[1] is None and isinstance(outcomes[2], IntegrityError) and first.id is not None
+        async with writer_held(db):
+            adds = [asyncio.ensure_future(db.add(row)) for row in (first, second)]
+            await asyncio.sleep(0.05)  # both are in the queue
+        outcomes = await asyncio.gather(*adds, return_exceptions=True)
+        assert outcomes[0] is None and isinstance(outcomes[1], IntegrityError) and first.id is not None
     finally:
         await db.close()
 
 
-async def _one_agent(tmp_path: Path, *ddl: str) -> tuple[Database, RecallMemory]:
+@asynccontextmanager
+async def _one_agent(tmp_path: Path, *ddl: str) -> AsyncIterator[tuple[Database, RecallMemory]]:
     """A database with one agent (and whatever `ddl` adds to its schema), and that agent's recall memory."""
     db = await Database.open(f"sqlite+aiosqlite:///{tmp_path}/group.db")
-    agent = AgentRow(name="a", persona_name="p", human_name="h")
-    await db.add(agent)
-    for statement in ddl:
-        await db.write(lambda session, statement=statement: session.execute(text(statement)))
-    return db, RecallMemory(db, agent.id, TermFrequencies())
+    try:
+        agent = AgentRow(name="a", persona_name="p", human_name="h")
+        await db.add(agent)
+        for statement in ddl:
+            await db.write(lambda session, statement=statement: session.execute(text(statement)))
+        yield db, RecallMemory(db, agent.id, TermFrequencies())
+    finally:
+        await db.close()
 
 
 def _store(recall: RecallMemory, said: str, then: Callable[[Session], None] | None = None) -> Callable[[Session], None]:
@@ -229,18 +231,14 @@ def _store(recall: RecallMemory, said: str, then: Callable[[Session], None] | No
 async def _as_one_group(db: Database, works: list[Callable[[Session], None]]) -> list[BaseException | None]:
     """Begin `works` with start_write (each on a chain of its own) while the writer is held, so that they run as
     one group; what each came to."""
-    gate = threading.Event()
-    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-    await asyncio.sleep(0.05)  # the writer is inside it
-    begun = [db.start_write(work, WriteChain()) for work in works]
-    gate.set()
-    return (await asyncio.gather(held, *begun, return_exceptions=True))[1:]
+    async with writer_held(db):
+        begun = [db.start_write(work, WriteChain()) for work in works]
+    return await asyncio.gather(*begun, return_exceptions=True)
 
 
 async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_touch_orm_objects(tmp_path: Path):
     # start_write's units run Core statements only, in a plain savepoint of the driver's when grouped.
-    db, recall = await _one_agent(tmp_path)
-    try:
+    async with _one_agent(tmp_path) as (db, recall):
         def fails(session: Session) -> None:
             raise RuntimeError("this one fails")
 
@@ -259,15 +257,12 @@ async def test_commits_begun_without_waiting_fail_alone_in_a_group_and_may_not_t
         texts = await db.rows(select(MessageRow.search_text).order_by(MessageRow.id))
         assert [text for (text,) in texts] == ["kept 0", "kept 1", "kept 2"]
         assert await db.scalar(select(func.count()).select_from(SourceRow)) == 0
-    finally:
-        await db.close()
 
 
 async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fails_and_none_lands(tmp_path: Path):
     # A trigger that ends the whole transaction, as SQLite may itself do on a full disk.
-    db, recall = await _one_agent(tmp_path, "CREATE TRIGGER lose_all BEFORE INSERT ON messages "
-                                  "WHEN new.search_text = 'lose all' BEGIN SELECT RAISE(ROLLBACK, 'by the test'); END")
-    try:
+    async with _one_agent(tmp_path, "CREATE TRIGGER lose_all BEFORE INSERT ON messages "
+                                  "WHEN new.search_text = 'lose all' BEGIN SELECT RAISE(ROLLBACK, 'by the test'); END") as (db, recall):
         outcomes = await _as_one_group(db, [_store(recall, said) for said in ("before", "lose all", "after")])
         # "before" was in the transaction SQLite threw away; "after" would have committed on its own.
         assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
@@ -289,16 +284,13 @@ async def test_when_sqlite_rolls_a_whole_group_back_every_unit_of_work_in_it_fai
             session.connection().exec_driver_sql("RELEASE unit_of_work")))])
         assert all(isinstance(outcome, TransactionLost) for outcome in outcomes)
         assert await db.scalar(select(func.count()).select_from(MessageRow)) == 1
-    finally:
-        await db.close()
 
 
 async def test_a_commit_that_fails_leaves_no_transaction_open_for_the_next_unit_of_work(tmp_path: Path):
     # A deferred constraint is checked at COMMIT, and SQLite keeps the transaction open when it fails there
     # (as it may on a full disk): the connection must not go back to the pool still inside it.
-    db, recall = await _one_agent(tmp_path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
-                                  "agent INTEGER REFERENCES agents(id) DEFERRABLE INITIALLY DEFERRED)")
-    try:
+    async with _one_agent(tmp_path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+                                  "agent INTEGER REFERENCES agents(id) DEFERRABLE INITIALLY DEFERRED)") as (db, recall):
         def dangling(session: Session) -> None:
             recall.add(session, user_message(recall.agent_id, "committed with a dangling note"))
             session.execute(text("INSERT INTO notes (agent) VALUES (424242)"))
@@ -308,8 +300,6 @@ async def test_a_commit_that_fails_leaves_no_transaction_open_for_the_next_unit_
         await store_messages(db, user_message(recall.agent_id, "the next one"))
         texts = await db.rows(select(MessageRow.search_text))
         assert [text for (text,) in texts] == ["the next one"]
-    finally:
-        await db.close()
 
 
 async def test_the_writer_outlives_what_a_unit_of_work_raises_and_a_closed_database_says_so(tmp_path: Path):

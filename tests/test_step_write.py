@@ -5,7 +5,6 @@ for it."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from membot.agent.store import group_commit
 from membot.agent.store.db import Database
 from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
 from membot.agent.store.schema import AgentRow, BlockRow, MessageRow
+from tests.conftest import writer_held
 
 
 @pytest.fixture
@@ -48,12 +48,9 @@ def _statements(db: Database) -> list[str]:
 
 async def _as_one_group(db: Database, writes: list[tuple[StepWrite, WriteChain]]) -> list[BaseException | None]:
     """Begin `writes` without waiting while the writer is held, so that they queue as one group."""
-    gate = threading.Event()
-    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-    await asyncio.sleep(0.05)  # the writer is inside it
-    begun = [db.start_write(write, chain) for write, chain in writes]
-    gate.set()
-    return (await asyncio.gather(held, *begun, return_exceptions=True))[1:]
+    async with writer_held(db):
+        begun = [db.start_write(write, chain) for write, chain in writes]
+    return await asyncio.gather(*begun, return_exceptions=True)
 
 
 async def test_step_writes_queued_together_run_as_one_set_of_statements(db: Database):
@@ -123,13 +120,9 @@ async def test_a_write_begun_without_waiting_lingers_for_company_unless_someone_
 async def test_a_write_cancelled_before_it_ran_fails_those_after_it_on_its_chain_and_none_before(db: Database):
     (agent,) = await _agents(db, 1)
     chain = WriteChain()
-    gate = threading.Event()
-    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-    await asyncio.sleep(0.05)  # the writer is inside it: the three below queue as one group
-    begun = [db.start_write(StepWrite(agent, [user_message(agent, said)]), chain) for said in ("J1", "J2", "J3")]
-    begun[1].cancel()  # whoever waited for it was cancelled: its write is not there
-    gate.set()
-    await held
+    async with writer_held(db):  # the three below queue as one group
+        begun = [db.start_write(StepWrite(agent, [user_message(agent, said)]), chain) for said in ("J1", "J2", "J3")]
+        begun[1].cancel()  # whoever waited for it was cancelled: its write is not there
     await asyncio.wait([begun[0], begun[2]])
     assert begun[0].exception() is None and isinstance(begun[2].exception(), EarlierWriteFailed)
     texts = await db.rows(select(MessageRow.search_text))
@@ -139,14 +132,10 @@ async def test_a_write_cancelled_before_it_ran_fails_those_after_it_on_its_chain
 async def test_a_hurry_reaches_a_write_queued_behind_a_full_group(db: Database, monkeypatch: pytest.MonkeyPatch):
     (agent,) = await _agents(db, 1)
     monkeypatch.setattr(group_commit, "GROUP_WINDOW", 60.0)  # only a hurry can end it in time
-    gate = threading.Event()
-    held = asyncio.ensure_future(db.write(lambda session: gate.wait(10)))
-    await asyncio.sleep(0.05)
-    begun = [db.start_write(StepWrite(agent, [user_message(agent, f"m{i}")]), WriteChain())
-             for i in range(group_commit.MAX_GROUP_COMMIT + 6)]
-    waiting = asyncio.ensure_future(db.landed(begun[-1]))  # hurries the writer while it is still held
-    await asyncio.sleep(0.05)
-    gate.set()
-    await held
+    async with writer_held(db):
+        begun = [db.start_write(StepWrite(agent, [user_message(agent, f"m{i}")]), WriteChain())
+                 for i in range(group_commit.MAX_GROUP_COMMIT + 6)]
+        waiting = asyncio.ensure_future(db.landed(begun[-1]))  # hurries the writer while it is still held
+        await asyncio.sleep(0.05)
     await asyncio.wait_for(waiting, 10)  # the first group is full: the last write commits in the next one
     assert begun[-1].result() is None

@@ -312,8 +312,7 @@ class Agent:
         writes = self._writes
         if not writes:
             return
-        if not writes[-1].done():
-            await self.engine.db.landed(writes[-1])
+        await self.engine.db.landed(writes[-1])
         self._writes = []
         for writing in writes:
             if writing.cancelled():  # nothing here cancels one; were it to happen, it is a gap like a failure

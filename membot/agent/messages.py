@@ -15,7 +15,7 @@ from typing import Any
 from membot.agent.store.schema import utcnow
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
+@dataclass(eq=False, slots=True)
 class Message:
     """One message as an agent holds it: a plain record of a row of recall memory (the table is MessageRow).
 

@@ -97,8 +97,7 @@ class BotService:
         if agent is None:
             landing = self._landing.get(agent_id)
             if landing is not None:
-                if not landing.done():
-                    await self.engine.db.landed(landing)  # loaded before it lands, the agent would miss it
+                await self.engine.db.landed(landing)  # loaded before it lands, the agent would miss it
                 del self._landing[agent_id]  # only once it has landed: a wait cancelled here leaves it
             agent = await self.engine.load_agent(agent_id)
             self._agents[agent_id] = agent

@@ -70,7 +70,7 @@ def check_owner(agent_id: int, rows: Sequence[Message]) -> None:
 
 def insert_messages(session: Session, rows: Sequence[Message]) -> None:
     """Insert messages (each already checked against its agent, see `check_owner`) and give each its id: one
-    Core INSERT … RETURNING for all of them, in order."""
+    Core INSERT … RETURNING for all of them (SQLAlchemy runs it row by row on SQLite, to keep the ids in order)."""
     if not rows:
         return
     values = [{name: getattr(row, name) for name in _COLUMNS} for row in rows]

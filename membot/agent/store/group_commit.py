@@ -34,7 +34,7 @@ class TransactionLost(RuntimeError):
 
 class Batchable(Protocol):
     """A unit of work that is also data: units of one such type that queued together run as one set of
-    statements (`run_together`, one executemany per statement) instead of one after another."""
+    statements (`run_together`) in one savepoint, instead of one after another in a savepoint each."""
 
     def __call__(self, session: Session) -> None: ...
 
