@@ -8,7 +8,7 @@ The archival store (Milvus Lite, in-process) opens on first use; the talk does n
 reported on its own row, after one archival search.
 
 Agents: the first ones are created through `BotService.agent_id`, as first contact does (that rate is
-reported); the rest are written as rows in bulk (the same rows `Engine.create_agent` and `link_agent`
+reported); the rest are written as rows in bulk (the same rows `Engine.new_agent` and `create_linked`
 write), since creating 10,000 one by one would spend the time budget on something else.
 """
 
@@ -77,8 +77,8 @@ async def _child(url: str, home: str, agents: int, talkers: int) -> dict[str, An
     from sqlalchemy.orm import Session
 
     from membot.agent import prompts
-    from membot.agent.store.schema import AgentRow, BlockRow
-    from membot.bot.identity import IdentityRow, UserRef
+    from membot.agent.store.schema import AgentRow, BlockRow, IdentityRow
+    from membot.bot.identity import UserRef
     from membot.bot.service import BotService
     from membot.bot.settings import Settings
 

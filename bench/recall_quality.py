@@ -12,6 +12,9 @@ no stop words), the reference the data's README quotes (~57% at 10 over all ten 
 
 The agents run with an 8,192-token window (the product's default for unknown models): the window does not
 change what recall memory holds, and a bigger one only makes each of the ~2,800 steps slower.
+
+It runs on SQLite, then on PostgreSQL (a database of its own on the server BENCH_POSTGRES_URL names, by
+default the local one; `none` leaves it out): the two conversation searches are measured on the same turns.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench import DATA, Row, Target, drain, log, open_service, scripted_model, user
+from bench.conversation_search import postgres_database, postgres_server
 
 NAME = "recall quality"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
@@ -93,12 +97,21 @@ class BM25:
 async def run(quick: bool) -> list[Row]:
     samples = json.loads(LOCOMO.read_text())
     samples, cap = (samples[:1], 80) if quick else (samples, None)
+    rows = await _measure("SQLite", {}, samples, cap)
+    server = postgres_server()
+    if server is not None:
+        async with postgres_database(server, "quality") as url:
+            rows += await _measure("PostgreSQL", {"MEMBOT_DATABASE_URL": url}, samples, cap)
+    return rows
+
+
+async def _measure(label: str, env: dict[str, str], samples: list[dict[str, Any]], cap: int | None) -> list[Row]:
     agent_at = {5: 0, 10: 0}
     bm25_at = {5: 0, 10: 0}
     asked = sent_total = 0
     started = time.perf_counter()
     talking = 0.0
-    async with scripted_model("ok") as model, open_service(model, MEMBOT_CONTEXT_WINDOW=8192) as service:
+    async with scripted_model("ok") as model, open_service(model, MEMBOT_CONTEXT_WINDOW=8192, **env) as service:
         for sample in samples:
             who = user(sample["sample_id"])
             lines = list(turns(sample))[:cap]
@@ -118,14 +131,14 @@ async def run(quick: bool) -> list[Row]:
                     agent_at[k] += any(evidence & set(tags) for tags in ranked[:k])
                     bm25_at[k] += any(evidence & set(tags) for tags in baseline[:k])
             asked += len(asked_here)
-            log(f"{sample['sample_id']}: {len(lines)} turns, {len(asked_here)} questions, "
+            log(f"{label}, {sample['sample_id']}: {len(lines)} turns, {len(asked_here)} questions, "
                 f"{time.perf_counter() - started:.0f} s so far")
     pct = {k: 100 * v / asked for k, v in agent_at.items()}
     base = {k: 100 * v / asked for k, v in bm25_at.items()}
     note = (f"{agent_at[10]}/{asked} questions; {len(samples)} conversations, {sent_total:,} turns sent through "
             f"the agent in {talking:.0f} s")
     return [
-        Row(NAME, "evidence turn in the top 10 (any@10)", pct[10], "%", base[10], "plain BM25, same turns",
-            Target(">=", 70.0, label="70%"), note=note),
-        Row(NAME, "evidence turn in the top 5 (any@5)", pct[5], "%", base[5], "plain BM25, same turns"),
+        Row(NAME, f"{label}: evidence turn in the top 10 (any@10)", pct[10], "%", base[10],
+            "plain BM25, same turns", Target(">=", 70.0, label="70%"), note=note),
+        Row(NAME, f"{label}: evidence turn in the top 5 (any@5)", pct[5], "%", base[5], "plain BM25, same turns"),
     ]

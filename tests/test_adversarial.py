@@ -16,6 +16,8 @@ from membot.bot.service import CommandError
 from tests.conftest import collect
 from tests.fakes.openai_server import send, tool_call
 
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
+
 NASTY = ["", "   ", "x" * 100_000, "bad\x00name\x07", "../../etc/passwd", "ソース 📚", "\u202eevil"]
 
 
@@ -34,6 +36,16 @@ async def test_commands_with_hostile_arguments_fail_clearly(service, model, user
     # A huge, odd message is still just a message.
     events = await collect(service.chat(alice, "\x00\x1b[31m" + "🙂" * 50_000))
     assert [e.text for e in events if e.visible] == ["ok"]
+
+
+async def test_a_nul_from_a_user_name_or_the_model_is_stored_not_a_crash(service, model):
+    # PostgreSQL's text cannot hold NUL; a name or a memory edit carrying one must not fail the step.
+    odd = UserRef("terminal", "local", "nul\x00user", "Nul\x00Name")
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "Code: a\x00b.", "request_heartbeat": True}),
+                 send("stored"))
+    events = await collect(service.chat(odd, "remember a\x00b"))
+    assert [e.text for e in events if e.visible] == ["stored"]
+    assert "Code: a" in (await service.memory(odd)).blocks["human"][0]
 
 
 async def test_the_model_cannot_reach_another_agent(service, model, user):

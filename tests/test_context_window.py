@@ -14,6 +14,8 @@ from membot.bot.service import BotService
 from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import ScriptedModel, send, text, tool_call
 
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
+
 WINDOW = 3000
 
 
@@ -28,9 +30,10 @@ def responder(body: dict):
 
 
 @pytest.fixture
-async def small(home):
+async def small(home, database_url):
     async with ScriptedModel(context_window=WINDOW, default=responder) as model:
-        service = await BotService.open(make_settings(home, model, MEMBOT_CONTEXT_WINDOW=WINDOW))
+        settings = make_settings(home, model, MEMBOT_CONTEXT_WINDOW=WINDOW, MEMBOT_DATABASE_URL=database_url)
+        service = await BotService.open(settings)
         try:
             yield service, model
         finally:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from membot.agent.events import AssistantMessage, FunctionResult
 from membot.agent.store.schema import MessageRow, utcnow
 from tests.conftest import collect
 from tests.fakes.openai_server import send, tool_call
+
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
 
 async def call(service, model, user, name, args):

@@ -12,6 +12,8 @@ from membot.bot.service import CommandError
 from tests.conftest import collect
 from tests.fakes.openai_server import send, tool_call
 
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
+
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
 needs_paper = pytest.mark.skipif(not PAPER.exists(), reason="shared/data/memgpt_paper.pdf not present")
 

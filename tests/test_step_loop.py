@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from membot.agent.events import AssistantMessage, ErrorMessage, FunctionResult, SystemNote, Thought
 from tests.conftest import collect
 from tests.fakes.openai_server import error, raw, send, text, tool_call
+
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
 
 async def test_login_greets_and_monologue_is_not_visible(service, model, user):
@@ -106,13 +110,14 @@ async def test_model_unreachable(settings, user, home):
         await service.close()
 
 
-async def test_model_too_slow_is_told_apart_from_unreachable(model, user, home):
+async def test_model_too_slow_is_told_apart_from_unreachable(model, user, home, database_url):
     from membot.bot.service import BotService
     from tests.conftest import make_settings
 
     model.latency = 2.0
     model.default = lambda body: send("too late")
-    service = await BotService.open(make_settings(home, model, MEMBOT_MODEL_TIMEOUT=0.3))
+    settings = make_settings(home, model, MEMBOT_MODEL_TIMEOUT=0.3, MEMBOT_DATABASE_URL=database_url)
+    service = await BotService.open(settings)
     try:
         events = await collect(service.chat(user("erin"), "hello?"))
         visible = [e for e in events if e.visible]

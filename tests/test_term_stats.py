@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from membot.agent.memory.term_stats import COMMON_MIN_DOCS, idf, light_stem, rerank
 from membot.agent.messages import user_message
 from tests.conftest import store_messages
+
+pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
 
 def test_light_stem_matches_simple_inflections() -> None:

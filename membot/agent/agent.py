@@ -2,16 +2,14 @@
 
 A step: the event is stored (committed on its own, so the user's words are never lost); then up to
 `max_chain` model calls, each followed by one function and one commit of everything that call changed
-(the assistant message, the function result, core memory edits, agent state). Commits run behind: each is
-queued and runs while the next model call is made (or, for a step's last, while the user reads the reply),
-and they are awaited before a function runs and before anything reads memory (`settled`). A heartbeat
-request, a failed function or a memory-pressure alert continues the chain; `send_message` without a
-heartbeat ends it.
+(the assistant message, the function result, core memory edits, agent state), awaited before the step goes
+on. A heartbeat request, a failed function or a memory-pressure alert continues the chain; `send_message`
+without a heartbeat ends it. The caller holds the agent's lease for the step (see store/leases.py); every
+commit checks it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -49,7 +47,7 @@ from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.sources.catalog import attached_names
 from membot.agent.step_write import StepWrite
-from membot.agent.store.group_commit import EarlierWriteFailed, WriteChain
+from membot.agent.store.leases import check
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
@@ -90,10 +88,6 @@ class Agent:
         self._sources: tuple[int, list[str]] = (-1, [])
         #: Set by each model call's handling: whether the chain goes on.
         self._continue = False
-        #: Commits queued and not yet seen settled, oldest first, and the chain that keeps them in order (see
-        #: `_write_behind`).
-        self._writes: list[asyncio.Future[None]] = []
-        self._write_chain = WriteChain()
 
     def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
@@ -125,27 +119,15 @@ class Agent:
     # ----- the step loop ---------------------------------------------------------------------------------
 
     async def _step(self, incoming: msg.Message, login: bool = False) -> AsyncIterator[Event]:
-        self._write_behind(StepWrite(self.id, [incoming], state={"last_login_at": incoming.created_at} if login else {}))
+        await self._store(StepWrite(self.id, self.engine.leases.holder, [incoming],
+                                    state={"last_login_at": incoming.created_at} if login else {}))
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
         self._recall_count += 1
-        try:
-            async with aclosing(self._chain()) as events:
-                async for event in events:
-                    yield event
-        except BaseException:
-            # Ended early (an error, a cancellation, the listener closing): the agent may be loaded afresh
-            # from what was committed, so its commits land before the step ends. One failing now was logged
-            # as it failed (see `_write_behind`); it is not raised over what ended the step.
-            try:
-                await self.settled()
-            except Exception:
-                pass
-            raise
-        # A normal end does not wait for the last commit: the reply is out. What reads this agent's memory next
-        # waits for it (the next step's first function, a command); if it fails, the next step's commits
-        # fail unrun behind it, and the service loads the agent afresh (see `broken`).
+        async with aclosing(self._chain()) as events:
+            async for event in events:
+                yield event
 
     async def _chain(self) -> AsyncIterator[Event]:
         """The model calls of one step, each followed by its function, until one does not ask to go on."""
@@ -169,11 +151,9 @@ class Agent:
                 try:
                     result = await self._call_model(*self._prompt(stats))
                 except (ContextOverflow, ModelUnavailable) as exc:
-                    await self.settled()  # "your message is saved" must be true
                     yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                     return
             except ModelUnavailable as exc:
-                await self.settled()  # "your message is saved" must be true
                 yield SystemNote(self.id, f"Model call failed: {exc}")
                 yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
                 return
@@ -210,7 +190,6 @@ class Agent:
                                           "only the first was run.")
             call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
             yield FunctionCall(self.id, call.name, call.arguments)
-            await self.settled()  # functions read memory: they see everything stored so far
             ok, output, heartbeat = await self._run_tool(ctx, call)
             yield FunctionResult(self.id, call.name, ok, output or "None")
             said = "\n".join(ctx.outbox) or None
@@ -218,8 +197,6 @@ class Agent:
                          "function": {"name": call.name, "arguments": call.arguments}}
             rows.append(msg.assistant_message(self.id, result.content, tool_call, said))
             rows.append(msg.tool_result(self.id, call_id, call.name, ok, output))
-            for text in ctx.outbox:
-                yield AssistantMessage(self.id, text)
             if not ok:
                 rows.append(msg.event_message(self.id, "heartbeat", "Function call failed; you may try again."))
                 self._continue = True
@@ -231,9 +208,12 @@ class Agent:
             rows.append(msg.event_message(self.id, "system_alert", alert))
             yield SystemNote(self.id, alert)
             self._continue = True
-        self._commit(rows, ctx)
+        await self._commit(rows, ctx)
         stats.recall_messages += len(rows)
         self._recall_count = stats.recall_messages
+        # Shown once stored: a reply the user saw is always in recall memory.
+        for text in ctx.outbox:
+            yield AssistantMessage(self.id, text)
 
     async def _run_tool(self, ctx: ToolContext, call: ToolCallOut) -> tuple[bool, str | None, bool]:
         """(ok, output for the model, heartbeat requested). Every failure becomes a message to the model."""
@@ -263,7 +243,7 @@ class Agent:
         self.row.pressure_alerted = True
         return PRESSURE_ALERT.format(pct=min(100, round(100 * used / window)))
 
-    def _commit(self, rows: list[msg.Message], ctx: ToolContext) -> None:
+    async def _commit(self, rows: list[msg.Message], ctx: ToolContext) -> None:
         self.row.heartbeats_paused_until = ctx.heartbeats_paused_until
         self.row.token_ratio = self.calibration.ratio
         blocks = {label: block.value for label, block in self.core.blocks.items()} if ctx.core_changed else {}
@@ -274,50 +254,14 @@ class Agent:
             "pressure_alerted": self.row.pressure_alerted,
             "archival_passages": self.archival.own_count,
         }
-        self._write_behind(StepWrite(self.id, rows, blocks, state))
+        await self._store(StepWrite(self.id, self.engine.leases.holder, rows, blocks, state))
         self.context.extend(rows)
 
-    def _write_behind(self, work: StepWrite) -> None:
-        """Queue `work` for commit and go on without waiting: the model call that comes next hides it. The
-        agent's commits share one WriteChain, so they land in the order they were queued without one waiting
-        for another, and once one fails, those queued after it fail unrun instead of landing over the gap."""
-        writing = self.engine.db.start_write(work, self._write_chain)
-        writing.add_done_callback(self._commit_done)
-        self._writes.append(writing)
-
-    def _commit_done(self, writing: asyncio.Future[None]) -> None:
-        # Said when it happens: the step that queued it may be over. `settled` raises it as well.
-        error = None if writing.cancelled() else writing.exception()
-        if error is not None and not isinstance(error, EarlierWriteFailed):
-            log.error("agent %s: a commit failed", self.id, exc_info=error)
-
-    @property
-    def writing(self) -> bool:
-        """Whether commits are still running (on its chain they run one after another: the last settles last)."""
-        return bool(self._writes) and not self._writes[-1].done()
-
-    @property
-    def last_write(self) -> asyncio.Future[None] | None:
-        """The last commit queued, while it runs: whoever loads this agent afresh waits for it first."""
-        return self._writes[-1] if self.writing else None
-
-    @property
-    def broken(self) -> bool:
-        """A commit failed: what this agent holds is ahead of the database, and it must be loaded afresh."""
-        return self._write_chain.broken
-
-    async def settled(self) -> None:
-        """Wait until everything this agent queued is committed; raises the first commit that failed. A wait
-        that is cancelled leaves the commits running, and listed for the next wait."""
-        writes = self._writes
-        if not writes:
-            return
-        await self.engine.db.landed(writes[-1])
-        self._writes = []
-        for writing in writes:
-            if writing.cancelled():  # nothing here cancels one; were it to happen, it is a gap like a failure
-                raise EarlierWriteFailed("a commit of this agent was cancelled")
-            writing.result()
+    async def _store(self, write: StepWrite) -> None:
+        """Commit one StepWrite. If it fails, what this object holds is ahead of the database: the error goes up
+        and the caller loads the agent afresh."""
+        await self.engine.db.write(write)
+        self.row.version += 1
 
     # ----- the context window ----------------------------------------------------------------------------
 
@@ -374,15 +318,16 @@ class Agent:
         hidden = self.row.summary_hidden + len(evicted)
 
         def store(session: Session) -> None:
+            check(session, self.id, self.engine.leases.holder)
             self.recall.evict(session, [row.id for row in evicted])
             session.execute(
                 update(AgentRow)
                 .where(AgentRow.id == self.id)
-                .values(summary=summary, summary_hidden=hidden, pressure_alerted=False)
+                .values(summary=summary, summary_hidden=hidden, pressure_alerted=False, version=AgentRow.version + 1)
             )
 
-        await self.settled()
         await self.engine.db.write(store)
+        self.row.version += 1
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
         self.context.drop_oldest(cut)
         how = "summarised" if by_model else "set aside (the summary model call failed)"
@@ -396,14 +341,20 @@ class Agent:
         block = self.core.block("persona")
 
         def store(session: Session) -> None:
+            check(session, self.id, self.engine.leases.holder)
             session.execute(
                 update(BlockRow)
                 .where(BlockRow.agent_id == self.id, BlockRow.label == "persona")
                 .values(value=text[: block.limit])
             )
-            session.execute(update(AgentRow).where(AgentRow.id == self.id).values(persona_name=persona))
+            session.execute(
+                update(AgentRow)
+                .where(AgentRow.id == self.id)
+                .values(persona_name=persona, version=AgentRow.version + 1)
+            )
 
         await self.engine.db.write(store)
+        self.row.version += 1
         block.value = text[: block.limit]
         self.row.persona_name = persona
 

@@ -23,9 +23,9 @@ from membot.agent.memory.recall import load_recall
 from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.sources.catalog import SourceCatalog, attached_names
 from membot.agent.sources.loader import SourceLoader
-from membot.agent.store.db import Database
+from membot.agent.store.db import Database, Work
+from membot.agent.store.leases import Leases
 from membot.agent.store.passages import PassageStore, PassageStoreError
-from membot.agent.store.read_batch import ReadBatch
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools import build_tools
 from membot.agent.tools.registry import ToolRegistry
@@ -58,8 +58,8 @@ class Engine:
         self.system_prompt = prompts.system_prompt()
         self.catalog = SourceCatalog(db, passages)
         self.terms = TermFrequencies()
-        #: Agents asked for at the same moment load together (see `_load_rows`).
-        self._loads = ReadBatch(self._load_agents)
+        #: Which agents this process is running steps of (see store/leases.py).
+        self.leases = Leases(db)
         self.loader = SourceLoader(self.catalog, passages, embedder, max_bytes=config.max_file_bytes)
 
     @classmethod
@@ -93,8 +93,10 @@ class Engine:
         if self.embedder.endpoint is not self.model.endpoint:
             await self.embedder.endpoint.close()
 
-    async def create_agent(self, name: str, persona: str, human: str) -> int:
-        """A new agent with the named persona and human texts; raises UnknownPrompt for unknown names."""
+    def new_agent(self, name: str, persona: str, human: str) -> Work[int]:
+        """A unit of work that creates an agent with the named persona and human texts and returns its id, to be
+        committed with whatever else its caller writes (who the agent is for); raises UnknownPrompt for unknown
+        names."""
         persona_text = prompts.load("personas", persona)
         human_text = prompts.load("humans", human)
         limit = self.config.core_memory_limit
@@ -105,15 +107,14 @@ class Engine:
             session.flush()
             for label, value in (("persona", persona_text), ("human", human_text)):
                 session.add(BlockRow(agent_id=row.id, label=label, value=value[:limit], char_limit=limit))
+            session.flush()
             return row.id
 
-        return await self.db.write(create)
+        return create
 
     async def load_agent(self, agent_id: int) -> Agent:
-        """The agent, as committed. Loads asked for in the same turn of the event loop are read together (see
-        `_load_rows`); one agent asked for twice at once is one Agent for both callers (the bot loads an agent
-        only under its lock)."""
-        loaded = await self._loads.get(agent_id)
+        """The agent, as committed."""
+        loaded = (await self.db.read(partial(self._load_rows, [agent_id]))).get(agent_id)
         if loaded is None:
             raise UnknownAgent(f"no agent {agent_id}")
         agent, newest = loaded
@@ -127,15 +128,11 @@ class Engine:
                 log.warning("could not clear uncommitted passages of agent %s: %s", agent_id, exc)
         return agent
 
-    async def _load_agents(self, agent_ids: list[int]) -> dict[int, tuple[Agent, tuple[str, datetime] | None]]:
-        return await self.db.read(partial(self._load_rows, agent_ids))
-
     def _load_rows(
         self, agent_ids: list[int], session: Session
     ) -> dict[int, tuple[Agent, tuple[str, datetime] | None]]:
         """The agents, whole, each with the role and time of its newest message: one unit of work of a few
-        set-based statements for them all, since agents load by the hundred when a busy bot starts (see
-        ReadBatch). It runs on a database thread; building an Agent does no I/O."""
+        set-based statements for them all. Building an Agent does no I/O."""
         changes = self.catalog.changes  # before the names are read: an attach meanwhile reads them again
         rows = session.scalars(_AGENTS, {"agents": agent_ids}).all()
         blocks: dict[int, dict[str, Block]] = {agent_id: {} for agent_id in agent_ids}

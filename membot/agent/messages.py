@@ -37,6 +37,7 @@ class Message:
     id: int | None = None
 
 
+
 def format_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %I:%M:%S %p UTC")
 

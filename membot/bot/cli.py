@@ -9,9 +9,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from alembic.util import CommandError as AlembicError
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from membot.agent.config import EngineConfigError
+from membot.agent.store import migrate
+from membot.agent.store.db import sqlite_engine
 from membot.agent.store.passages import PassageStoreError
 from membot.bot.identity import UserRef
 from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load_directory
@@ -53,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     discord_cmd = sub.add_parser("discord", help="Discord adapter tasks").add_subparsers(dest="action", required=True)
     sync = discord_cmd.add_parser("sync", help="register the slash commands with Discord (not done at every start)")
     sync.add_argument("--guild", type=int, metavar="ID", help="only in this guild, where they show at once")
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="migrate the database to this release (membot also does it at start)")
+    db.add_parser("current", help="which schema revision the database is at")
 
     memory = sub.add_parser("memory", help="inspect an agent's memory").add_subparsers(dest="action", required=True)
     for action in ("show", "search"):
@@ -103,6 +113,48 @@ async def _memory(service: BotService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(settings: Settings, action: str) -> int:
+    try:
+        url = make_url(settings.resolved_database_url)
+        where = url.render_as_string(hide_password=True)
+        sqlite = url.get_backend_name() == "sqlite"
+        if sqlite and url.database and not Path(url.database).expanduser().exists():
+            if action == "current":  # connecting would make the file
+                print(f"{where}: empty (no file yet)")
+                return 0
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlite_engine(settings.resolved_database_url) if sqlite else create_async_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+        problem = f"MEMBOT_DATABASE_URL is not usable ({exc.__class__.__name__}: {exc})"
+        raise EngineConfigError(problem) from None
+    return asyncio.run(_db_action(engine, where, action))
+
+
+async def _db_action(engine: AsyncEngine, where: str, action: str) -> int:
+    try:
+        before = await migrate.current(engine)
+        if action == "upgrade":
+            await migrate.upgrade(engine)
+            after = await migrate.current(engine)
+            print(f"{where}: {after}, already up to date" if after == before
+                  else f"{where}: upgraded to {after} (from {before or 'no revision'})")
+        elif before is not None:
+            newest = "" if before == migrate.head() else f" (this membot's newest is {migrate.head()})"
+            print(f"{where}: {before}{newest}")
+        elif await migrate.unversioned(engine):
+            print(f"{where}: not under migrations (made by an older membot; `membot db upgrade` adopts it)")
+        else:
+            print(f"{where}: empty")
+        return 0
+    except (SQLAlchemyError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc  # the driver's words, without SQLAlchemy's link
+        raise EngineConfigError(f"Could not use the database at {where}: {reason}") from None
+    except AlembicError as exc:  # a revision this membot does not know: a newer one migrated it
+        raise EngineConfigError(f"The database at {where} was migrated by a newer membot ({exc})") from None
+    finally:
+        await engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
@@ -138,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         if args.command == "discord":
             return asyncio.run(_discord_sync(settings, args.guild))
+        if args.command == "db":
+            return _db(settings, args.action)
         if args.command == "memory":
             return asyncio.run(_with_service(settings, lambda s: _memory(s, args)))
     # ConnectionError: a platform that cannot be reached (e.g. `discord sync`), already said in words.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Session
 
-from membot.agent.store.db import Database
-from membot.agent.store.schema import Base
+from membot.agent.store.db import Database, Work
+from membot.agent.store.schema import IdentityRow
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,6 @@ class UserRef:
         return f"{self.platform}:{self.display_name or self.user_id}"
 
 
-class IdentityRow(Base):
-    __tablename__ = "identities"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    platform: Mapped[str] = mapped_column(String(20))
-    scope: Mapped[str] = mapped_column(String(200))
-    user_id: Mapped[str] = mapped_column(String(200))
-    display_name: Mapped[str] = mapped_column(String(200), default="")
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-
-    __table_args__ = (UniqueConstraint("platform", "scope", "user_id"),)
-
-
 async def find_agent(db: Database, user: UserRef) -> int | None:
     query = select(IdentityRow.agent_id).where(
         IdentityRow.platform == user.platform,
@@ -62,20 +49,22 @@ async def find_agent(db: Database, user: UserRef) -> int | None:
     return await db.scalar(query)
 
 
-async def link_agent(db: Database, user: UserRef, agent_id: int) -> int:
-    """Record user -> agent; if another process linked the user first, theirs wins and is returned."""
-    try:
-        row = IdentityRow(
-            platform=user.platform,
-            scope=user.scope,
-            user_id=user.user_id,
-            display_name=user.display_name[:200],
-            agent_id=agent_id,
-        )
-        await db.add(row)
+async def create_linked(db: Database, user: UserRef, create: Work[int]) -> tuple[int, bool]:
+    """The user's agent made by `create` and linked to them in one transaction: (agent id, created). If another
+    process linked the user first, the unique constraint refuses this link, nothing of it is kept, and theirs
+    is returned."""
+
+    def create_and_link(session: Session) -> int:
+        agent_id = create(session)
+        session.add(IdentityRow(platform=user.platform, scope=user.scope, user_id=user.user_id,
+                                display_name=user.display_name[:200], agent_id=agent_id))
+        session.flush()
         return agent_id
+
+    try:
+        return await db.write(create_and_link), True
     except IntegrityError:
         existing = await find_agent(db, user)
         if existing is None:
             raise
-        return existing
+        return existing, False

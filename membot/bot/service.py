@@ -1,8 +1,9 @@
 """The bot service: the one API every adapter talks to. It knows users, agents and commands; adapters know
 platforms; the engine knows memory.
 
-Messages to one agent are handled one at a time (a lock per agent); different agents run concurrently.
-Loaded agents are kept in a bounded cache and loaded again on demand.
+Messages to one agent are handled one at a time: a lock per agent in this process, and the agent's lease across
+processes (see agent/store/leases.py); different agents run concurrently. Loaded agents are kept in a bounded
+cache, and loaded again on demand or when another process changed them since.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from membot.agent.events import ErrorMessage, Event
 from membot.agent.messages import describe
 from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo
 from membot.agent.sources.loader import FileOutcome, Progress
+from membot.agent.store.leases import AgentBusy
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import SourceRow
-from membot.bot.identity import UserRef, find_agent, link_agent
+from membot.bot.identity import UserRef, create_linked, find_agent
 from membot.bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 200_000
 CRASHED = "Sorry, something went wrong on my side while answering. Please try again."
+BUSY_COMMAND = "Your agent is busy with a long step in another process; try again in a minute."
+BUSY = "Sorry, I'm still busy with an earlier message of yours. Your new one was not taken; send it again in a minute."
 
 
 class CommandError(ValueError):
@@ -40,8 +44,6 @@ class BotService:
         self.settings = settings
         self.engine = engine
         self._agents: OrderedDict[int, Agent] = OrderedDict()
-        #: The last commit of agents dropped while it still ran: loading one afresh waits for it first.
-        self._landing: dict[int, asyncio.Future[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._user_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._resolve_lock = asyncio.Lock()
@@ -72,12 +74,13 @@ class BotService:
             if found is not None:
                 return self._remember(user, found), False
             try:
-                created = await self.engine.create_agent(
+                create = self.engine.new_agent(
                     user.label, persona or self.settings.default_persona, human or self.settings.default_human
                 )
             except prompts.UnknownPrompt as exc:
                 raise CommandError(str(exc)) from None
-            return self._remember(user, await link_agent(self.engine.db, user, created)), True
+            agent_id, created = await create_linked(self.engine.db, user, create)
+            return self._remember(user, agent_id), created
 
     def _remember(self, user: UserRef, agent_id: int) -> int:
         self._linked[user.key] = agent_id
@@ -88,24 +91,17 @@ class BotService:
     def _lock(self, agent_id: int) -> asyncio.Lock:
         return self._locks.setdefault(agent_id, asyncio.Lock())
 
-    async def _agent(self, agent_id: int) -> Agent:
+    async def _agent(self, agent_id: int, version: int) -> Agent:
+        """The agent at `version` (as its lease was taken): the cached one, unless another process changed it."""
         agent = self._agents.get(agent_id)
-        if agent is not None and agent.broken:
-            # A commit of it failed (logged when it did): what it holds is ahead of the database.
-            self._drop(agent_id)
+        if agent is not None and agent.row.version != version:
             agent = None
         if agent is None:
-            landing = self._landing.get(agent_id)
-            if landing is not None:
-                await self.engine.db.landed(landing)  # loaded before it lands, the agent would miss it
-                del self._landing[agent_id]  # only once it has landed: a wait cancelled here leaves it
             agent = await self.engine.load_agent(agent_id)
             self._agents[agent_id] = agent
             while len(self._agents) > self.settings.agent_cache_size:
-                oldest, cached = next(iter(self._agents.items()))
-                if self._lock(oldest).locked() or cached.writing:
-                    # In use, or its last commits still running (loaded afresh now, it would miss them): it
-                    # stays until the next load.
+                oldest = next(iter(self._agents))
+                if self._lock(oldest).locked():  # in use: it stays until the next load
                     break
                 self._agents.pop(oldest)
         self._agents.move_to_end(agent_id)
@@ -113,26 +109,22 @@ class BotService:
 
     def _drop(self, agent_id: int) -> None:
         """Forget the cached agent, so that it is loaded afresh from what was committed."""
-        agent = self._agents.pop(agent_id, None)
-        last = agent.last_write if agent is not None else None
-        for landed in [other for other, write in self._landing.items() if write.done()]:
-            del self._landing[landed]
-        if last is not None:
-            self._landing[agent_id] = last
+        self._agents.pop(agent_id, None)
 
     @asynccontextmanager
     async def using(self, agent_id: int) -> AsyncIterator[Agent]:
-        """The agent, held exclusively (its messages never interleave), with its last step's commits landed:
-        what a command reads or changes of its memory follows everything it was told."""
+        """The agent, held exclusively across processes (its steps never interleave) and up to date: what a
+        command reads or changes of its memory follows everything it was told."""
         async with self._lock(agent_id):
-            agent = await self._agent(agent_id)
             try:
-                await agent.settled()
-            except Exception:
-                # A commit failed (and was logged): what the agent holds is ahead of the database.
-                self._drop(agent_id)
-                agent = await self._agent(agent_id)
-            yield agent
+                async with self.engine.leases.hold(agent_id) as version:
+                    try:
+                        yield await self._agent(agent_id, version)
+                    except BaseException:
+                        self._drop(agent_id)  # it may be ahead of what was committed
+                        raise
+            except AgentBusy:
+                raise CommandError(BUSY_COMMAND) from None
 
     # ----- conversation ----------------------------------------------------------------------------------
 
@@ -166,16 +158,21 @@ class BotService:
         async with self._lock(agent_id):
             closing = False  # the listener stopped early: nothing more may be yielded
             try:
-                agent = await self._agent(agent_id)
-                # Closed here, under the agent's lock: a step that ends early finishes (its commits land)
-                # before the next step of this agent can start.
-                async with aclosing(start(agent)) as events:
-                    async for event in events:
-                        try:
-                            yield event
-                        except GeneratorExit:
-                            closing = True
-                            raise
+                async with self.engine.leases.hold(agent_id) as version:
+                    agent = await self._agent(agent_id, version)
+                    # Closed here, under the agent's lease: a step that ends early finishes before the next
+                    # step of this agent can start.
+                    async with aclosing(start(agent)) as events:
+                        async for event in events:
+                            try:
+                                yield event
+                            except GeneratorExit:
+                                closing = True
+                                raise
+            except AgentBusy:
+                log.warning("agent %s: busy in another process for too long", agent_id)
+                if not closing:
+                    yield ErrorMessage(agent_id, BUSY)
             except Exception:
                 # The agent never crashes the bot: report, and load it afresh from what was committed.
                 log.exception("agent %s failed during a step", agent_id)

@@ -6,20 +6,19 @@ isolation between agents is enforced, not in callers.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Row, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, DateTime, Row, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from membot.agent.memory import recall_pg
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, idf, rerank
+from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
 from membot.agent.messages import Message
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
@@ -137,11 +136,12 @@ class RecallMemory:
         )
 
     async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[Message]:
-        """Ranked full-text search, best first (BM25 on SQLite's FTS5; a BM25 of our own elsewhere)."""
+        """Ranked full-text search, best first, ties to the newer message: BM25 on SQLite's FTS5, an IDF-weighted
+        ts_rank on PostgreSQL (see recall_pg)."""
         terms = query_terms(query)
         if not terms:
             return Page([], 0, page, page_size)
-        search = self._search_fts if self.db.is_sqlite else self._search_portable
+        search = self._search_fts if self.db.is_sqlite else self._search_postgres
         return await self.db.read(partial(search, terms, page, page_size))
 
     def _search_fts(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
@@ -166,21 +166,11 @@ class RecallMemory:
         return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
                        search_text=row.search_text, created_at=row.created_at, in_context=bool(row.in_context))
 
-    def _search_portable(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
-        # Databases without FTS5: candidates by case-insensitive match, ranked with BM25 here.
-        rows = [
-            Message(**row._mapping)
-            for row in session.execute(
-                select(*_TABLE.columns).where(
-                    MessageRow.agent_id == self.agent_id,
-                    MessageRow.search_text.is_not(None),
-                    or_(*(MessageRow.search_text.ilike(f"%{term}%") for term in terms)),
-                )
-            )
-        ]
-        ranked = rank_bm25(rows, terms)
-        start = page * page_size
-        return Page(ranked[start : start + page_size], len(ranked), page, page_size)
+    def _search_postgres(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
+        window = (page + 1) * page_size
+        rows = recall_pg.ranked(session, self.agent_id, terms, window, self.terms)
+        total = rows[0].total if rows else 0
+        return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
 
     async def search_dates(
         self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE
@@ -210,26 +200,3 @@ class RecallMemory:
             return Page([Message(**row._mapping) for row in rows], total, page, page_size)
 
         return await self.db.read(read)
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def rank_bm25(rows: Sequence[Message], terms: list[str], k1: float = 1.2, b: float = 0.75) -> list[Message]:
-    docs = [Counter(_WORD.findall((row.search_text or "").lower())) for row in rows]
-    if not docs:
-        return []
-    avg = sum(sum(d.values()) for d in docs) / len(docs) or 1.0
-    n = len(docs)
-    df = {t: sum(1 for d in docs if any(w.startswith(t) for w in d)) for t in terms}
-    scored = []
-    for row, doc in zip(rows, docs, strict=True):
-        length = sum(doc.values()) or 1
-        score = 0.0
-        for t in terms:
-            tf = sum(c for w, c in doc.items() if w.startswith(t))
-            if tf:
-                score += idf(df[t], n) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
-        scored.append((score, row.id, row))
-    scored.sort(key=lambda item: (-item[0], -item[1]))
-    return [row for _, _, row in scored]

@@ -7,7 +7,10 @@ terms are split: the rarer ones find and rank the candidates; the common ones on
 candidates that contain them (see `rerank`). Queries made only of common words are ranked in full.
 
 Document frequencies are counted over the whole index (as FTS5's own BM25 does) and cached here: common
-words are the ones every search repeats. Counts are refreshed when the index has grown by a tenth.
+words are the ones every search repeats. Counts are refreshed when the index has grown by a tenth. On SQLite
+they come from the FTS5 table. On PostgreSQL, where they also give each term its IDF weight in the ranking
+(see recall_pg.py), the commonest words' counts come from the planner's statistics and the others' from the
+GIN index over `messages.search_vector`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 # Below this many messages holding it, a term is ranked in full whatever the size of the index.
@@ -30,13 +33,54 @@ CACHE_SIZE = 4_096
 # Cached counts stay valid until the index has grown by this factor.
 STALE_GROWTH = 1.1
 
-_COUNT = text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH :term")
 _SIZE = text("SELECT coalesce(max(id), 0) FROM messages")
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
 def fts_phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """How one database says "the messages whose text holds this term"."""
+
+    where: str  # a FROM … WHERE clause over the index, with the term as :{name}
+    quote: Callable[[str], str]  # the term as that clause takes it
+    # (term, messages) for the terms (:terms) whose counts the database's own statistics already estimate.
+    estimate: TextClause | None = None
+
+    def capped(self, name: str) -> str:
+        return f"(SELECT count(*) FROM (SELECT 1 FROM {self.where.format(name=name)} LIMIT :cap) AS {name})"
+
+    def count(self) -> TextClause:
+        return text(f"SELECT count(*) FROM {self.where.format(name='term')}")
+
+
+# PostgreSQL's statistics (ANALYZE, run by autovacuum) list the lexemes most common in the vectors, with the
+# share of messages holding each: the very terms whose exact count would read a large part of the table (a
+# GIN index cannot count without visiting each row). Rarer terms are counted, which reads few rows; so is a
+# term whose lexemes are not all listed, and every term before the first ANALYZE.
+_PG_COMMON = text(
+    """SELECT t.term, min(e.freq) * max(c.reltuples) * (1 - max(s.null_frac)) AS docs
+    FROM unnest(CAST(:terms AS text[])) AS t(term)
+    CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector('english', t.term))) AS l(lexeme)
+    LEFT JOIN (pg_stats AS s CROSS JOIN LATERAL unnest(
+                 CAST(CAST(s.most_common_elems AS text) AS text[]), s.most_common_elem_freqs) AS e(lexeme, freq))
+      ON s.schemaname = current_schema() AND s.tablename = 'messages' AND s.attname = 'search_vector'
+         AND e.lexeme = l.lexeme
+    LEFT JOIN pg_class AS c ON c.oid = CAST('messages' AS regclass)
+    GROUP BY t.term
+    HAVING count(e.freq) = count(*)"""
+)
+
+_MATCHERS = {
+    "sqlite": _Matcher("messages_fts WHERE messages_fts MATCH :{name}", fts_phrase),
+    # plainto_tsquery takes any text (a stop word gives an empty query, which matches nothing).
+    "postgresql": _Matcher(
+        "messages WHERE search_vector @@ plainto_tsquery('english', :{name})", lambda term: term, _PG_COMMON
+    ),
+}
 
 
 def light_stem(word: str) -> str:
@@ -77,6 +121,19 @@ def rerank(candidates: Sequence[tuple[int, str, float]], common: dict[str, float
     return [-neg_id for _, neg_id in scored]
 
 
+@dataclass(frozen=True)
+class TermCounts:
+    docs: dict[str, int]  # messages holding each term
+    total: int  # messages in all
+    cap: int  # past this many messages, a term is common
+
+    def common(self, term: str) -> bool:
+        return self.docs[term] > self.cap
+
+    def idf(self, term: str) -> float:
+        return idf(self.docs[term], self.total)
+
+
 class TermFrequencies:
     """Process-wide cache of document frequencies in the message index (one per engine)."""
 
@@ -86,6 +143,14 @@ class TermFrequencies:
         self._lock = threading.Lock()
 
     def split(self, session: Session, terms: list[str]) -> TermSplit:
+        counts = self.counts(session, terms)
+        rare = [term for term in terms if not counts.common(term)]
+        if not rare or len(rare) == len(terms):
+            return TermSplit(terms, {})  # nothing to split: every term ranks
+        return TermSplit(rare, {term: counts.idf(term) for term in terms if counts.common(term)})
+
+    def counts(self, session: Session, terms: list[str]) -> TermCounts:
+        """How many messages hold each term, of how many (the newest id: near enough, and read at once)."""
         total = int(session.execute(_SIZE).scalar_one())
         cap = max(COMMON_MIN_DOCS, total // COMMON_SHARE)
         with self._lock:
@@ -94,10 +159,7 @@ class TermFrequencies:
         docs = {term: count for term, count in cached.items() if count is not None}
         if missing:
             docs.update(self._count(session, missing, total, cap))
-        rare = [term for term in terms if docs[term] <= cap]
-        if not rare or len(rare) == len(terms):
-            return TermSplit(terms, {})  # nothing to split: every term ranks
-        return TermSplit(rare, {term: idf(docs[term], total) for term in terms if docs[term] > cap})
+        return TermCounts(docs, total, cap)
 
     def _cached(self, term: str, total: int) -> int | None:
         cached = self._cache.get(term)
@@ -107,17 +169,21 @@ class TermFrequencies:
         return cached[0]
 
     def _count(self, session: Session, terms: list[str], total: int, cap: int) -> dict[str, int]:
-        # One statement for all the terms (each statement is a round trip to the database thread). Counting a
-        # rare term is cheap; only past the cap is a term's whole list counted, for its IDF.
-        capped = ", ".join(
-            f"(SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH :t{i} LIMIT :cap))"
-            for i in range(len(terms))
-        )
-        params: dict[str, object] = {f"t{i}": fts_phrase(term) for i, term in enumerate(terms)}
-        counts = dict(zip(terms, session.execute(text(f"SELECT {capped}"), {**params, "cap": cap + 1}).one(),
-                          strict=True))
-        for term in [t for t, n in counts.items() if n > cap]:
-            counts[term] = int(session.execute(_COUNT, {"term": fts_phrase(term)}).scalar_one())
+        # One statement for all the terms (each statement is a round trip to the database), after the estimates
+        # where the database keeps them. Counting a rare term is cheap; only past the cap is a term's whole list
+        # counted, for its IDF.
+        matcher = _MATCHERS[session.get_bind().dialect.name]
+        counts: dict[str, int] = {}
+        if matcher.estimate is not None:
+            counts.update((term, round(docs)) for term, docs in session.execute(matcher.estimate, {"terms": terms}))
+        rest = [term for term in terms if term not in counts]
+        if rest:
+            capped = ", ".join(matcher.capped(f"t{i}") for i in range(len(rest)))
+            params: dict[str, object] = {f"t{i}": matcher.quote(term) for i, term in enumerate(rest)}
+            row = session.execute(text(f"SELECT {capped}"), {**params, "cap": cap + 1}).one()
+            counts.update(zip(rest, row, strict=True))
+        for term in [t for t in rest if counts[t] > cap]:
+            counts[term] = int(session.execute(matcher.count(), {"term": matcher.quote(term)}).scalar_one())
         with self._lock:
             for term, count in counts.items():
                 self._cache[term] = (int(count), max(total, 1))

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.archival import source_owner
 from membot.agent.store.db import Database
 from membot.agent.store.passages import PassageStore
-from membot.agent.store.schema import AttachmentRow, DocumentRow, SourceRow
+from membot.agent.store.schema import AgentRow, AttachmentRow, DocumentRow, SourceRow
 
 MAX_NAME = 100
 
@@ -130,6 +130,8 @@ class SourceCatalog:
         await self.passages.delete(source_owner(source.id))
 
         def remove(session: Session) -> None:
+            attached = select(AttachmentRow.agent_id).where(AttachmentRow.source_id == source.id)
+            _changed(session, AgentRow.id.in_(attached))
             session.execute(delete(AttachmentRow).where(AttachmentRow.source_id == source.id))
             session.execute(delete(DocumentRow).where(DocumentRow.source_id == source.id))
             session.execute(delete(SourceRow).where(SourceRow.id == source.id))
@@ -160,18 +162,32 @@ class SourceCatalog:
 
     async def attach(self, agent_id: int, source_id: int) -> bool:
         """Link; False when it was linked already."""
+        def link(session: Session) -> None:
+            session.add(AttachmentRow(agent_id=agent_id, source_id=source_id))
+            session.flush()
+            _changed(session, AgentRow.id == agent_id)
+
         try:
-            row = AttachmentRow(agent_id=agent_id, source_id=source_id)
-            await self.db.add(row)
+            await self.db.write(link)
             self.changes += 1
             return True
         except IntegrityError:
             return False
 
     async def detach(self, agent_id: int, source_id: int) -> bool:
-        statement = delete(AttachmentRow).where(
-            AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id
-        )
-        removed = await self.db.write(lambda session: session.execute(statement).rowcount)
+        def unlink(session: Session) -> int:
+            removed = session.execute(
+                delete(AttachmentRow).where(AttachmentRow.agent_id == agent_id, AttachmentRow.source_id == source_id)
+            ).rowcount
+            _changed(session, AgentRow.id == agent_id)
+            return removed
+
+        removed = await self.db.write(unlink)
         self.changes += 1
         return bool(removed)
+
+
+def _changed(session: Session, agents: ColumnElement[bool]) -> None:
+    """Attached sources are part of what a loaded agent holds: a process that cached one of these agents loads
+    it again (see AgentRow.version)."""
+    session.execute(update(AgentRow).where(agents).values(version=AgentRow.version + 1))

@@ -9,11 +9,13 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -28,17 +30,36 @@ class Base(DeclarativeBase):
     pass
 
 
+class Words(TypeDecorator[str]):
+    """Text that people or models wrote. PostgreSQL's text cannot hold NUL, which a user can send (and a model
+    repeat into core memory): it is stored as U+FFFD on both databases, instead of failing the commit."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def words(length: int | None = None) -> Words:
+    """`Words`, stored as VARCHAR(length) when a length is given, else as TEXT."""
+    column = Words()
+    if length is not None:
+        column.impl = String(length)
+    return column
+
+
 class AgentRow(Base):
     __tablename__ = "agents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(words(200))
     persona_name: Mapped[str] = mapped_column(String(100))
     human_name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Recursive summary of everything evicted from the context window, and how many messages it hides.
-    summary: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(words(), default="")
     summary_hidden: Mapped[int] = mapped_column(Integer, default=0)
     heartbeats_paused_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -47,6 +68,21 @@ class AgentRow(Base):
     archival_passages: Mapped[int] = mapped_column(Integer, default=0)
     token_ratio: Mapped[float] = mapped_column(default=1.0)
     pressure_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Raised by every commit that changes what a loaded agent holds (a step, a persona, an attach): a process
+    # that cached the agent compares it when it takes the agent's lease, and loads the agent again if another
+    # process changed it meanwhile.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class LeaseRow(Base):
+    """Which process is running a step of an agent, until when (see store/leases.py). A row is the lease; a
+    holder that died is known by its expiry."""
+
+    __tablename__ = "agent_leases"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class BlockRow(Base):
@@ -54,7 +90,7 @@ class BlockRow(Base):
 
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(50), primary_key=True)
-    value: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[str] = mapped_column(words(), default="")
     char_limit: Mapped[int] = mapped_column(Integer, default=2000)
 
 
@@ -67,13 +103,13 @@ class MessageRow(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(20))  # user | assistant | tool | system
     kind: Mapped[str] = mapped_column(String(30))  # user_message, heartbeat, login, system_alert, ...
-    content: Mapped[str | None] = mapped_column(Text, nullable=True)  # exactly what the model is shown
+    content: Mapped[str | None] = mapped_column(words(), nullable=True)  # exactly what the model is shown
     # none_as_null: no calls is SQL NULL (not the JSON text 'null'), whether written by the ORM or by Core.
     tool_calls: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     tool_call_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    name: Mapped[str | None] = mapped_column(words(100), nullable=True)
     # Plain text the conversation search indexes (what the user said, what the agent said and thought).
-    search_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    search_text: Mapped[str | None] = mapped_column(words(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     in_context: Mapped[bool] = mapped_column(Boolean, default=True)
 
@@ -85,14 +121,30 @@ class MessageRow(Base):
     )
 
 
+class IdentityRow(Base):
+    """A platform user, within a scope, has exactly one agent (the unique constraint makes creating it
+    race-free across processes)."""
+
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(words(200))
+    user_id: Mapped[str] = mapped_column(words(200))
+    display_name: Mapped[str] = mapped_column(words(200), default="")
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+
+    __table_args__ = (UniqueConstraint("platform", "scope", "user_id"),)
+
+
 class SourceRow(Base):
     """A data source: loaded documents, searchable by every agent it is attached to (linked, not copied)."""
 
     __tablename__ = "sources"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    scope: Mapped[str] = mapped_column(String(200))
-    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(words(200))
+    name: Mapped[str] = mapped_column(words(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("scope", "name"),)
@@ -103,7 +155,7 @@ class DocumentRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
-    filename: Mapped[str] = mapped_column(String(500))
+    filename: Mapped[str] = mapped_column(words(500))
     content_hash: Mapped[str] = mapped_column(String(64))
     documents: Mapped[int] = mapped_column(Integer, default=0)
     passages: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,167 @@
+"""Leases: which process runs an agent's steps, so that steps of one agent never interleave across processes.
+
+A lease is a row (`agent_leases`: agent, holder, expiry), the same on SQLite and PostgreSQL. A process takes
+it before a step and gives it back after; while it holds it, it renews it, and every commit of the step checks
+it is still the holder in the same transaction (`check`), so a process that lost its lease (it stalled past
+the expiry and another took over) commits nothing. A holder that died is known by its expiry.
+
+No database connection is held between these short transactions: a step's seconds of model calls pin nothing
+of the pool, so a process can run as many steps at once as it has users talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from functools import partial
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from membot.agent.store.db import Database
+from membot.agent.store.schema import AgentRow, LeaseRow, utcnow
+
+log = logging.getLogger(__name__)
+
+# Long enough that a busy event loop never lets a live holder's lease lapse; short enough that a crashed
+# process's agents come back soon.
+LEASE_SECONDS = 30.0
+# How long a step waits for another process's step of the same agent before giving up.
+WAIT_SECONDS = 300.0
+
+
+class LeaseLost(RuntimeError):
+    """Another process took over the agent: this one's lease had expired. Nothing of the step commits."""
+
+
+class AgentBusy(RuntimeError):
+    """Another process kept the agent longer than a step may wait."""
+
+
+class NoSuchAgent(LookupError):
+    pass
+
+
+def new_holder() -> str:
+    """A name for this process's leases, unique across machines and restarts, readable in the table."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def check(session: Session, agent_id: int, holder: str, seconds: float = LEASE_SECONDS) -> None:
+    """Inside a write: the lease is still `holder`'s (renewed by the same statement), else LeaseLost. On
+    PostgreSQL the statement locks the lease row until the commit, so no other process can take the lease
+    between this check and the commit."""
+    result = session.execute(
+        update(LeaseRow)
+        .where(LeaseRow.agent_id == agent_id, LeaseRow.holder == holder)
+        .values(expires_at=utcnow() + timedelta(seconds=seconds))
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(f"agent {agent_id} was taken over by another process")
+
+
+def _died_here(holder: str) -> bool:
+    """Whether `holder` was a process of this machine that is gone: a `membot chat` killed and started again
+    need not wait for the expiry of its own lease."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:60] or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False
+
+
+class Leases:
+    def __init__(self, db: Database, holder: str | None = None, seconds: float = LEASE_SECONDS,
+                 wait: float = WAIT_SECONDS) -> None:
+        self.db = db
+        self.holder = holder or new_holder()
+        self.seconds = seconds
+        self.wait = wait
+
+    @asynccontextmanager
+    async def hold(self, agent_id: int) -> AsyncIterator[int]:
+        """Hold the agent's lease for the block, renewed while it runs; yields the agent's version as the
+        lease was taken (a process that cached the agent at another version loads it again)."""
+        version = await self.acquire(agent_id)
+        renewing = asyncio.ensure_future(self._renew(agent_id))
+        try:
+            yield version
+        finally:
+            renewing.cancel()
+            with suppress(asyncio.CancelledError):
+                await renewing
+            await asyncio.shield(self.release(agent_id))
+
+    async def acquire(self, agent_id: int) -> int:
+        """Take the lease, waiting (polling, backing off) while another process holds it."""
+        deadline = time.monotonic() + self.wait
+        pause = 0.02
+        while True:
+            version = await self.db.write(partial(self._take, agent_id))
+            if version is not None:
+                return version
+            if time.monotonic() >= deadline:
+                raise AgentBusy(f"agent {agent_id} is busy in another process; try again later")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def release(self, agent_id: int) -> None:
+        await self.db.write(
+            lambda session: session.execute(
+                delete(LeaseRow).where(LeaseRow.agent_id == agent_id, LeaseRow.holder == self.holder)
+            )
+        )
+
+    def _take(self, agent_id: int, session: Session) -> int | None:
+        version = session.scalar(select(AgentRow.version).where(AgentRow.id == agent_id))
+        if version is None:
+            raise NoSuchAgent(f"no agent {agent_id}")
+        now = utcnow()
+        expires = now + timedelta(seconds=self.seconds)
+        held = session.execute(
+            select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.agent_id == agent_id)
+        ).first()
+        if held is None:
+            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            added = session.execute(
+                insert(LeaseRow)
+                .values(agent_id=agent_id, holder=self.holder, expires_at=expires)
+                .on_conflict_do_nothing()
+            )
+            return version if added.rowcount == 1 else None
+        holder, until = held
+        if holder != self.holder and until >= now and not _died_here(holder):
+            return None
+        # Only if nobody took it since it was read.
+        taken = session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.agent_id == agent_id, LeaseRow.holder == holder)
+            .values(holder=self.holder, expires_at=expires)
+        )
+        return version if taken.rowcount == 1 else None
+
+    async def _renew(self, agent_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                await self.db.write(partial(check, agent_id=agent_id, holder=self.holder, seconds=self.seconds))
+            except LeaseLost:
+                log.error("agent %s: lease lost to another process; this step's commits will fail", agent_id)
+                return
+            except Exception:  # the next renewal, or the step's own commit, tries again
+                log.warning("agent %s: could not renew its lease", agent_id, exc_info=True)
