@@ -7,13 +7,15 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from membot.agent.messages import user_message
 from membot.agent.step_write import StepWrite
 from membot.agent.store.db import Database
 from membot.agent.store.leases import AgentBusy, LeaseLost, Leases, NoSuchAgent, new_holder
 from membot.agent.store.schema import AgentRow, BlockRow, LeaseRow, MessageRow, utcnow
+from membot.bot.identity import UserRef
+from membot.bot.service import BotService
 
 pytestmark = pytest.mark.both_databases
 
@@ -118,3 +120,17 @@ async def test_a_lease_of_a_process_of_this_machine_that_is_gone_is_taken_at_onc
     await db.write(lambda session: session.execute(update(LeaseRow).values(holder=f"elsewhere:{gone.pid}:x")))
     with pytest.raises(AgentBusy):
         await Leases(db, wait=0.2).acquire(agent)
+
+
+async def test_two_processes_creating_one_users_agent_at_once_make_one(settings):
+    # Two services over one database are two processes as far as SQL goes: no lock of one reaches the other.
+    first, second = await BotService.open(settings), await BotService.open(settings)
+    try:
+        carol = UserRef("slack", "T1", "U-carol", "carol")
+        made = await asyncio.gather(*(service.agent_id(carol) for service in (first, second, first, second)))
+        assert len({agent_id for agent_id, _ in made}) == 1
+        assert sum(created for _, created in made) == 1
+        assert await first.engine.db.scalar(select(func.count()).select_from(AgentRow)) == 1
+    finally:
+        await first.close()
+        await second.close()

@@ -64,7 +64,7 @@ async def test_a_step_cancelled_while_the_model_thinks_keeps_the_message(service
     model.latency = 0.5
     model.default = lambda body: send("ok")
     talking = asyncio.create_task(collect(service.chat(user("dan"), "remember the blue door")))
-    await asyncio.sleep(0.2)  # the step waits on the model; its first commit runs behind that call
+    await asyncio.sleep(0.2)  # the step waits on the model; the message was committed before the call
     talking.cancel()
     with pytest.raises(asyncio.CancelledError):
         await talking

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.recall import check_owner, insert_messages
@@ -34,10 +34,15 @@ class StepWrite:
     def __call__(self, session: Session) -> None:
         check(session, self.agent_id, self.holder)
         insert_messages(session, self.messages)
-        for label, value in self.blocks.items():
-            session.execute(
-                update(BlockRow).where(BlockRow.agent_id == self.agent_id, BlockRow.label == label).values(value=value)
-            )
-        session.execute(
-            update(AgentRow).where(AgentRow.id == self.agent_id).values(version=AgentRow.version + 1, **self.state)
-        )
+        conn = session.connection()
+        if self.blocks:
+            conn.execute(_BLOCK_VALUE, [{"agent": self.agent_id, "block": label, "value": value}
+                                        for label, value in self.blocks.items()])
+        conn.execute(_AGENT_STATE, {"agent": self.agent_id, **self.state})
+
+
+# Built once: building a statement costs about as much as running it. An execute's other keys are the
+# columns to set.
+_AGENTS, _BLOCKS = AgentRow.__table__, BlockRow.__table__
+_AGENT_STATE = update(_AGENTS).where(_AGENTS.c.id == bindparam("agent")).values(version=_AGENTS.c.version + 1)
+_BLOCK_VALUE = update(_BLOCKS).where(_BLOCKS.c.agent_id == bindparam("agent"), _BLOCKS.c.label == bindparam("block"))

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from functools import partial
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 30.0
 # How long a step waits for another process's step of the same agent before giving up.
 WAIT_SECONDS = 300.0
+
+
+_LEASES = LeaseRow.__table__
+# Built once: every commit of a step runs it.
+_RENEW = update(_LEASES).where(_LEASES.c.agent_id == bindparam("agent"), _LEASES.c.holder == bindparam("lease_holder"))
 
 
 class LeaseLost(RuntimeError):
@@ -60,10 +65,8 @@ def check(session: Session, agent_id: int, holder: str, seconds: float = LEASE_S
     """Inside a write: the lease is still `holder`'s (renewed by the same statement), else LeaseLost. On
     PostgreSQL the statement locks the lease row until the commit, so no other process can take the lease
     between this check and the commit."""
-    result = session.execute(
-        update(LeaseRow)
-        .where(LeaseRow.agent_id == agent_id, LeaseRow.holder == holder)
-        .values(expires_at=utcnow() + timedelta(seconds=seconds))
+    result = session.connection().execute(
+        _RENEW, {"agent": agent_id, "lease_holder": holder, "expires_at": utcnow() + timedelta(seconds=seconds)}
     )
     if result.rowcount != 1:
         raise LeaseLost(f"agent {agent_id} was taken over by another process")
@@ -133,17 +136,18 @@ class Leases:
             raise NoSuchAgent(f"no agent {agent_id}")
         now = utcnow()
         expires = now + timedelta(seconds=self.seconds)
+        # Mostly nobody holds it (leases are given back after each step): one statement takes it.
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        added = session.execute(
+            insert(LeaseRow).values(agent_id=agent_id, holder=self.holder, expires_at=expires).on_conflict_do_nothing()
+        )
+        if added.rowcount == 1:
+            return version
         held = session.execute(
             select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.agent_id == agent_id)
         ).first()
-        if held is None:
-            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            added = session.execute(
-                insert(LeaseRow)
-                .values(agent_id=agent_id, holder=self.holder, expires_at=expires)
-                .on_conflict_do_nothing()
-            )
-            return version if added.rowcount == 1 else None
+        if held is None:  # given back since the insert: the next try takes it
+            return None
         holder, until = held
         if holder != self.holder and until >= now and not _died_here(holder):
             return None
