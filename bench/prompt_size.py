@@ -35,7 +35,7 @@ async def run(quick: bool) -> list[Row]:
     log(f"system prompt + core memory {counter.messages(system)} tokens, tools {counter.tools(tools)} ({counting})")
     return [
         Row(NAME, "system + core memory + tool schemas (TokenCounter)", float(fixed), "tokens", float(server),
-            "fake server's estimate, same request", Target("<=", 1500, label="1,500 tokens"), note=counting),
+            "fake server's estimate, same request", Target("<=", 1800, label="1,800 tokens"), note=counting),
         Row(NAME, "of which the system message (prompt + core memory)", float(counter.messages(system)), "tokens"),
         Row(NAME, "of which the tool schemas", float(counter.tools(tools)), "tokens", note=f"{len(tools)} functions"),
         Row(NAME, "at ~3.9 characters per cl100k token", chars / CHARS_PER_CL100K_TOKEN, "tokens",

@@ -168,7 +168,7 @@ async def test_a_chat_request_arrives_whole_and_a_new_tool_list_is_sent_as_it_is
     broken = [{"role": "user", "content": "half an emoji: \ud83d and é"}]
     model.script(text("a"), text("b"), text("c"), text("d"), text("e"))
     await client.chat(messages, tools)
-    await client.chat(messages, tools, force_tool=True)
+    await client.chat(messages, tools, tool_choice="required")
     await client.chat(messages, others)
     await client.chat(messages)
     await client.chat(broken, tools)

@@ -62,7 +62,6 @@ async def test_malformed_output_goes_back_to_the_model(service, model, user):
         tool_call("core_memory_append", {"name": "soul", "content": "x"}),  # not a block
         tool_call("conversation_search", {"query": "x", "page": "first"}),  # wrong type
         tool_call("conversation_search_date", {"start_date": "yesterday", "end_date": "2024-01-01"}),  # raises
-        text("I'll just think out loud."),                               # text, no tool call
         text(None),                                                      # empty reply
         raw("this is not json at all"),                                  # garbage body
         send("Recovered."),
@@ -81,7 +80,9 @@ async def test_malformed_output_goes_back_to_the_model(service, model, user):
     tool_messages = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
     assert any("not valid JSON" in m["content"] for m in tool_messages)
     alerts = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "user"]
-    assert sum("without calling a function" in a for a in alerts) == 3
+    assert sum("without calling a function" in a for a in alerts) == 2
+    # After a reply without a call, the next one is asked to call a function.
+    assert [r["tool_choice"] for r in model.requests[-3:]] == ["auto", "required", "required"]
 
 
 async def test_model_down_keeps_the_message(service, model, user):

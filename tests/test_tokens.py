@@ -10,13 +10,15 @@ from membot.agent.tools.registry import ToolRegistry
 from tests.conftest import collect
 from tests.fakes.openai_server import send
 
-SCHEMAS = ToolRegistry(BASE_FUNCTIONS).schemas()
+SCHEMAS = ToolRegistry(BASE_FUNCTIONS, thoughts=None).schemas()
 
 
 def test_render_tools_shows_every_function_argument_and_choice() -> None:
     text = render_tools(SCHEMAS)
     assert text.startswith("# Tools") and text.endswith("} // namespace functions")
     assert "type send_message = (_: {\n// The message text.\nmessage: string,\n}) => any;" in text
+    thinking = render_tools(ToolRegistry(BASE_FUNCTIONS).schemas())
+    assert "type send_message = (_: {\n// " in thinking and "inner_thoughts: string,\n// The message text." in thinking
     assert 'name: "persona" | "human",' in text  # an enum becomes its choices
     assert "request_heartbeat?: boolean," in text  # optional arguments are marked, required ones are not
     assert "minutes: number," in text
@@ -36,11 +38,12 @@ def test_a_function_without_arguments_renders() -> None:
     assert "// Ping.\ntype ping = () => any;" in render_tools([schema])
 
 
-async def test_the_fixed_prompt_of_a_new_conversation_stays_within_1500_tokens(service, model, user):
-    # System prompt + default core memory + tool schemas, as sent: the part every call pays for.
+async def test_the_fixed_prompt_of_a_new_conversation_stays_within_1800_tokens(service, model, user):
+    # System prompt + default core memory + tool schemas (the monologue parameter included), as sent: the part
+    # every call pays for.
     model.script(send("Hello!"))
     await collect(service.chat(user("newcomer"), "Hi"))
     request = model.requests[0]
     counter = TokenCounter.for_model(service.settings.model)
     system = [m for m in request["messages"] if m["role"] == "system"]
-    assert counter.messages(system) + counter.tools(request["tools"]) <= 1500
+    assert counter.messages(system) + counter.tools(request["tools"]) <= 1800

@@ -41,7 +41,13 @@ from membot.agent.events import (
     SystemNote,
     Thought,
 )
-from membot.agent.llm.client import ChatResult, ContextOverflow, ModelUnavailable, ToolCallOut
+from membot.agent.llm.client import (
+    ChatResult,
+    ContextOverflow,
+    ModelUnavailable,
+    ToolCallOut,
+    ToolsUnsupported,
+)
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory, CoreMemoryError
 from membot.agent.memory.recall import RecallMemory, RecallState
@@ -51,6 +57,7 @@ from membot.agent.store.leases import check
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
+from membot.agent.tools.json_mode import function_list, plain_history, read_call
 from membot.agent.tools.registry import ToolArgumentsError
 
 if TYPE_CHECKING:
@@ -68,6 +75,20 @@ PRESSURE_ALERT = (
     "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
 )
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
+MODEL_REFUSED = "Sorry, I can't answer: {why} Your message is saved."
+NO_REPLY = "Sorry, I couldn't put a reply together this time. Your message is saved."
+# Model calls a message may take when the model answers only in text (see Agent._plain_answer).
+PLAIN_ANSWERS = 3
+GAVE_UP = (
+    "The model answered in plain text {n} times, even when told to call a function; with MEMBOT_INNER_THOUGHTS="
+    "content its text is private. Use a model that follows tool_choice, MEMBOT_INNER_THOUGHTS=arguments, or "
+    "MEMBOT_TOOL_MODE=json."
+)
+
+
+def _trouble(exc: Exception) -> str:
+    """What the user is told when the model cannot answer: a permanent refusal never says "try again"."""
+    return (MODEL_REFUSED if getattr(exc, "permanent", False) else MODEL_DOWN).format(why=str(exc))
 
 
 class Agent:
@@ -86,8 +107,14 @@ class Agent:
         self._recall_count = 0
         #: Attached source names, with the catalog's change count they were read at (-1: never read).
         self._sources: tuple[int, list[str]] = (-1, [])
-        #: Set by each model call's handling: whether the chain goes on.
+        #: Set by each model call's handling: whether the chain goes on, whether the next call must call a
+        #: function, how many plain-text answers this step had, and whether it gave up on them.
         self._continue = False
+        self._force_call = False
+        self._plain_answers = 0
+        self._gave_up = False
+        #: What a model call has to say in the monologue (a switch to JSON mode), said after it.
+        self._notes: list[str] = []
 
     def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
@@ -130,10 +157,11 @@ class Agent:
                 yield event
 
     async def _chain(self) -> AsyncIterator[Event]:
-        """The model calls of one step, each followed by its function, until one does not ask to go on."""
+        """The model calls of one step, each followed by its functions, until one does not ask to go on."""
         stats = await self._stats()
         summarised = False
         config = self.engine.config
+        self._force_call, self._plain_answers = False, 0
         for _ in range(config.max_chain):
             prompt, size, fitted = await self._fit(stats, summarised)
             if fitted:
@@ -151,12 +179,15 @@ class Agent:
                 try:
                     result = await self._call_model(*self._prompt(stats))
                 except (ContextOverflow, ModelUnavailable) as exc:
-                    yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                    yield ErrorMessage(self.id, _trouble(exc))
                     return
             except ModelUnavailable as exc:
                 yield SystemNote(self.id, f"Model call failed: {exc}")
-                yield ErrorMessage(self.id, MODEL_DOWN.format(why=str(exc)))
+                yield ErrorMessage(self.id, _trouble(exc))
                 return
+            for note in self._notes:
+                yield SystemNote(self.id, note)
+            self._notes.clear()
             async for event in self._act(result, stats):
                 yield event
             if not self._continue:
@@ -164,7 +195,24 @@ class Agent:
         yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
 
     async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
-        result = await self.engine.model.chat(prompt, self.engine.tools.schemas())
+        engine = self.engine
+        choice = "required" if self._force_call else "auto"
+        if not engine.json_mode:
+            try:
+                result = await engine.model.chat(prompt, engine.tools.schemas(), tool_choice=choice)
+            except ToolsUnsupported as exc:
+                if engine.config.tool_mode != "auto":
+                    raise
+                # Permanent for this model: every agent of this process offers functions as JSON from now on.
+                log.warning("%s Functions are offered as a JSON object from now on (MEMBOT_TOOL_MODE=json).", exc)
+                self._notes.append(f"{exc} Switched to JSON mode: the functions are listed in the prompt.")
+                engine.json_mode = True
+        if engine.json_mode:
+            head = dict(prompt[0], content=f"{prompt[0]['content']}\n\n{function_list(engine.tools.schemas())}")
+            result = await engine.model.chat([head, *plain_history(prompt[1:])], json_object=True)
+            call = read_call(result.content)
+            if call is not None:
+                result = ChatResult(None, [call], result.prompt_tokens, result.reasoning)
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
         self.row.last_prompt_tokens = result.prompt_tokens or self.calibration.correct(estimate)
@@ -173,36 +221,18 @@ class Agent:
     async def _act(self, result: ChatResult, stats: MemoryStats) -> AsyncIterator[Event]:
         """Run what the model asked for and commit it; sets self._continue."""
         self._continue = False
-        if result.content:
-            yield Thought(self.id, result.content)
-        rows: list[msg.Message] = []
+        forced, self._force_call = self._force_call, False
+        if result.reasoning:  # a reasoning model's: monologue, never shown, never sent back
+            yield Thought(self.id, result.reasoning)
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
                           heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model)
-        if not result.tool_calls:
-            rows.append(msg.assistant_message(self.id, result.content, None))
-            rows.append(msg.event_message(self.id, "system_alert", NO_CALL_HINT))
-            yield SystemNote(self.id, "The model replied without a function call; it was told to use one.")
-            self._continue = True
+        rows: list[msg.Message] = []
+        if result.tool_calls:
+            async for event in self._calls(result, ctx, rows):
+                yield event
         else:
-            call = result.tool_calls[0]
-            if len(result.tool_calls) > 1:
-                yield SystemNote(self.id, f"The model asked for {len(result.tool_calls)} functions at once; "
-                                          "only the first was run.")
-            call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
-            yield FunctionCall(self.id, call.name, call.arguments)
-            ok, output, heartbeat = await self._run_tool(ctx, call)
-            yield FunctionResult(self.id, call.name, ok, output or "None")
-            said = "\n".join(ctx.outbox) or None
-            tool_call = {"id": call_id, "type": "function",
-                         "function": {"name": call.name, "arguments": call.arguments}}
-            rows.append(msg.assistant_message(self.id, result.content, tool_call, said))
-            rows.append(msg.tool_result(self.id, call_id, call.name, ok, output))
-            if not ok:
-                rows.append(msg.event_message(self.id, "heartbeat", "Function call failed; you may try again."))
-                self._continue = True
-            elif heartbeat:
-                rows.append(msg.event_message(self.id, "heartbeat", "Function called with request_heartbeat=true."))
-                self._continue = True
+            for event in self._plain_answer(result.content, forced, ctx, rows):
+                yield event
         alert = self._pressure_alert()
         if alert:
             rows.append(msg.event_message(self.id, "system_alert", alert))
@@ -214,6 +244,58 @@ class Agent:
         # Shown once stored: a reply the user saw is always in recall memory.
         for text in ctx.outbox:
             yield AssistantMessage(self.id, text)
+        if self._gave_up:
+            self._gave_up = False
+            yield ErrorMessage(self.id, NO_REPLY)
+
+    async def _calls(self, result: ChatResult, ctx: ToolContext, rows: list[msg.Message]) -> AsyncIterator[Event]:
+        """Every call of the reply, in order, each answered with its own result (the API refuses a next request
+        that leaves one unanswered); their events as they happen, the rows to store added to `rows`."""
+        if result.content:
+            yield Thought(self.id, result.content)
+        calls, results, thoughts = [], [], [result.content] if result.content else []
+        failed = heartbeat = False
+        for call in result.tool_calls:
+            call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+            tool = self.engine.tools.get(call.name)
+            thought, shown = tool.split_thought(call.arguments) if tool else (None, call.arguments)
+            if thought:
+                thoughts.append(thought)
+                yield Thought(self.id, thought)
+            yield FunctionCall(self.id, call.name, shown)
+            ok, output, asked = await self._run_tool(ctx, call)
+            yield FunctionResult(self.id, call.name, ok, output or "None")
+            calls.append({"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+            results.append(msg.tool_result(self.id, call_id, call.name, ok, output))
+            failed, heartbeat = failed or not ok, heartbeat or asked
+        said = "\n".join(ctx.outbox) or None
+        rows.append(msg.assistant_message(self.id, result.content, calls, said, "\n".join(thoughts) or None))
+        rows.extend(results)
+        if failed:
+            rows.append(msg.event_message(self.id, "heartbeat", "Function call failed; you may try again."))
+        elif heartbeat:
+            rows.append(msg.event_message(self.id, "heartbeat", "Function called with request_heartbeat=true."))
+        self._continue = failed or heartbeat
+
+    def _plain_answer(self, text: str | None, forced: bool, ctx: ToolContext, rows: list[msg.Message]) -> list[Event]:
+        """A reply without a call. The next call is forced (tool_choice "required"); if the model still answers
+        in text and it thinks in the arguments, the text is its reply. A text-only model costs at most
+        PLAIN_ANSWERS model calls a message."""
+        self._plain_answers += 1
+        rows.append(msg.assistant_message(self.id, text, None))
+        if text and forced and self.engine.config.inner_thoughts == "arguments":
+            ctx.outbox.append(text)
+            return [SystemNote(self.id, "The model answered in plain text even when told to call a function; "
+                                        "its text was sent as the reply.")]
+        events: list[Event] = [Thought(self.id, text)] if text else []
+        if self._plain_answers >= PLAIN_ANSWERS:
+            self._gave_up = True
+            events.append(SystemNote(self.id, GAVE_UP.format(n=self._plain_answers)))
+            return events
+        rows.append(msg.event_message(self.id, "system_alert", NO_CALL_HINT))
+        events.append(SystemNote(self.id, "The model replied without a function call; it was told to use one."))
+        self._continue = self._force_call = True
+        return events
 
     async def _run_tool(self, ctx: ToolContext, call: ToolCallOut) -> tuple[bool, str | None, bool]:
         """(ok, output for the model, heartbeat requested). Every failure becomes a message to the model."""

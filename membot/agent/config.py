@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 # Context windows of models people commonly point membot at; anything else defaults to 8,192 tokens.
 _KNOWN_WINDOWS: dict[str, int] = {
@@ -61,6 +62,12 @@ class EngineConfig:
     #: Extra functions switched on (MEMBOT_EXTRAS), and the hosts http_request may reach.
     extras: frozenset[str] = field(default_factory=frozenset)
     http_allow: frozenset[str] = field(default_factory=frozenset)
+    #: Where the model is asked to think: in a parameter of every function ("arguments"; OpenAI's current
+    #: models send no text beside a call) or in its message's text ("content").
+    inner_thoughts: Literal["arguments", "content"] = "arguments"
+    #: How functions are offered: the tools API ("tools"), a JSON object in the text for models without tool
+    #: support ("json"), or the tools API until the server refuses it, then JSON ("auto").
+    tool_mode: Literal["auto", "tools", "json"] = "auto"
 
     @property
     def endpoint_headers(self) -> dict[str, str]:

@@ -55,7 +55,10 @@ class Engine:
         self.tools = tools
         self.counter = TokenCounter.for_model(config.model)
         self.tool_tokens = self.counter.tools(tools.schemas())
-        self.system_prompt = prompts.system_prompt()
+        self.system_prompt = prompts.system_prompt(config.inner_thoughts)
+        #: Functions offered as a JSON object in the text, not through the tools API: set, or switched on when
+        #: the server first refuses tools (see Agent._call_model).
+        self.json_mode = config.tool_mode == "json"
         self.catalog = SourceCatalog(db, passages)
         self.terms = TermFrequencies()
         #: Which agents this process is running steps of (see store/leases.py).

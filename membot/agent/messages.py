@@ -72,16 +72,21 @@ def event_message(agent_id: int, kind: str, text: str, **fields: Any) -> Message
 
 
 def assistant_message(
-    agent_id: int, thought: str | None, tool_call: dict[str, Any] | None, said: str | None = None
+    agent_id: int,
+    content: str | None,
+    tool_calls: list[dict[str, Any]] | None,
+    said: str | None = None,
+    thoughts: str | None = None,
 ) -> Message:
-    # What the agent thought and what it said are both searchable later; the tool call itself is not.
-    searchable = "\n".join(part for part in (thought, said) if part) or None
+    """The model's reply as stored: its text, its calls. What the agent thought (`thoughts`: in the text or in
+    the calls' arguments) and what it said are searchable later; the calls themselves are not."""
+    searchable = "\n".join(part for part in (thoughts or content, said) if part) or None
     return Message(
         agent_id=agent_id,
         role="assistant",
         kind="assistant",
-        content=thought or None,
-        tool_calls=[tool_call] if tool_call else None,
+        content=content or None,
+        tool_calls=tool_calls or None,
         search_text=searchable,
         created_at=utcnow(),
     )

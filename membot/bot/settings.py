@@ -6,7 +6,7 @@ Built once at start-up by the CLI and passed down; nothing reads the environment
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Extra functions, off unless named (comma-separated), and the hosts http_request may reach.
     extras: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_EXTRAS")
     http_allow: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_HTTP_ALLOW")
+    inner_thoughts: Literal["arguments", "content"] = Field(default="arguments", validation_alias="MEMBOT_INNER_THOUGHTS")
+    tool_mode: Literal["auto", "tools", "json"] = Field(default="auto", validation_alias="MEMBOT_TOOL_MODE")
 
     # Discord.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
@@ -117,4 +119,6 @@ class Settings(BaseSettings):
             max_file_bytes=int(self.max_upload_mb * 1024 * 1024),
             extras=frozenset(self.extras),
             http_allow=frozenset(h.lower() for h in self.http_allow),
+            inner_thoughts=self.inner_thoughts,
+            tool_mode=self.tool_mode,
         )

@@ -22,6 +22,12 @@ class ModelUnavailable(RuntimeError):
     """The model could not be reached or refused, after the endpoint's retries. The message is safe to show."""
 
 
+class ToolsUnsupported(ModelUnavailable):
+    """The server refuses tools for this model."""
+
+    permanent = True
+
+
 class ContextOverflow(RuntimeError):
     """The server said the prompt is longer than the model's context window."""
 
@@ -38,6 +44,7 @@ class ChatResult:
     content: str | None
     tool_calls: list[ToolCallOut]
     prompt_tokens: int | None
+    reasoning: str | None = None
 
 
 def _is_context_error(error: StatusError) -> bool:
@@ -52,13 +59,17 @@ class ModelClient:
         self._tools: tuple[list[dict[str, Any]] | None, bytes] = (None, b"")
 
     async def chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, force_tool: bool = False
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+        tool_choice: str | None = None, json_object: bool = False,
     ) -> ChatResult:
+        force_tool = tool_choice == "required"
         try:
             response = await self.endpoint.post("/chat/completions", self._body(messages, tools, force_tool))
         except StatusError as exc:
             if exc.status == 400 and _is_context_error(exc):
                 raise ContextOverflow(exc.message or str(exc)) from None
+            if exc.status == 400 and "support tools" in exc.message:
+                raise ToolsUnsupported(exc.message) from None
             raise ModelUnavailable(_why(exc)) from None
         except NoAnswerInTime:
             raise ModelUnavailable("The model did not answer in time.") from None

@@ -16,8 +16,16 @@ def _folder(kind: str) -> resources.abc.Traversable:
     return resources.files(__name__).joinpath(kind)
 
 
-def system_prompt() -> str:
-    return resources.files(__name__).joinpath("system.txt").read_text(encoding="utf-8").strip()
+# Where the model is told to think, by EngineConfig.inner_thoughts.
+THINKING = {
+    "arguments": "Think in each call's inner_thoughts: private, short, first person.",
+    "content": "Your reply's text is your inner monologue: private, short, first person.",
+}
+
+
+def system_prompt(inner_thoughts: str = "arguments") -> str:
+    text = resources.files(__name__).joinpath("system.txt").read_text(encoding="utf-8").strip()
+    return text.replace("{thinking}", THINKING[inner_thoughts])
 
 
 def available(kind: str) -> list[str]:

@@ -3,6 +3,10 @@ signature (through a pydantic model, which also validates the model's arguments)
 summary and `Args:` section: written once, never twice.
 
 A tool's first parameter may be the `ToolContext` (by annotation); it is passed in, not shown to the model.
+
+The registry may add one parameter to every function, first and required: the inner monologue
+(`THOUGHTS`). Models that send no text beside a tool call (OpenAI's current ones) think there instead; it is
+taken out of the arguments before the function runs. It is described here once, never in each tool.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+THOUGHTS = "inner_thoughts"
+_THOUGHTS_SCHEMA = {"type": "string", "description": "Your private thoughts, brief."}
 
 # "    name: description" or "    name (type): description", indented one level under "Args:".
 _ARG_LINE = re.compile(r"^ {4}(\w+)(?: \([^)]*\))?:\s*(.*)$")
@@ -58,9 +65,38 @@ class Tool:
     params: type[BaseModel]
     schema: dict[str, Any]
     takes_context: bool
+    #: The inner-monologue parameter this tool's schema carries (see `with_thoughts`), if any.
+    thoughts: str | None = None
+
+    def with_thoughts(self, name: str) -> Tool:
+        """This tool with the monologue parameter `name` first in its schema, and required."""
+        function = self.schema["function"]
+        parameters = function["parameters"]
+        schema = {**self.schema, "function": {**function, "parameters": {
+            **parameters,
+            "properties": {name: dict(_THOUGHTS_SCHEMA), **parameters.get("properties", {})},
+            "required": [name, *parameters.get("required", [])],
+        }}}
+        return Tool(self.name, self.func, self.params, schema, self.takes_context, name)
+
+    def split_thought(self, raw: str) -> tuple[str | None, str]:
+        """The monologue the model wrote in these arguments (if it did, whatever else is wrong with them), and
+        the arguments without it, for showing the call."""
+        if self.thoughts is None or self.thoughts not in raw:
+            return None, raw
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            return None, raw
+        if not isinstance(data, dict):
+            return None, raw
+        thought = data.pop(self.thoughts, None)
+        rest = json.dumps(data, ensure_ascii=False)
+        return (thought.strip() or None if isinstance(thought, str) else None), rest
 
     def parse_arguments(self, raw: str | None) -> dict[str, Any]:
-        """Validate the model's JSON arguments against the signature; errors say exactly what is wrong."""
+        """Validate the model's JSON arguments against the signature, the monologue taken out (a call without it
+        is no error); errors say exactly what is wrong."""
         try:
             data = json.loads(raw) if raw and raw.strip() else {}
         except json.JSONDecodeError as exc:
@@ -70,6 +106,8 @@ class Tool:
             ) from None
         if not isinstance(data, dict):
             raise ToolArgumentsError(f"The arguments for {self.name} must be a JSON object: {self.signature_hint()}.")
+        if self.thoughts is not None:
+            data.pop(self.thoughts, None)
         try:
             model = self.params.model_validate(data)
         except ValidationError as exc:
@@ -130,8 +168,13 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
 
 
 class ToolRegistry:
-    def __init__(self, funcs: list[Callable[..., Awaitable[str | None]]]) -> None:
-        self.tools = {tool.name: tool for tool in map(make_tool, funcs)}
+    def __init__(self, funcs: list[Callable[..., Awaitable[str | None]]], thoughts: str | None = THOUGHTS) -> None:
+        """`thoughts`: the name of the monologue parameter added to every function, or None for none (the model
+        thinks in its message's text)."""
+        tools = [make_tool(func) for func in funcs]
+        if thoughts is not None:
+            tools = [tool.with_thoughts(thoughts) for tool in tools]
+        self.tools = {tool.name: tool for tool in tools}
         # Built once: the same list goes with every call.
         self._schemas = [tool.schema for tool in self.tools.values()]
 
