@@ -45,51 +45,31 @@ from membot.agent.llm.client import (
     ChatResult,
     ContextOverflow,
     ModelUnavailable,
-    ToolCallOut,
     ToolsUnsupported,
 )
 from membot.agent.memory.archival import ArchivalMemory
-from membot.agent.memory.core import CoreMemory, CoreMemoryError
+from membot.agent.memory.core import CoreMemory
 from membot.agent.memory.recall import RecallMemory, RecallState
+from membot.agent.notices import (
+    GAVE_UP,
+    NO_CALL_HINT,
+    NO_REPLY,
+    PLAIN_ANSWERS,
+    PRESSURE_ALERT,
+    trouble,
+)
 from membot.agent.sources.catalog import attached_names
 from membot.agent.step_write import StepWrite
 from membot.agent.store.leases import check
-from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
-from membot.agent.tools.json_mode import function_list, plain_history, read_call
-from membot.agent.tools.registry import ToolArgumentsError
+from membot.agent.tools.json_mode import chat_in_json
+from membot.agent.tools.run import run_tool
 
 if TYPE_CHECKING:
     from membot.agent.engine import Engine
 
 log = logging.getLogger(__name__)
-
-NO_CALL_HINT = (
-    "You answered without calling a function, so the user saw nothing: your text is private monologue. "
-    "Call send_message to reply to the user (or another function to work on your memory)."
-)
-PRESSURE_ALERT = (
-    "Memory pressure: your context window is {pct}% full. Soon the oldest messages will be summarised and "
-    "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
-    "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
-)
-MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
-MODEL_REFUSED = "Sorry, I can't answer: {why} Your message is saved."
-NO_REPLY = "Sorry, I couldn't put a reply together this time. Your message is saved."
-# Model calls a message may take when the model answers only in text (see Agent._plain_answer).
-PLAIN_ANSWERS = 3
-GAVE_UP = (
-    "The model answered in plain text {n} times, even when told to call a function; with MEMBOT_INNER_THOUGHTS="
-    "content its text is private. Use a model that follows tool_choice, MEMBOT_INNER_THOUGHTS=arguments, or "
-    "MEMBOT_TOOL_MODE=json."
-)
-
-
-def _trouble(exc: Exception) -> str:
-    """What the user is told when the model cannot answer: a permanent refusal never says "try again"."""
-    return (MODEL_REFUSED if getattr(exc, "permanent", False) else MODEL_DOWN).format(why=str(exc))
-
 
 class Agent:
     def __init__(self, engine: Engine, row: AgentRow, core: CoreMemory) -> None:
@@ -179,11 +159,11 @@ class Agent:
                 try:
                     result = await self._call_model(*self._prompt(stats))
                 except (ContextOverflow, ModelUnavailable) as exc:
-                    yield ErrorMessage(self.id, _trouble(exc))
+                    yield ErrorMessage(self.id, trouble(exc))
                     return
             except ModelUnavailable as exc:
                 yield SystemNote(self.id, f"Model call failed: {exc}")
-                yield ErrorMessage(self.id, _trouble(exc))
+                yield ErrorMessage(self.id, trouble(exc))
                 return
             for note in self._notes:
                 yield SystemNote(self.id, note)
@@ -208,11 +188,7 @@ class Agent:
                 self._notes.append(f"{exc} Switched to JSON mode: the functions are listed in the prompt.")
                 engine.json_mode = True
         if engine.json_mode:
-            head = dict(prompt[0], content=f"{prompt[0]['content']}\n\n{function_list(engine.tools.schemas())}")
-            result = await engine.model.chat([head, *plain_history(prompt[1:])], json_object=True)
-            call = read_call(result.content)
-            if call is not None:
-                result = ChatResult(None, [call], result.prompt_tokens, result.reasoning)
+            result = await chat_in_json(engine.model, prompt, engine.tools.schemas())
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
         self.row.last_prompt_tokens = result.prompt_tokens or self.calibration.correct(estimate)
@@ -263,7 +239,7 @@ class Agent:
                 thoughts.append(thought)
                 yield Thought(self.id, thought)
             yield FunctionCall(self.id, call.name, shown)
-            ok, output, asked = await self._run_tool(ctx, call)
+            ok, output, asked = await run_tool(self.engine.tools, ctx, call)
             yield FunctionResult(self.id, call.name, ok, output or "None")
             calls.append({"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
             results.append(msg.tool_result(self.id, call_id, call.name, ok, output))
@@ -296,26 +272,6 @@ class Agent:
         events.append(SystemNote(self.id, "The model replied without a function call; it was told to use one."))
         self._continue = self._force_call = True
         return events
-
-    async def _run_tool(self, ctx: ToolContext, call: ToolCallOut) -> tuple[bool, str | None, bool]:
-        """(ok, output for the model, heartbeat requested). Every failure becomes a message to the model."""
-        tool = self.engine.tools.get(call.name)
-        if tool is None:
-            known = ", ".join(self.engine.tools.names())
-            return False, f"There is no function named {call.name[:100]!r}. Functions: {known}.", False
-        try:
-            args = tool.parse_arguments(call.arguments)
-        except ToolArgumentsError as exc:
-            return False, str(exc), False
-        heartbeat = bool(args.get("request_heartbeat", False))
-        try:
-            output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
-        except (CoreMemoryError, ValueError, PassageStoreError, ModelUnavailable, ContextOverflow) as exc:
-            return False, f"{call.name} failed: {exc}", heartbeat
-        except Exception as exc:  # a function must never take the agent down with it
-            log.exception("function %s raised", call.name)
-            return False, f"{call.name} failed with {type(exc).__name__}: {str(exc)[:500]}", heartbeat
-        return True, output, heartbeat
 
     def _pressure_alert(self) -> str | None:
         window = self.engine.config.context_window

@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from membot.agent.llm.client import ToolCallOut
+from membot.agent.llm.client import ChatResult, ModelClient, ToolCallOut
 
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
@@ -18,6 +18,15 @@ INSTRUCTIONS = (
     "Functions: you have no tool API. To call a function, answer with exactly one JSON object and nothing else: "
     '{"function": "<name>", "arguments": {...}}. The functions:'
 )
+
+
+async def chat_in_json(model: ModelClient, prompt: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> ChatResult:
+    """One model call in JSON mode: the functions listed after the system message, the history in plain roles, and
+    the JSON object of the answer read back as its call."""
+    head = dict(prompt[0], content=f"{prompt[0]['content']}\n\n{function_list(schemas)}")
+    result = await model.chat([head, *plain_history(prompt[1:])], json_object=True)
+    call = read_call(result.content)
+    return result if call is None else ChatResult(None, [call], result.prompt_tokens, result.reasoning)
 
 
 def function_list(schemas: list[dict[str, Any]]) -> str:

@@ -1,0 +1,29 @@
+"""What the agent is told by the system, and what a user is told when the model cannot answer: texts, kept
+apart from the step loop that sends them."""
+
+from __future__ import annotations
+
+NO_CALL_HINT = (
+    "You answered without calling a function, so the user saw nothing: your text is private monologue. "
+    "Call send_message to reply to the user (or another function to work on your memory)."
+)
+PRESSURE_ALERT = (
+    "Memory pressure: your context window is {pct}% full. Soon the oldest messages will be summarised and "
+    "leave it (they stay searchable in recall memory). Save anything important now: facts about the user "
+    "with core_memory_append or core_memory_replace, other details with archival_memory_insert."
+)
+MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
+MODEL_REFUSED = "Sorry, I can't answer: {why} Your message is saved."
+NO_REPLY = "Sorry, I couldn't put a reply together this time. Your message is saved."
+# Model calls a message may take when the model answers only in text (see Agent._plain_answer).
+PLAIN_ANSWERS = 3
+GAVE_UP = (
+    "The model answered in plain text {n} times, even when told to call a function; with MEMBOT_INNER_THOUGHTS="
+    "content its text is private. Use a model that follows tool_choice, MEMBOT_INNER_THOUGHTS=arguments, or "
+    "MEMBOT_TOOL_MODE=json."
+)
+
+
+def trouble(exc: Exception) -> str:
+    """What the user is told when the model cannot answer: a permanent refusal never says "try again"."""
+    return (MODEL_REFUSED if getattr(exc, "permanent", False) else MODEL_DOWN).format(why=str(exc))
