@@ -1,7 +1,8 @@
 """Step overhead: what membot itself adds to each model call, with a model that answers at once.
 
 Each user message runs a chain of two model calls (core_memory_append with a heartbeat, then send_message),
-on SQLite + Milvus Lite. Right after each message, the two requests the server just received are sent again,
+on SQLite, then on PostgreSQL (a database of its own on the server BENCH_POSTGRES_URL names; `none` to leave it
+out), with Milvus Lite. Right after each message, the two requests the server just received are sent again,
 byte for byte, as bare HTTP POSTs: that is the cost of HTTP and the fake server for exactly those payloads.
 What is left, per model call, is membot's own time (prompt building, commits, tool runs).
 
@@ -31,14 +32,24 @@ from bench import (
     stopwatch,
     user,
 )
+from bench.conversation_search import postgres_database, postgres_server
 from membot.bot.service import BotService
 
 NAME = "step overhead"
 
 
 async def run(quick: bool) -> list[Row]:
+    rows = await _measure(quick, "SQLite")
+    server = postgres_server()
+    if server is not None:
+        async with postgres_database(server, "steps") as url:
+            rows += await _measure(quick, "PostgreSQL", MEMBOT_DATABASE_URL=url)
+    return rows
+
+
+async def _measure(quick: bool, database: str, **env: str) -> list[Row]:
     users, warmup, measured = (3, 1, 3) if quick else (20, 2, 10)
-    async with scripted_model("chain") as model, open_service(model) as service:
+    async with scripted_model("chain") as model, open_service(model, **env) as service:
         bare = BareHttp(model.base_url)
         # Counted to explain the figure.
         statements = [0]
@@ -73,25 +84,28 @@ async def run(quick: bool) -> list[Row]:
     per_call_bare = [r / c for r, c in zip(replays, calls, strict=True)]
     own = [(s - r) / c for s, r, c in zip(steps, replays, calls, strict=True)]
     n = len(steps)
-    note = f"{n} messages, {sum(calls) / n:.1f} model calls each, {users} users"
+    note = f"{database}; {n} messages, {sum(calls) / n:.1f} model calls each, {users} users"
     log(f"{note}; step p50 {ms(percentile(steps, 50)):.1f} ms")
+    name = f"{NAME}, {database}"
     bare_label = "bare HTTP, same payloads"
     return [
-        Row(NAME, "user message, p50", ms(percentile(steps, 50)), "ms", ms(percentile(replays, 50)), bare_label,
+        Row(name, "user message, p50", ms(percentile(steps, 50)), "ms", ms(percentile(replays, 50)), bare_label,
             note=note),
-        Row(NAME, "user message, p95", ms(percentile(steps, 95)), "ms", ms(percentile(replays, 95)), bare_label),
-        Row(NAME, "per model call (message ÷ calls), p50", ms(percentile(per_call, 50)), "ms",
+        Row(name, "user message, p95", ms(percentile(steps, 95)), "ms", ms(percentile(replays, 95)), bare_label),
+        Row(name, "per model call (message ÷ calls), p50", ms(percentile(per_call, 50)), "ms",
             ms(percentile(per_call_bare, 50)), "bare round trip per call"),
-        Row(NAME, "own time per model call, p50", ms(percentile(own, 50)), "ms",
+        Row(name, "own time per model call, p50", ms(percentile(own, 50)), "ms",
             ms(percentile(per_call_bare, 50)), "bare round trip per call",
-            Target("<=", 2.0, label="2 ms")),
-        Row(NAME, "own time per model call, p95", ms(percentile(own, 95)), "ms",
+            Target("<=", 5.0, label="5 ms")),
+        Row(name, "own time per model call, p95", ms(percentile(own, 95)), "ms",
             ms(percentile(per_call_bare, 95)), "bare round trip per call"),
-        Row(NAME, "bare round trip, one-line request, p50", ms(percentile(minimal, 50)), "ms",
+        Row(name, "bare round trip, one-line request, p50", ms(percentile(minimal, 50)), "ms",
             note="HTTP + fake server, no tools; for scale"),
-        Row(NAME, "SQL statements per user message", sql_count / n, "", note="each unit of work one hop to the database thread"),
-        Row(NAME, "one unit of work (SELECT 1) via the product's Database, p50", ms(statement), "ms",
-            ms(raw_statement), "plain sqlite3, same statement"),
+        Row(name, "SQL statements per user message", sql_count / n, "",
+            note="a step's lease, its commits (each checks the lease), reads"),
+        Row(name, "one unit of work (SELECT 1) via the product's Database, p50", ms(statement), "ms",
+            ms(raw_statement) if database == "SQLite" else None,
+            "plain sqlite3, same statement" if database == "SQLite" else ""),
     ]
 
 

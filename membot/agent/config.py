@@ -49,6 +49,11 @@ class EngineConfig:
     embedding_dim: int = 1536
     embedding_base_url: str | None = None
     embedding_batch_size: int = 128
+    #: An Azure OpenAI resource instead (AZURE_OPENAI_ENDPOINT): its key, the API version, and `model` and
+    #: `embedding_model` name deployments.
+    azure_endpoint: str | None = None
+    azure_api_key: str | None = None
+    api_version: str = "2024-10-21"
     model_timeout: float = 60.0
     model_max_retries: int = 2
     milvus_token: str | None = None
@@ -68,12 +73,6 @@ class EngineConfig:
     #: How functions are offered: the tools API ("tools"), a JSON object in the text for models without tool
     #: support ("json"), or the tools API until the server refuses it, then JSON ("auto").
     tool_mode: Literal["auto", "tools", "json"] = "auto"
-
-    @property
-    def endpoint_headers(self) -> dict[str, str]:
-        """Headers every request to the model endpoint carries besides the key (OpenAI's, as the SDK sent)."""
-        named = {"OpenAI-Organization": self.organization, "OpenAI-Project": self.project}
-        return {header: value for header, value in named.items() if value}
 
     @property
     def sandbox_root(self) -> Path:

@@ -16,7 +16,7 @@ from membot.agent.config import EngineConfig
 from membot.agent.context.tokens import TokenCounter
 from membot.agent.llm.client import ModelClient
 from membot.agent.llm.embeddings import Embedder
-from membot.agent.llm.endpoint import Endpoint
+from membot.agent.llm.endpoint import open_endpoints
 from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
 from membot.agent.memory.recall import load_recall
@@ -69,14 +69,8 @@ class Engine:
     async def open(cls, config: EngineConfig) -> Engine:
         # First: a bad configuration opens nothing.
         tools = build_tools(config)
-        headers = config.endpoint_headers
-        chat = Endpoint(config.base_url, config.api_key, config.model_timeout, config.model_max_retries, headers)
-        embed_endpoint = (
-            Endpoint(config.embedding_base_url, config.api_key, config.model_timeout, config.model_max_retries,
-                     headers)
-            if config.embedding_base_url
-            else chat
-        )
+        # The SDK's clients open their connections on first use: nothing to close if what follows fails.
+        chat, embed_endpoint = open_endpoints(config)
         db = await Database.open(config.database_url)
         # Opens on first use (see PassageStore).
         passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(default=1536, validation_alias="MEMBOT_EMBEDDING_DIM")
     embedding_base_url: str | None = Field(default=None, validation_alias="MEMBOT_EMBEDDING_BASE_URL")
     embedding_batch_size: int = Field(default=128, validation_alias="MEMBOT_EMBEDDING_BATCH_SIZE")
+    # An Azure OpenAI resource instead of OPENAI_BASE_URL; MEMBOT_MODEL and MEMBOT_EMBEDDING_MODEL name deployments.
+    azure_openai_endpoint: str | None = Field(default=None, validation_alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_api_key: SecretStr | None = Field(default=None, validation_alias="AZURE_OPENAI_API_KEY")
+    openai_api_version: str = Field(default="2024-10-21", validation_alias="OPENAI_API_VERSION")
     model_timeout: float = Field(default=60.0, validation_alias="MEMBOT_MODEL_TIMEOUT")
     model_max_retries: int = Field(default=2, validation_alias="MEMBOT_MODEL_MAX_RETRIES")
 
@@ -107,6 +111,9 @@ class Settings(BaseSettings):
             embedding_dim=self.embedding_dim,
             embedding_base_url=self.embedding_base_url,
             embedding_batch_size=self.embedding_batch_size,
+            azure_endpoint=self.azure_openai_endpoint,
+            azure_api_key=self.azure_openai_api_key.get_secret_value() if self.azure_openai_api_key else None,
+            api_version=self.openai_api_version,
             model_timeout=self.model_timeout,
             model_max_retries=self.model_max_retries,
             database_url=self.resolved_database_url,

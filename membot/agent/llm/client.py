@@ -1,134 +1,110 @@
-"""The model: chat completions with tools, over the OpenAI-compatible endpoint (see endpoint.py)."""
+"""The model: chat completions, with tools or asking for one JSON object, over the endpoint's SDK client (see
+endpoint.py); failures become the errors the step loop tells apart (errors.py, said as trouble.py says)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
 from typing import Any
 
-from membot.agent.llm.endpoint import (
-    Endpoint,
-    NoAnswerInTime,
-    StatusError,
-    Unreachable,
-    Unreadable,
-    json_bytes,
-)
+import openai
+
+from membot.agent.llm.endpoint import Endpoint
+from membot.agent.llm.errors import ContextOverflow, ModelRefused, ModelUnavailable, ToolsUnsupported
+from membot.agent.llm.reply import EMPTY, ChatResult, ToolCallOut, read_reply
+from membot.agent.llm.trouble import Asked, explain, quoted, server_says
+
+__all__ = [
+    "ChatResult",
+    "ContextOverflow",
+    "ModelClient",
+    "ModelRefused",
+    "ModelUnavailable",
+    "ToolCallOut",
+    "ToolsUnsupported",
+]
 
 log = logging.getLogger(__name__)
 
-
-class ModelUnavailable(RuntimeError):
-    """The model could not be reached or refused, after the endpoint's retries. The message is safe to show."""
-
-
-class ToolsUnsupported(ModelUnavailable):
-    """The server refuses tools for this model."""
-
-    permanent = True
-
-
-class ContextOverflow(RuntimeError):
-    """The server said the prompt is longer than the model's context window."""
-
-
-@dataclass(frozen=True)
-class ToolCallOut:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    content: str | None
-    tool_calls: list[ToolCallOut]
-    prompt_tokens: int | None
-    reasoning: str | None = None
-
-
-def _is_context_error(error: StatusError) -> bool:
-    text = error.message.lower()
-    return error.code == "context_length_exceeded" or "context length" in text or "context_length" in text
+# A 400 naming these refuses tools for the model (Ollama's "does not support tools", vLLM's "auto" tool choice
+# without --enable-auto-tool-choice, "does not support function calling"); `tools[` is one schema found wrong.
+_TOOLS_REFUSED = re.compile(r"\btools\b(?!\[)|\btool[_ ]choice\b|function[_ ]calling", re.IGNORECASE)
+_FORMAT_REFUSED = re.compile(r"response[_ ]format|json_object|json mode", re.IGNORECASE)
+_CONTEXT = re.compile(r"context[_ ]length|maximum context", re.IGNORECASE)
 
 
 class ModelClient:
     def __init__(self, endpoint: Endpoint, model: str) -> None:
         self.endpoint = endpoint
         self.model = model
-        self._tools: tuple[list[dict[str, Any]] | None, bytes] = (None, b"")
+        self._asked = Asked("model", model, "MEMBOT_MODEL")
+        #: Whether to ask for a JSON object with `response_format`; off for good once the server refuses it.
+        self._response_format = True
 
     async def chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
-        tool_choice: str | None = None, json_object: bool = False,
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        tool_choice: str | None = None,
+        json_object: bool = False,
     ) -> ChatResult:
-        force_tool = tool_choice == "required"
+        """One completion. With `tools`, `tool_choice` is sent too ("auto" unless given; "required" forces a
+        call). `json_object` asks for one JSON object in the text, with no tools."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if json_object:
+            if self._response_format:
+                body["response_format"] = {"type": "json_object"}
+        elif tools:
+            body["tools"] = tools
+            body["tool_choice"] = tool_choice or "auto"
         try:
-            response = await self.endpoint.post("/chat/completions", self._body(messages, tools, force_tool))
-        except StatusError as exc:
-            if exc.status == 400 and _is_context_error(exc):
-                raise ContextOverflow(exc.message or str(exc)) from None
-            if exc.status == 400 and "support tools" in exc.message:
-                raise ToolsUnsupported(exc.message) from None
-            raise ModelUnavailable(_why(exc)) from None
-        except NoAnswerInTime:
-            raise ModelUnavailable("The model did not answer in time.") from None
-        except Unreachable:
-            raise ModelUnavailable("The model endpoint cannot be reached.") from None
-        except Unreadable:
-            # Garbage, not an outage: the step loop tells the model to call a function.
+            return await self._ask(body)
+        except openai.BadRequestError as exc:
+            if "response_format" in body and _FORMAT_REFUSED.search(server_says(exc)):
+                # Not every server takes it (the prompt asks for the object anyway): asked once more without.
+                log.info("the model endpoint does not take response_format; asking without it from now on")
+                self._response_format = False
+                del body["response_format"]
+                return await self._ask_explained(body)
+            raise self._refusal(exc, body) from None
+        except openai.OpenAIError as exc:
+            raise explain(exc, self.endpoint, self._asked) from None
+
+    async def _ask_explained(self, body: dict[str, Any]) -> ChatResult:
+        try:
+            return await self._ask(body)
+        except openai.BadRequestError as exc:
+            raise self._refusal(exc, body) from None
+        except openai.OpenAIError as exc:
+            raise explain(exc, self.endpoint, self._asked) from None
+
+    async def _ask(self, body: dict[str, Any]) -> ChatResult:
+        try:
+            data = await self.endpoint.post("/chat/completions", body)
+        except ValueError:
+            # A success whose body is not JSON: garbage, not an outage (the step loop tells the model to call a
+            # function).
             log.warning("unreadable model response")
-            return ChatResult(None, [], None)
-        return self._parse(response)
+            return EMPTY
+        return read_reply(data)
 
-    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, force_tool: bool) -> bytes:
-        """The request as JSON. The tool schemas, a fixed part of every request, are encoded once for the list
-        they come in (the registry builds its list once and never changes it)."""
-        head = json_bytes({"model": self.model, "messages": messages})
-        if not tools:
-            return head
-        if self._tools[0] is not tools:
-            self._tools = (tools, json_bytes(tools))
-        choice = b'"required"' if force_tool else b'"auto"'
-        return b"".join((head[:-1], b',"tools":', self._tools[1], b',"tool_choice":', choice, b"}"))
-
-    @staticmethod
-    def _parse(data: Any) -> ChatResult:
-        """The parts of a chat completion we use, read from its JSON as sent; anything malformed reads as an
-        empty answer (the step loop tells the model to call a function)."""
-        if not isinstance(data, dict):
-            return ChatResult(None, [], None)
-        usage = data.get("usage")
-        prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) else None
-        choices = data.get("choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        message = first.get("message") if isinstance(first, dict) else None
-        if not isinstance(message, dict):
-            return ChatResult(None, [], prompt_tokens)
-        calls = []
-        raw_calls = message.get("tool_calls")
-        for call in raw_calls if isinstance(raw_calls, list) else []:
-            function = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(function, dict):
-                continue
-            calls.append(
-                ToolCallOut(_text(call.get("id")) or "call_0", _text(function.get("name")), _text(function.get("arguments")))
-            )
-        content = message.get("content")
-        return ChatResult(content if isinstance(content, str) else None, calls, prompt_tokens)
+    def _refusal(self, exc: openai.BadRequestError, body: dict[str, Any]) -> Exception:
+        said = server_says(exc)
+        if exc.code == "context_length_exceeded" or _CONTEXT.search(said):
+            return ContextOverflow(said or "The prompt is longer than the model's context window.")
+        if "tools" in body and _TOOLS_REFUSED.search(said):
+            return ToolsUnsupported(_no_tools(self.model, self.endpoint, quoted(exc, self.endpoint)))
+        return explain(exc, self.endpoint, self._asked)
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _why(error: StatusError) -> str:
-    """What a user is told when the model endpoint answered with an error."""
-    if error.status == 400:
-        return "The model refused the request (400)."
-    if error.status == 401:
-        return "The model endpoint refused the API key."
-    if error.status == 429:
-        return "The model is rate-limited right now."
-    return f"The model endpoint failed ({error.status})."
+def _no_tools(model: str, endpoint: Endpoint, said: str) -> str:
+    """Which model, and what to do about it."""
+    if "--enable-auto-tool-choice" in said:
+        fix = (
+            "start the server with --enable-auto-tool-choice and the --tool-call-parser for this model, or set "
+            "MEMBOT_TOOL_MODE=json"
+        )
+    else:
+        fix = "use a model with tool support (MEMBOT_MODEL), or set MEMBOT_TOOL_MODE=json"
+    return f'The model {model} at {endpoint.url} does not take functions (tools) ("{said}"): {fix}.'

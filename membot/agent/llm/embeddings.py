@@ -10,8 +10,11 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from membot.agent.llm.client import ModelUnavailable
-from membot.agent.llm.endpoint import Endpoint, EndpointError, NoAnswerInTime, StatusError, Unreadable
+import openai
+
+from membot.agent.llm.endpoint import Endpoint
+from membot.agent.llm.errors import ModelRefused, ModelUnavailable
+from membot.agent.llm.trouble import Asked, explain
 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: Milvus stores vectors as float32
 
@@ -24,6 +27,7 @@ class Embedder:
         self.batch_size = max(1, batch_size)
         # Only the text-embedding-3 family takes a `dimensions` argument; other servers reject it.
         self._send_dimensions = model.startswith("text-embedding-3")
+        self._asked = Asked("embedding model", model, "MEMBOT_EMBEDDING_MODEL")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -37,30 +41,28 @@ class Embedder:
     async def _batch(self, texts: list[str]) -> list[list[float]]:
         # Empty strings are refused by some servers; a single space embeds as "nothing".
         inputs = [t if t.strip() else " " for t in texts]
-        # base64 (little-endian float32), as the OpenAI SDK asks by default: a quarter of the bytes of JSON
+        # base64 (little-endian float32), as the SDK's `create` asks by default: a quarter of the bytes of JSON
         # numbers, and decoded without parsing 1,536 of them per text. A server that ignores it sends numbers.
         body: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "base64"}
         if self._send_dimensions:
             body["dimensions"] = self.dim
         try:
             response = await self.endpoint.post("/embeddings", body)
-        except StatusError as exc:
-            raise ModelUnavailable(f"The embedding endpoint failed ({exc.status}).") from None
-        except NoAnswerInTime:
-            raise ModelUnavailable("The embedding endpoint did not answer in time.") from None
-        except Unreadable:
-            raise ModelUnavailable("The embedding endpoint gave an unreadable answer.") from None
-        except EndpointError:
-            raise ModelUnavailable("The embedding endpoint cannot be reached.") from None
+        except openai.OpenAIError as exc:
+            raise explain(exc, self.endpoint, self._asked) from None
+        except ValueError:  # a success whose body is not JSON
+            response = None
         vectors = _vectors(response)
+        where = f"The embedding endpoint at {self.endpoint.url}"
         if vectors is None:
-            raise ModelUnavailable("The embedding endpoint gave an unreadable answer.")
+            raise ModelUnavailable(f"{where} gave an unreadable answer.")
         if len(vectors) != len(inputs):
-            raise ModelUnavailable(f"The embedding endpoint returned {len(vectors)} vectors for {len(inputs)} texts.")
+            raise ModelUnavailable(f"{where} returned {len(vectors)} vectors for {len(inputs)} texts.")
         wrong = next((v for v in vectors if len(v) != self.dim), None)
         if wrong is not None:
-            raise ModelUnavailable(
-                f"The embedding model returned {len(wrong)}-dimensional vectors; MEMBOT_EMBEDDING_DIM is {self.dim}."
+            raise ModelRefused(
+                f"The embedding model {self.model} returned {len(wrong)}-dimensional vectors; MEMBOT_EMBEDDING_DIM "
+                f"is {self.dim}: set MEMBOT_EMBEDDING_MODEL or MEMBOT_EMBEDDING_DIM so that they agree."
             )
         return vectors
 

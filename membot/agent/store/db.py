@@ -85,7 +85,9 @@ class Database:
                 await asyncio.to_thread(_ensure_folder, parsed.database)
                 engine = sqlite_engine(url)
             else:
-                engine = create_async_engine(url, pool_pre_ping=True)
+                # No pre-ping: a round trip on every unit of work to spare one failure after the server
+                # restarted (SQLAlchemy drops the pool on a disconnect error; the next unit reconnects).
+                engine = create_async_engine(url)
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
             # A sync driver, a driver that is not installed, a folder that cannot be made.
             raise EngineConfigError(
