@@ -26,7 +26,7 @@ from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
-from tests.fakes.openai_server import ScriptedModel, send
+from tests.fakes.openai_server import ChatReply, ScriptedModel, send, tool_call
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
 DISCORD_API = discord.http.Route.BASE
@@ -123,6 +123,21 @@ async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bo
     assert fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
     assert fake.intents is not None and fake.intents & MESSAGE_CONTENT_INTENT
     assert last_user_text(model.requests[0]) == "hello there"
+
+
+async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_its_thoughts_logged(fake, bot, model):
+    # OpenAI's current habit: no text beside the calls, several calls in one reply.
+    model.script(ChatReply(None, tool_call(
+        "core_memory_append", {"inner_thoughts": "SECRET-THOUGHT keep the dog", "name": "human", "content": "Dog: Rex."},
+        extra_calls=[("send_message", {"inner_thoughts": "SECRET-THOUGHT now reply", "message": "Rex, noted!"})],
+    ).tool_calls))
+    await fake.send_dm(ALICE, "my dog is Rex")
+    reply = await fake.wait_for_message(dm(ALICE))
+    assert reply["content"] == "Rex, noted!"
+    await fake.wait_for_message(LOG, predicate=lambda m: "keep the dog" in m["content"])
+    await fake.wait_for_message(LOG, predicate=lambda m: "now reply" in m["content"])
+    assert all("SECRET" not in m["content"] for m in fake.messages_in(dm(ALICE)))
+    assert len(model.requests) == 1
 
 
 async def test_a_wrong_monologue_channel_costs_one_lookup_not_one_per_message(fake, service, home, model, caplog):

@@ -33,7 +33,7 @@ from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
-from tests.fakes.openai_server import ScriptedModel, send
+from tests.fakes.openai_server import ChatReply, ScriptedModel, send, tool_call
 from tests.fakes.slack_fake import FakeSlack, RecordedCall
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
@@ -122,6 +122,23 @@ async def test_dm_is_answered_and_monologue_goes_only_to_the_log_channel(
     assert "send_message" in log.params["text"]
     assert not any("greet back" in c.params["text"] for c in posts_to(fake, "D1"))
     assert len(model.requests) == 1
+
+
+async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_its_thoughts_logged(
+    fake: FakeSlack, bot: str, model: ScriptedModel
+) -> None:
+    model.script(ChatReply(None, tool_call(
+        "core_memory_append", {"inner_thoughts": "SECRET keep the plant", "name": "human", "content": "Plant: fern."},
+        extra_calls=[("send_message", {"inner_thoughts": "SECRET now reply", "message": "A fern, lovely."})],
+    ).tool_calls))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "I have a fern")))
+    reply = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+    assert reply.params["text"] == "A fern, lovely."
+    await fake.wait_for_call("chat.postMessage", WAIT,
+                             lambda c: c.params["channel"] == "CLOG" and "now reply" in c.params["text"])
+    logged = " ".join(c.params["text"] for c in posts_to(fake, "CLOG"))
+    assert "keep the plant" in logged
+    assert not any("SECRET" in c.params["text"] for c in posts_to(fake, "D1"))
 
 
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
