@@ -20,8 +20,8 @@ from aiohttp import web
 
 from membot.adapters.discord.render import split_message, strip_mentions, units
 from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
+from membot.bot.errors import ConfigurationError
 from membot.bot.identity import UserRef
-from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings

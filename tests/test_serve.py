@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from membot.bot.serve import ConfigurationError, configured_adapters
+from membot.bot.errors import ConfigurationError
+from membot.bot.serve import configured_adapters
 from membot.bot.settings import Settings
 
 

@@ -28,8 +28,8 @@ from membot.adapters.slack.render import (
 from membot.adapters.slack.runner import http_runner, run_slack, socket_mode_handler
 from membot.agent.agent import MemoryReport
 from membot.agent.sources.loader import FileOutcome
+from membot.bot.errors import ConfigurationError
 from membot.bot.identity import UserRef, find_agent
-from membot.bot.serve import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings

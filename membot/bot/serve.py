@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from membot.bot.errors import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 
@@ -15,10 +16,6 @@ log = logging.getLogger(__name__)
 
 #: An adapter runs until `stop` is set, then shuts down cleanly.
 Runner = Callable[[BotService, Settings, asyncio.Event], Awaitable[None]]
-
-
-class ConfigurationError(ValueError):
-    """Settings that cannot work; the message says what to set."""
 
 
 def configured_adapters(settings: Settings) -> dict[str, Runner]:

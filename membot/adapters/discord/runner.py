@@ -17,7 +17,7 @@ from discord import app_commands
 
 from membot.adapters.discord.client import MembotClient
 from membot.adapters.discord.commands import add_commands
-from membot.bot.serve import ConfigurationError
+from membot.bot.errors import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 

@@ -13,7 +13,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 
 from membot.adapters.slack.app import SlackAdapter
-from membot.bot.serve import ConfigurationError
+from membot.bot.errors import ConfigurationError
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 
