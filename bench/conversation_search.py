@@ -4,7 +4,7 @@ searching agent's messages in the same database.
 
 The messages are bulk-loaded (a million steps through the agent would take days and measure something else),
 the agents' turns interleaved as they would be in time, each message built by the product's `user_message`
-so that each database's own trigger indexes it: on SQLite recall memory's insert with the FTS5 trigger; on
+so that each database's own trigger indexes it: on SQLite an executemany INSERT with the FTS5 trigger; on
 PostgreSQL COPY with the search trigger active (the vectors are the ones the product computes, row by row).
 Texts are LoCoMo dialogue turns with a few other words of the corpus added, so that terms have the spread of
 real conversation; queries are LoCoMo questions, each asked of another agent, first with no term counts
@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -33,11 +33,11 @@ from bench import DATA, Row, Target, log, ms, open_service, percentile, scripted
 from membot.agent.memory import recall_pg
 from membot.agent.memory.paging import PAGE_SIZE
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.recall import _FTS_RANKED, RecallMemory, insert_messages
+from membot.agent.memory.recall import _FTS_RANKED, RecallMemory
 from membot.agent.memory.term_stats import TermFrequencies, fts_phrase
 from membot.agent.messages import Message, user_message
-from membot.agent.store import migrate
 from membot.agent.store.db import Database
+from membot.agent.store.schema import MessageRow
 
 NAME = "conversation search"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
@@ -64,7 +64,7 @@ def postgres_server() -> str | None:
 
 @asynccontextmanager
 async def postgres_database(server: str, purpose: str) -> AsyncIterator[str]:
-    """A new database on the server for one benchmark, migrated to the newest schema, dropped afterwards."""
+    """A new, empty database on the server for one benchmark (the service migrates it), dropped afterwards."""
     base = make_url(server)
     name = f"membot_fts_bench_{purpose}_{os.getpid()}"
     admin = create_async_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -72,14 +72,8 @@ async def postgres_database(server: str, purpose: str) -> AsyncIterator[str]:
         async with admin.connect() as connection:
             await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = base.set(database=name).render_as_string(hide_password=False)
         try:
-            engine = create_async_engine(url, poolclass=NullPool)
-            try:
-                await migrate.upgrade(engine)
-            finally:
-                await engine.dispose()
-            yield url
+            yield base.set(database=name).render_as_string(hide_password=False)
         finally:
             async with admin.connect() as connection:
                 await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -119,12 +113,14 @@ def _history(agents: list[int], turns: list[str]) -> Iterator[list[Message]]:
 async def _fill(db: Database, agents: list[int], turns: list[str]) -> None:
     done = 0
     for chunk in _history(agents, turns):
+        records = [tuple(getattr(message, column) for column in _COPIED) for message in chunk]
         if db.is_sqlite:
-            await db.write(lambda session, chunk=chunk: insert_messages(session, chunk))
+            # One executemany, without the RETURNING of recall memory's insert: no ids are needed here.
+            values = [dict(zip(_COPIED, record, strict=True)) for record in records]
+            await db.write(lambda session, values=values: session.execute(insert(MessageRow), values))
         else:
             async with db.engine.connect() as connection:
                 raw = await connection.get_raw_connection()
-                records = [tuple(getattr(message, column) for column in _COPIED) for message in chunk]
                 await raw.driver_connection.copy_records_to_table("messages", records=records, columns=_COPIED)
         done += len(chunk)
         if done % 100_000 < CHUNK:
@@ -186,7 +182,7 @@ async def _measure(label: str, url: str | None, total: int, queries: int) -> lis
         Row(NAME, f"{label}: the same again, p95", ms(percentile(again, 95)), "ms", ms(percentile(in_full, 95)),
             "every term finding the messages (no rare/common split)"),
         Row(NAME, f"{label}: bulk load, messages indexed by the trigger", len(agents) * PER_AGENT / fill[0],
-            "rows/s", note="recall memory's insert" if url is None else "COPY"),
+            "rows/s", note="executemany INSERT" if url is None else "COPY"),
     ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.fakes.openai_server import ScriptedModel
 
 # The product's settings come from variables with these prefixes; none of the developer's may reach a test.
-SETTING_PREFIXES = ("OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_")
+SETTING_PREFIXES = ("OPENAI_", "AZURE_OPENAI_", "MEMBOT_", "DISCORD_", "SLACK_")
 
 
 def without_settings(environ: dict[str, str]) -> dict[str, str]:

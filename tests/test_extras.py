@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from membot.agent.config import EngineConfigError
 from membot.agent.events import FunctionResult
+from membot.agent.tools import sandbox
 from membot.agent.tools.web import BlockedRequest, check_address, check_url, describe_response, read_shown
 from membot.bot.service import BotService
 from tests.conftest import collect, make_settings
@@ -54,7 +57,7 @@ async def test_text_files_stay_in_the_sandbox(extras, model, user, home, tmp_pat
     assert not other.ok and "no file" in other.result
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret")
-    folder = next((home / "sandboxes").glob("agent-*"))
+    folder = next((home / "sandboxes").glob("agent-*/notes/a.txt")).parent.parent  # Alice's
     os.symlink(secret, folder / "link.txt")
     for name in ("../secret.txt", "/etc/passwd", str(secret), "link.txt", "notes/../../x.txt", "C:\\x"):
         for func, args in (("read_from_text_file", {}), ("append_to_text_file", {"content": "x"})):
@@ -100,6 +103,22 @@ def test_address_and_url_checks():
     check_address("93.184.216.34")  # a public address passes
 
 
+def test_ipv6_forms_embedding_a_private_ipv4_address_are_refused():
+    for address in (
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+        "::127.0.0.1", "::a00:1",  # IPv4-compatible
+        "64:ff9b::127.0.0.1", "64:ff9b::a9fe:a9fe",  # NAT64 well-known prefix
+        "64:ff9b:1::a00:1",  # NAT64 local-use
+        "2002:7f00:1::", "2002:c0a8:101::1",  # 6to4 of 127.0.0.1 and 192.168.1.1
+        "2001:0:5db8:4136:0:f227:80ff:fffe",  # Teredo, client 127.0.0.1 (inverted)
+        "fec0::1", "fed0::1234",  # site-local
+    ):
+        with pytest.raises(BlockedRequest):
+            check_address(address)
+    for address in ("64:ff9b::5db8:d822", "2002:5db8:d822::1", "::ffff:93.184.216.34", "2606:4700::1111"):
+        check_address(address)  # public, embedded or not
+
+
 async def test_message_chatgpt_uses_the_configured_endpoint(extras, model, user):
     model.script(tool_call("message_chatgpt", {"message": "What is 2+2?"}), text("4"))
     events = await collect(extras.chat(user("alice"), "ask it"))
@@ -122,3 +141,68 @@ async def test_only_the_shown_part_of_a_big_answer_is_read():
             text = await read_shown(response, limit=1_000)
         assert 1_000 < len(text) <= 4_001 and set(text) == {"x"}
         assert "cut at 20000 characters" in describe_response(200, {}, big)
+
+
+def _quota(max_bytes: int = 1024 * 1024, max_entries: int = 100) -> sandbox.Quota:
+    return sandbox.Quota(max_bytes, max_entries)
+
+
+def test_sandbox_has_a_total_size_and_entry_quota(tmp_path):
+    folder = tmp_path / "agent-1"
+    sandbox.append_text(folder, "a.txt", "x" * 599, _quota(max_bytes=1000))
+    with pytest.raises(sandbox.SandboxError, match="KB in all"):
+        sandbox.append_text(folder, "b.txt", "y" * 599, _quota(max_bytes=1000))
+    for n in range(3):
+        sandbox.append_text(folder, f"f{n}.txt", "z", _quota(max_entries=5))
+    with pytest.raises(sandbox.SandboxError, match="limit of 5 files"):
+        sandbox.append_text(folder, "d1/d2/new.txt", "z", _quota(max_entries=5))
+    sandbox.append_text(folder, "f0.txt", "more", _quota(max_entries=5))  # an existing file may grow
+    assert not (folder / "d1").exists() and sorted(p.name for p in folder.iterdir()) == [
+        "a.txt", "f0.txt", "f1.txt", "f2.txt"]
+
+
+def test_sandbox_opens_only_regular_files_with_one_link(tmp_path):
+    folder = tmp_path / "agent-1"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.txt")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs\n")
+    os.link(outside, folder / "hard.txt")
+    # Without O_NONBLOCK the append would wait for a reader forever; this one turns up late to end the test.
+    reader = threading.Timer(3, lambda: os.close(os.open(folder / "pipe.txt", os.O_RDONLY | os.O_NONBLOCK)))
+    reader.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(sandbox.SandboxError):
+            sandbox.append_text(folder, "pipe.txt", "x", _quota())
+    finally:
+        reader.cancel()
+    assert time.monotonic() - started < 2
+    with pytest.raises(sandbox.SandboxError):
+        sandbox.read_lines(folder, "pipe.txt", 1, 10)
+    for call in (lambda: sandbox.append_text(folder, "hard.txt", "mine", _quota()),
+                 lambda: sandbox.read_lines(folder, "hard.txt", 1, 10)):
+        with pytest.raises(sandbox.SandboxError, match="other links"):
+            call()
+    assert outside.read_text() == "theirs\n"
+
+
+async def test_a_new_database_does_not_inherit_old_sandbox_files(home, model, user):
+    settings = make_settings(home, model, MEMBOT_EXTRAS="read_from_text_file,append_to_text_file")
+    first = await BotService.open(settings)
+    try:
+        ok = await run_tool(first, model, user("alice"), "append_to_text_file", {"filename": "a.txt", "content": "old"})
+        assert ok.ok
+    finally:
+        await first.close()
+    if settings.database_url is None:  # SQLite: a new file
+        for file in home.glob("membot.db*"):
+            file.unlink()
+    else:  # PostgreSQL: the same ids again, as a restored or recreated database would give
+        pytest.skip("recreating the PostgreSQL database is not done here")
+    second = await BotService.open(settings)
+    try:
+        found = await run_tool(second, model, user("alice"), "read_from_text_file", {"filename": "a.txt"})
+        assert not found.ok and "no file" in found.result
+    finally:
+        await second.close()

@@ -9,17 +9,21 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
-from openai import AsyncOpenAI
+from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from tests.fakes.openai_server import (
+    SCRIPTED_REASONING,
     ChatReply,
     Reply,
     ScriptedModel,
     embed_text,
     error,
     estimate_prompt_tokens,
+    insufficient_quota,
+    model_not_found,
     raw,
     send,
     text,
@@ -64,9 +68,8 @@ async def client(model: ScriptedModel) -> AsyncIterator[AsyncOpenAI]:
 
 
 async def chat(client: AsyncOpenAI, messages: list[dict[str, Any]] | None = None, **kw: Any) -> Any:
-    return await client.chat.completions.create(
-        model="gpt-test", messages=messages or MESSAGES, tools=TOOLS, **kw
-    )
+    kw.setdefault("tools", TOOLS)
+    return await client.chat.completions.create(model="gpt-test", messages=messages or MESSAGES, **kw)
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -363,6 +366,160 @@ def test_embed_text_properties() -> None:
     empty = embed_text("the and of", 64)  # only stop words -> fixed unit vector
     assert empty == embed_text("", 64)
     assert math.isclose(sum(x * x for x in empty), 1.0)
+
+
+# ---------------------------------------------------------------- real servers' errors
+
+
+async def test_errors_as_openai_sends_them(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.script(insufficient_quota(), model_not_found())
+    with pytest.raises(openai.RateLimitError) as quota:
+        await chat(client)
+    assert quota.value.code == "insufficient_quota" and "billing" in quota.value.message
+    with pytest.raises(openai.NotFoundError) as missing:
+        await chat(client)
+    assert missing.value.code == "model_not_found"
+    assert "The model `gpt-test` does not exist" in missing.value.message
+
+
+# ---------------------------------------------------------------- habits
+
+THOUGHTS = "inner_thoughts"
+# As the registry offers functions when the model thinks in the arguments: the thought parameter first.
+THINKING_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "parameters": {
+                "type": "object",
+                "properties": {THOUGHTS: {"type": "string"}, **properties},
+                "required": [THOUGHTS, *properties],
+            },
+        },
+    }
+    for name, properties in (
+        ("send_message", {"message": {"type": "string"}}),
+        ("core_memory_append", {"name": {"type": "string"}, "content": {"type": "string"}}),
+    )
+]
+
+
+def arguments(message: Any) -> list[dict[str, Any]]:
+    return [json.loads(call.function.arguments) for call in message.tool_calls or []]
+
+
+async def test_no_text_puts_the_monologue_in_the_thought_parameter(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.habits = "no_text"
+    model.script(send("Hi!", thought="Greet them."), send("Hi again!", thought="Again."),
+                 tool_call("send_message", {THOUGHTS: "Mine.", "message": "Hey"}, "Scripted content."),
+                 text("Just text."))
+    first = (await chat(client, tools=THINKING_TOOLS)).choices[0].message
+    assert first.content is None and arguments(first) == [{THOUGHTS: "Greet them.", "message": "Hi!"}]
+    assert next(iter(arguments(first)[0])) == THOUGHTS  # where the model writes it: first
+    plain = (await chat(client)).choices[0].message  # a schema without one: the monologue is lost, as with OpenAI
+    assert plain.content is None and arguments(plain) == [{"message": "Hi again!"}]
+    own = (await chat(client, tools=THINKING_TOOLS)).choices[0].message
+    assert own.content is None and arguments(own) == [{THOUGHTS: "Mine.", "message": "Hey"}]
+    assert (await chat(client, tools=THINKING_TOOLS)).choices[0].message.content == "Just text."
+
+
+async def test_parallel_sends_a_chain_as_one_reply(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.habits = "parallel"
+    model.script(
+        tool_call("core_memory_append", {"name": "human", "content": "Has a cat.", "request_heartbeat": True},
+                  "Worth keeping."),
+        send("What a lovely cat!", thought="Now answer."),
+        send("Next turn."),
+    )
+    resp = await chat(client, tools=THINKING_TOOLS)
+    message = resp.choices[0].message
+    assert message.content is None and resp.choices[0].finish_reason == "tool_calls"
+    assert arguments(message) == [
+        {THOUGHTS: "Worth keeping.", "name": "human", "content": "Has a cat."},  # no heartbeat: all said at once
+        {THOUGHTS: "Now answer.", "message": "What a lovely cat!"},
+    ]
+    assert len({call.id for call in message.tool_calls or []}) == 2 and model.pending == 1
+    # Several calls scripted in one reply are served with content null as they are.
+    model.script(ChatReply(None, tool_call("conversation_search", {"query": "cat"},
+                                           extra_calls=[("send_message", {"message": "Found it."})]).tool_calls))
+    await chat(client, tools=THINKING_TOOLS)
+    last = (await chat(client, tools=THINKING_TOOLS)).choices[0].message
+    assert last.content is None and [c.function.name for c in last.tool_calls or []] == [
+        "conversation_search", "send_message"]
+
+
+async def test_text_only_answers_in_text_until_a_call_is_required(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.habits = "text_only"
+    model.script(send("Hello there!", thought="Greet."), text("Just words."))
+    spoken = (await chat(client, tools=THINKING_TOOLS, tool_choice="auto")).choices[0].message
+    assert spoken.content == "Hello there!" and spoken.tool_calls is None and model.pending == 2
+    again = (await chat(client, tools=THINKING_TOOLS)).choices[0].message
+    assert again.content == "Hello there!" and model.pending == 2  # as stubborn the second time
+    forced = (await chat(client, tools=THINKING_TOOLS, tool_choice="required")).choices[0].message
+    assert arguments(forced) == [{"message": "Hello there!"}] and forced.content == "Greet." and model.pending == 1
+    # Scripted text, forced: its text goes by send_message.
+    words = (await chat(client, tools=THINKING_TOOLS, tool_choice="required")).choices[0].message
+    assert arguments(words) == [{"message": "Just words."}] and model.pending == 0
+
+
+async def test_no_tools_refuses_tools_as_ollama_and_answers_without(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.habits = "no_tools"
+    model.script(send("Hello!", thought="Greet them."), text('{"function": "send_message"}'))
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="llama2", messages=MESSAGES, tools=THINKING_TOOLS)
+    assert refused.value.body == {"message": "registry.ollama.ai/library/llama2:latest does not support tools",
+                                  "type": "api_error", "param": None, "code": None}
+    assert model.pending == 2
+    # Without tools the scripted call comes as one JSON object in the text, the monologue where the refused
+    # request offered a place for it.
+    answer = (await client.chat.completions.create(model="llama2:7b", messages=MESSAGES)).choices[0].message
+    assert answer.tool_calls is None and json.loads(answer.content or "") == {
+        "function": "send_message", "arguments": {THOUGHTS: "Greet them.", "message": "Hello!"}}
+    assert (await client.chat.completions.create(model="m", messages=MESSAGES)).choices[0].message.content == (
+        '{"function": "send_message"}')
+
+
+async def test_reasoning_habits(model: ScriptedModel, client: AsyncOpenAI) -> None:
+    model.habits = "think"
+    model.script(send("Hi!", thought="Greet."), text(None))
+    thinking = (await chat(client)).choices[0].message
+    assert thinking.content == f"<think>\n{SCRIPTED_REASONING}\n</think>\n\nGreet." and thinking.tool_calls
+    assert (await chat(client)).choices[0].message.content == f"<think>\n{SCRIPTED_REASONING}\n</think>\n\n"
+    for field in ("reasoning_content", "reasoning"):
+        model.habits = {field, "no_text"}
+        model.script(send("Hi!", thought="Greet."))
+        message = (await chat(client)).choices[0].message
+        assert (message.model_extra or {})[field] == SCRIPTED_REASONING and message.content is None
+    with pytest.raises(ValueError, match="unknown habits"):
+        model.habits = {"telepathy"}  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- Azure OpenAI
+
+
+async def test_azure_paths_and_api_key(model: ScriptedModel) -> None:
+    model.script(send("From Azure."))
+    async with AsyncAzureOpenAI(azure_endpoint=model.azure_endpoint, api_key="azure-key", api_version="2024-10-21",
+                                max_retries=0) as azure:
+        resp = await azure.chat.completions.create(model="my-deployment", messages=MESSAGES, tools=TOOLS)
+        vectors = await azure.embeddings.create(model="my-embeddings", input=["tea"], dimensions=8)
+    assert arguments(resp.choices[0].message) == [{"message": "From Azure."}] and len(vectors.data[0].embedding) == 8
+    assert model.request_paths == ["/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21",
+                                   "/openai/deployments/my-embeddings/embeddings?api-version=2024-10-21"]
+    assert all(h["api-key"] == "azure-key" for h in model.request_headers)
+    async with aiohttp.ClientSession() as session:
+        url = f"{model.azure_endpoint}/openai/deployments/d/chat/completions"
+        async with session.post(f"{url}?api-version=2024-10-21", json={"messages": MESSAGES}) as keyless:
+            assert keyless.status == 401 and "Access denied" in (await keyless.json())["error"]["message"]
+        async with session.post(url, json={"messages": MESSAGES}, headers={"api-key": "k"}) as versionless:
+            assert versionless.status == 404
+    model.azure_api_key = "the-only-key"
+    async with AsyncAzureOpenAI(azure_endpoint=model.azure_endpoint, api_key="another", api_version="2024-10-21",
+                                max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.chat.completions.create(model="d", messages=MESSAGES)
+    assert model.pending == 0
 
 
 # ---------------------------------------------------------------- misc

@@ -161,7 +161,7 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
         async with engine.connect() as conn:
             found = await conn.run_sync(_differences)
         kinds = {(d[0], d[2] if d[0] == "add_column" else d[1].name) for d in found}
-        assert kinds == {("add_table", "agent_leases"), ("add_column", "agents")}
+        assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment")}
     finally:
         await engine.dispose()
 

@@ -1,21 +1,26 @@
-"""The archival passage store on a real Milvus Lite file: what each search may see, deletes from both halves
-(vectors and texts), reopening, and the move of a file made by the earlier one-collection layout."""
+"""The archival passage store on a real Milvus Lite file (through its shared server) and on a Milvus server
+(`milvus-lite server` on loopback): what each search may see, deletes from both halves (vectors and texts),
+reopening, and the move of a file made by the earlier one-collection layout."""
 
 from __future__ import annotations
 
 import random
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from membot.agent.store.lite_shared import SharedLite
 from membot.agent.store.passages import COLLECTION, PassageRow, PassageStore
+from tests.conftest import EMBEDDING_DIM
 from tests.fakes.openai_server import embed_text
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
-DIM = 16
+# The server's one collection is shared by every test of the session (test_sources' too): one size for all.
+DIM = EMBEDDING_DIM
 
 
 def row(text: str, doc_hash: str = "", filename: str = "") -> PassageRow:
@@ -32,6 +37,10 @@ async def lexical(store: PassageStore, owners: list[str], query: str) -> list[st
     return [hit.text for hit in hits]
 
 
+def fresh_namespace() -> str:
+    return "t" + secrets.token_hex(5)
+
+
 def remove_text_index(folder: Path) -> None:
     for path in folder.glob("milvus.db.text.sqlite*"):
         path.unlink()
@@ -46,9 +55,12 @@ def set_aside(folder: Path) -> list[Path]:
     return list(folder.glob("milvus.db.text.sqlite.damaged-*"))
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    passages = PassageStore(str(tmp_path / "milvus.db"), DIM)
+@pytest.fixture(params=["lite", "server"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "lite":
+        passages = PassageStore(str(tmp_path / "milvus.db"), DIM)
+    else:  # a namespace of its own on the session's server: every test starts from nothing
+        passages = PassageStore(request.getfixturevalue("milvus_server"), DIM, namespace=fresh_namespace())
     try:
         yield passages
     finally:
@@ -137,14 +149,17 @@ async def test_passages_survive_reopening_and_a_lost_or_damaged_text_index(tmp_p
 
 
 def old_layout(uri: str) -> MilvusClient:
-    """A client on `uri` holding the earlier layout's collection, as the store made it: one collection, a
-    partition key on owner, Milvus's BM25."""
+    """A client on `uri` (through its shared server, as the store reaches it) holding the earlier layout's
+    collection, as the store made it: one collection, a partition key on owner, Milvus's BM25."""
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri)
+    shared = SharedLite.attach(Path(uri))
+    client = MilvusClient(shared.uri)
     client.create_collection(
         COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
     )
+    # The server stays up while the test goes on (it stops once unused), so the use can end here.
+    shared.release()
     return client
 
 

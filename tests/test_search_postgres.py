@@ -1,8 +1,7 @@
 """Conversation search on PostgreSQL (memory/recall_pg.py, migration 0003_pg_search): stemmed, ranked, the terms
 OR-ed, proof against any query text, paged with a true total, one agent's messages only; and date search.
 
-The module runs in one database of its own, made by the migrations and dropped at the end; each test makes its
-own agents, so tests do not see each other's messages.
+The module runs in a PostgreSQL database of its own, made by `Database.open` and dropped at the end.
 """
 
 from __future__ import annotations
@@ -28,7 +27,9 @@ from membot.agent.store import migrate
 from membot.agent.store.db import Database
 from membot.agent.store.schema import AgentRow
 
-# The server of the suite's other PostgreSQL tests (see conftest), a database of this module's own on it.
+# The server the suite's other PostgreSQL tests use (see conftest); this module makes one database of its own
+# there, which `Database.open` migrates as it would any, and drops it at the end. One for the module, not one
+# per test: the tests keep apart by making their own agents.
 SERVER = make_url(os.environ.get("TEST_POSTGRES_URL") or "postgresql+asyncpg://postgres@127.0.0.1:5432")
 
 
@@ -39,14 +40,6 @@ async def _admin(statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
-
-
-async def _migrate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +53,8 @@ def database_url() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    url = SERVER.set(database=name).render_as_string(hide_password=False)
     try:
-        asyncio.run(_migrate(url))
-        yield url
+        yield SERVER.set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -228,6 +219,7 @@ async def test_the_migration_gives_rows_already_there_the_vectors_the_trigger_gi
     engine = create_async_engine(database_url)
     db = Database(engine)
     try:
+        await migrate.upgrade(engine)
         await migrate.downgrade(engine, "0002_leases")
         try:
             first, second = await _agent(db), await _agent(db)

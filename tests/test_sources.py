@@ -9,10 +9,22 @@ from pypdf import PdfWriter
 
 from membot.agent.events import FunctionResult
 from membot.bot.service import CommandError
-from tests.conftest import collect
+from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import send, tool_call
+from tests.milvus_server import fresh_deployment
 
 pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
+
+
+@pytest.fixture(params=["lite", "server"])
+async def settings(request, home, model, database_url):
+    """conftest's settings, on Milvus Lite and on the session's Milvus server."""
+    if request.param == "lite":
+        return make_settings(home, model, MEMBOT_DATABASE_URL=database_url)
+    await fresh_deployment(database_url)
+    return make_settings(
+        home, model, MEMBOT_DATABASE_URL=database_url, MEMBOT_MILVUS_URI=request.getfixturevalue("milvus_server")
+    )
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
 needs_paper = pytest.mark.skipif(not PAPER.exists(), reason="shared/data/memgpt_paper.pdf not present")

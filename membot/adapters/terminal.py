@@ -1,29 +1,107 @@
 """The terminal adapter: `membot chat`. stdout carries only what the agent sends with send_message;
-the monologue and function activity go to stderr (dimmed on a terminal). Reads stdin line by line, so a
-script can drive it."""
+the monologue and function activity go to stderr (dimmed on a terminal).
+
+On a terminal, lines are read with prompt_toolkit (editing, history kept in MEMBOT_HOME); otherwise stdin is
+read line by line, so a script can drive it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TextIO
 
-from membot.agent.events import Event
+from membot.agent.events import Event, FunctionResult
 from membot.bot.identity import UserRef
 from membot.bot.monologue import monologue_line
 from membot.bot.service import BotService, CommandError
 from membot.bot.views import memory_text
 
-HELP = "Commands: /memory, /persona NAME, /attach SOURCE, /detach SOURCE, /exit"
+HELP = """In-chat commands:
+  /memory          what the agent holds: core memory, counts, attached sources
+  /persona NAME    switch the agent to another persona
+  /attach SOURCE   give the agent a data source (`membot sources` lists them)
+  /detach SOURCE   take a data source away
+  /help            this list
+  /exit            leave (also Ctrl-D, or Ctrl-C at the prompt; Ctrl-C during a reply stops it)"""
+PROMPT = "> "
+
+
+class Thinking:
+    """A "thinking…" line while the model works, on a terminal only; wiped before anything else is printed."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+    DELAY = 0.2  # an answer quicker than this shows no indicator at all
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._task: asyncio.Task[None] | None = None
+        self._shown = False
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._spin())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()  # it is suspended in sleep: it writes nothing more
+            self._task = None
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._shown = False
+
+    async def _spin(self) -> None:
+        await asyncio.sleep(self.DELAY)
+        for frame in itertools.cycle(self.FRAMES):
+            self.stream.write(f"\r\033[2m{frame} thinking…\033[0m")
+            self.stream.flush()
+            self._shown = True
+            await asyncio.sleep(0.1)
+
+
+class LineReader:
+    """Lines typed at a terminal, with editing and history; None at Ctrl-D or Ctrl-C (leave)."""
+
+    def __init__(self, inp: TextIO, err: TextIO, history: Path | None) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.input import create_input
+        from prompt_toolkit.output import create_output
+
+        kept: History = InMemoryHistory()
+        if history is not None:
+            with contextlib.suppress(OSError):  # a read-only home: history for this session only
+                history.parent.mkdir(parents=True, exist_ok=True)
+                history.touch(mode=0o600)
+                kept = FileHistory(str(history))
+        # The prompt and the line being edited go to stderr, as the monologue: stdout is the agent's replies.
+        self.session: PromptSession[str] = PromptSession(
+            history=kept, input=create_input(inp), output=create_output(stdout=err)
+        )
+
+    async def read(self) -> str | None:
+        try:
+            # Ctrl-C arrives as a key here (the terminal is in raw mode), not as a signal: no handler needed.
+            return await self.session.prompt_async(PROMPT, handle_sigint=False)
+        except (EOFError, KeyboardInterrupt):
+            return None
 
 
 class Terminal:
-    def __init__(self, service: BotService, user: UserRef, out: TextIO, err: TextIO, inp: TextIO) -> None:
+    def __init__(
+        self, service: BotService, user: UserRef, out: TextIO, err: TextIO, inp: TextIO, history: Path | None = None
+    ) -> None:
         self.service = service
         self.user = user
         self.out, self.err, self.inp = out, err, inp
         self._dim = err.isatty()
+        self._thinking = Thinking(out)
+        self._reader = LineReader(inp, err, history) if inp.isatty() and err.isatty() else None
 
     def _log(self, text: str) -> None:
         self.err.write(f"\033[2m{text}\033[0m\n" if self._dim else text + "\n")
@@ -33,17 +111,27 @@ class Terminal:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def _print(self, event: Event) -> None:
+        if event.visible:
+            self._say(getattr(event, "text", ""))
+        elif isinstance(event, FunctionResult) and event.ok and event.result.strip() in ("", "None"):
+            return  # a function that did its job and has nothing to say (send_message, a memory edit)
+        elif (line := monologue_line(event)) is not None:
+            self._log(line)
+
     async def show(self, events: AsyncIterator[Event]) -> None:
-        async for event in events:
-            if event.visible:
-                self._say(getattr(event, "text", ""))
-            elif (line := monologue_line(event)) is not None:
-                self._log(line)
+        self._thinking.start()
+        try:
+            async for event in events:
+                self._thinking.stop()
+                self._print(event)
+                self._thinking.start()
+        finally:
+            self._thinking.stop()
 
     async def _readline(self) -> str | None:
-        if self.inp.isatty():
-            self.err.write("> ")
-            self.err.flush()
+        if self._reader is not None:
+            return await self._reader.read()
         line = await asyncio.to_thread(self.inp.readline)
         return None if line == "" else line.rstrip("\r\n")
 
@@ -54,7 +142,9 @@ class Terminal:
         if name in ("exit", "quit"):
             return False
         try:
-            if name == "memory":
+            if name == "help":
+                self._log(HELP)
+            elif name == "memory":
                 self._log(memory_text(await self.service.memory(self.user)))
             elif name == "persona":
                 self._log(await self.service.set_persona(self.user, arg))
@@ -65,7 +155,7 @@ class Terminal:
             elif name == "detach":
                 self._log(await self.service.detach(self.user, arg))
             else:
-                self._log(f"Unknown command /{name[:40]}. {HELP}")
+                self._log(f"Unknown command /{name[:40]}; /help lists the commands.")
         except CommandError as exc:
             self._log(str(exc))
         return True
@@ -78,17 +168,26 @@ class Terminal:
         except CommandError as exc:
             self._log(str(exc))
             raise SystemExit(2) from None
-        await self.show(self.service.login(self.user))
-        while (line := await self._readline()) is not None:
-            if not line.strip():
-                continue
-            if line.startswith("/"):
-                if not await self.command(line):
-                    break
-                continue
-            await self.show(self.service.chat(self.user, line))
+        try:
+            await self.show(self.service.login(self.user))
+            while (line := await self._readline()) is not None:
+                if not line.strip():
+                    continue
+                if line.startswith("/"):
+                    if not await self.command(line):
+                        break
+                    continue
+                await self.show(self.service.chat(self.user, line))
+        except asyncio.CancelledError:
+            # Ctrl-C during a reply: the reply stops and so does the chat; the terminal echoed "^C" on the
+            # line, wiped here so the shell's prompt starts on a clean one.
+            if self.err.isatty():
+                self.err.write("\r\033[K")
+                self.err.flush()
+            raise
 
 
 async def run_chat(service: BotService, user_name: str, persona: str | None, human: str | None) -> None:
     user = UserRef("terminal", "local", user_name, user_name)
-    await Terminal(service, user, sys.stdout, sys.stderr, sys.stdin).run(persona, human)
+    history = service.settings.home_dir / "chat_history"
+    await Terminal(service, user, sys.stdout, sys.stderr, sys.stdin, history).run(persona, human)

@@ -67,6 +67,9 @@ class EngineConfig:
     #: Extra functions switched on (MEMBOT_EXTRAS), and the hosts http_request may reach.
     extras: frozenset[str] = field(default_factory=frozenset)
     http_allow: frozenset[str] = field(default_factory=frozenset)
+    #: What one agent's sandbox folder (the text-file extras) may hold in all: bytes, and files plus folders.
+    sandbox_max_bytes: int = 10 * 1024 * 1024
+    sandbox_max_files: int = 200
     #: Where the model is asked to think: in a parameter of every function ("arguments"; OpenAI's current
     #: models send no text beside a call) or in its message's text ("content").
     inner_thoughts: Literal["arguments", "content"] = "arguments"

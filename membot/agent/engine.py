@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from membot.agent import prompts
 from membot.agent.agent import Agent
-from membot.agent.config import EngineConfig
+from membot.agent.config import EngineConfig, EngineConfigError
 from membot.agent.context.tokens import TokenCounter
 from membot.agent.llm.client import ModelClient
 from membot.agent.llm.embeddings import Embedder
@@ -24,6 +24,7 @@ from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.sources.catalog import SourceCatalog, attached_names
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store.db import Database, Work
+from membot.agent.store.deployment import owner_namespace
 from membot.agent.store.leases import Leases
 from membot.agent.store.passages import PassageStore, PassageStoreError
 from membot.agent.store.schema import AgentRow, BlockRow
@@ -69,11 +70,16 @@ class Engine:
     async def open(cls, config: EngineConfig) -> Engine:
         # First: a bad configuration opens nothing.
         tools = build_tools(config)
-        # The SDK's clients open their connections on first use: nothing to close if what follows fails.
-        chat, embed_endpoint = open_endpoints(config)
         db = await Database.open(config.database_url)
-        # Opens on first use (see PassageStore).
-        passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token)
+        try:
+            # After the database, whose settings are said first; the SDK's clients connect on first use.
+            chat, embed_endpoint = open_endpoints(config)
+        except EngineConfigError:
+            await db.close()
+            raise
+        # Opens on first use (see PassageStore); owners namespaced by this database's deployment.
+        namespace = await owner_namespace(db)
+        passages = PassageStore(config.milvus_uri, config.embedding_dim, config.milvus_token, namespace)
         return cls(
             config,
             db,

@@ -19,6 +19,9 @@ from membot.agent.config import EngineConfigError
 from membot.agent.store import migrate
 from membot.agent.store.db import sqlite_engine
 from membot.agent.store.passages import PassageStoreError
+from membot.bot.configure import add_arguments as add_configure_arguments
+from membot.bot.configure import run as run_configure
+from membot.bot.home import private_umask, secure_home
 from membot.bot.identity import UserRef
 from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load_directory
 from membot.bot.serve import ConfigurationError, serve
@@ -55,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--scope", dest="delete_scope", help=f"where the source lives (default: {TERMINAL_SCOPE})")
 
     sub.add_parser("serve", help="run the Discord and/or Slack adapters whose tokens are set")
+
+    configure = sub.add_parser("configure", help="ask for the settings, try them, and write .env")
+    add_configure_arguments(configure)
 
     discord_cmd = sub.add_parser("discord", help="Discord adapter tasks").add_subparsers(dest="action", required=True)
     sync = discord_cmd.add_parser("sync", help="register the slash commands with Discord (not done at every start)")
@@ -156,14 +162,22 @@ async def _db_action(engine: AsyncEngine, where: str, action: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_umask()  # before anything is created: every file of this process and its children is private
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if args.command == "configure":  # before Settings(): it is how a broken .env gets fixed
+        return run_configure(args)
     try:
         settings = Settings()
     except ValidationError as exc:
         # A mistyped variable (MEMBOT_CONTEXT_WINDOW=lots) gets one line per problem, not a traceback.
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         print(f"membot: bad configuration: {problems}", file=sys.stderr)
+        return 2
+    try:
+        secure_home(settings)
+    except OSError as exc:
+        print(f"membot: MEMBOT_HOME ({settings.home_dir}) is not usable: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
         if args.command == "chat":

@@ -26,6 +26,7 @@ from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import SourceRow
 from membot.bot.identity import UserRef, create_linked, find_agent
 from membot.bot.settings import Settings
+from membot.bot.slots import KeyedSlots
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class BotService:
         self._locks: dict[int, asyncio.Lock] = {}
         self._user_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._resolve_lock = asyncio.Lock()
+        #: A user's uploads read at once are few: parsing a file is the costly part of loading it.
+        self._uploads = KeyedSlots()
         #: user -> agent id, as linked in SQL. A link is never changed once made, so this can only go stale by
         #: forgetting; bounded like the agent cache, it saves a query on every message.
         self._linked: OrderedDict[tuple[str, str, str], int] = OrderedDict()
@@ -283,7 +286,8 @@ class BotService:
             source = await self.engine.catalog.get_or_create(user.source_scope, source_name or default)
         except SourceError as exc:
             raise CommandError(str(exc)) from None
-        outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
+        async with self._uploads.hold(user.key):
+            outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
         if outcome.failed:
             await self._drop_if_empty(source)
             return outcome, _no_events()

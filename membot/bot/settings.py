@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # Extra functions, off unless named (comma-separated), and the hosts http_request may reach.
     extras: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_EXTRAS")
     http_allow: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_HTTP_ALLOW")
+    sandbox_max_mb: float = Field(default=10.0, validation_alias="MEMBOT_SANDBOX_MAX_MB")
+    sandbox_max_files: int = Field(default=200, validation_alias="MEMBOT_SANDBOX_MAX_FILES")
     inner_thoughts: Literal["arguments", "content"] = Field(default="arguments", validation_alias="MEMBOT_INNER_THOUGHTS")
     tool_mode: Literal["auto", "tools", "json"] = Field(default="auto", validation_alias="MEMBOT_TOOL_MODE")
 
@@ -126,6 +128,8 @@ class Settings(BaseSettings):
             max_file_bytes=int(self.max_upload_mb * 1024 * 1024),
             extras=frozenset(self.extras),
             http_allow=frozenset(h.lower() for h in self.http_allow),
+            sandbox_max_bytes=int(self.sandbox_max_mb * 1024 * 1024),
+            sandbox_max_files=self.sandbox_max_files,
             inner_thoughts=self.inner_thoughts,
             tool_mode=self.tool_mode,
         )

@@ -29,13 +29,17 @@ import re
 import struct
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from tests.fakes.model_habits import HABITS, Habit, HabitMemory, habits_of, refusal, serve
 from tests.fakes.scripted_replies import (
     _STATIC_REPLIES,
+    SCRIPTED_REASONING,
     ChatReply,
     ErrorReply,
     RawReply,
@@ -43,16 +47,25 @@ from tests.fakes.scripted_replies import (
     Responder,
     _next_call_id,
     error,
+    insufficient_quota,
+    invalid_api_key,
+    model_not_found,
+    ollama_no_tools,
     raw,
+    reasoned,
     send,
     text,
     tool_call,
+    vllm_no_auto_tools,
 )
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
+    "HABITS",
+    "SCRIPTED_REASONING",
     "ChatReply",
     "ErrorReply",
+    "Habit",
     "RawReply",
     "Reply",
     "Responder",
@@ -60,10 +73,16 @@ __all__ = [
     "embed_text",
     "error",
     "estimate_prompt_tokens",
+    "insufficient_quota",
+    "invalid_api_key",
+    "model_not_found",
+    "ollama_no_tools",
     "raw",
+    "reasoned",
     "send",
     "text",
     "tool_call",
+    "vllm_no_auto_tools",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +97,10 @@ _FALLBACK_CONTEXT_WINDOW = 8192
 _MAX_RESPONDER_DEPTH = 32
 
 _completion_ids = itertools.count(1)
+_AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an "
+    "active subscription and use a correct regional API endpoint for your resource."
+)
 
 
 def _compact_json(value: Any) -> str:
@@ -173,6 +196,12 @@ class ScriptedModel:
 
     Chat replies come from a FIFO queue filled with :meth:`script`; when it runs
     dry, ``default`` (a responder) answers, or else a loud HTTP 500.
+
+    ``habits`` (see model_habits.py) make it serve its script as real models
+    do. It answers Azure OpenAI's paths too (``/openai/deployments/{deployment}/
+    chat/completions?api-version=...``, and ``/embeddings``), where it wants an
+    ``api-key`` header (``azure_api_key`` when set, else any) and answers 401
+    without it, as Azure does.
     """
 
     def __init__(
@@ -185,6 +214,8 @@ class ScriptedModel:
         port: int = 0,
         reuse_port: bool = False,
         record: bool = True,
+        habits: Habit | set[Habit] | frozenset[Habit] | tuple[Habit, ...] | None = None,
+        azure_api_key: str | None = None,
     ) -> None:
         self.latency = latency
         # record: keep every request for the test to read. A long benchmark turns it off: thousands of kept
@@ -198,8 +229,13 @@ class ScriptedModel:
         self.embedding_failures = 0
         self.requests: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
-        #: The headers of every chat and embeddings request, in order.
-        self.request_headers: list[dict[str, str]] = []
+        #: The headers of every chat and embeddings request, in order (names in any case).
+        self.request_headers: list[CIMultiDict[str]] = []
+        #: The path and query of every chat and embeddings request, in order.
+        self.request_paths: list[str] = []
+        self.habits = habits_of(habits)
+        self._habit_memory = HabitMemory()
+        self.azure_api_key = azure_api_key
         self.max_prompt_tokens = 0
         self._queue: deque[Reply] = deque()
         # Tool call ids already sent; a reply object served twice gets fresh ids.
@@ -207,6 +243,19 @@ class ScriptedModel:
         self._models_seen: dict[str, None] = {DEFAULT_CHAT_MODEL: None, DEFAULT_EMBEDDING_MODEL: None}
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+
+    @property
+    def habits(self) -> frozenset[str]:
+        return self._habits
+
+    @habits.setter
+    def habits(self, value: Habit | set[Habit] | frozenset[Habit] | tuple[Habit, ...] | None) -> None:
+        self._habits = habits_of(value)
+
+    @property
+    def azure_endpoint(self) -> str:
+        """What AZURE_OPENAI_ENDPOINT would be for this server."""
+        return self.base_url.removesuffix("/v1")
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -225,6 +274,8 @@ class ScriptedModel:
         app.router.add_post("/v1/embeddings", self._handle_embeddings)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure(self._handle_chat))
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", self._azure(self._handle_embeddings))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(  # 200 clients may connect at once
@@ -276,22 +327,28 @@ class ScriptedModel:
             )
         if self.record:
             self.requests.append(body)
-            self.request_headers.append(dict(request.headers))
-        model = str(body.get("model") or DEFAULT_CHAT_MODEL)
+            self.request_headers.append(CIMultiDict(request.headers))
+            self.request_paths.append(request.path_qs)
+        model = str(body.get("model") or request.match_info.get("deployment") or DEFAULT_CHAT_MODEL)
         self._models_seen[model] = None
         prompt_tokens = estimate_prompt_tokens(body)
         self.max_prompt_tokens = max(self.max_prompt_tokens, prompt_tokens)
 
-        if self.context_window is not None and prompt_tokens > self.context_window:
+        scripted: Reply | None = None
+        refused = refusal(self.habits, body, self._habit_memory)
+        if refused is not None:
+            # Before popping, as the habit's server refuses before any model runs.
+            reply: Reply = refused
+        elif self.context_window is not None and prompt_tokens > self.context_window:
             # Checked before popping so the scripted reply is still there for the retry.
-            reply: Reply = ErrorReply(status=400, code="context_length_exceeded")
+            reply = ErrorReply(status=400, code="context_length_exceeded")
         elif body.get("stream"):
             # Not implemented: fail loudly instead of faking a wrong wire format.
             reply = ErrorReply(
                 status=400, message="ScriptedModel does not support stream=true", param="stream"
             )
         elif self._queue:
-            reply = self._queue.popleft()
+            reply = scripted = self._queue.popleft()
         elif self.default is not None:
             reply = self.default
         else:
@@ -316,6 +373,11 @@ class ScriptedModel:
                 "server_error",
                 headers={"x-should-retry": "false"},
             )
+        if isinstance(resolved, ChatReply) and self.habits:
+            served = serve(self.habits, resolved, body, self._queue, self._habit_memory)
+            if served.keep_scripted and scripted is not None:
+                self._queue.appendleft(scripted)  # what it would not do this time, it does when made to
+            resolved = served.reply
         return self._render(resolved, body, model, prompt_tokens)
 
     def _render(
@@ -327,12 +389,14 @@ class ScriptedModel:
                 status=reply.status, text=payload, content_type="application/json", headers=reply.headers
             )
         if isinstance(reply, ErrorReply):
-            return self._render_error(reply, prompt_tokens)
+            return self._render_error(reply, prompt_tokens, model)
         return web.json_response(self._completion(reply, model, prompt_tokens))
 
-    def _render_error(self, reply: ErrorReply, prompt_tokens: int) -> web.Response:
+    def _render_error(self, reply: ErrorReply, prompt_tokens: int, model: str) -> web.Response:
         message = reply.message
         param = reply.param
+        if reply.code == "model_not_found" and message is None:
+            message = f"The model `{model}` does not exist or you do not have access to it."
         if reply.code == "context_length_exceeded":
             param = param or "messages"
             if message is None:
@@ -367,6 +431,7 @@ class ScriptedModel:
             "content": reply.content,
             "tool_calls": tool_calls or None,
             "refusal": None,
+            **reply.fields,
         }
         completion_tokens = _estimate_completion_tokens(message)
         return {
@@ -398,7 +463,8 @@ class ScriptedModel:
             )
         if self.record:
             self.embedding_requests.append(body)
-            self.request_headers.append(dict(request.headers))
+            self.request_headers.append(CIMultiDict(request.headers))
+            self.request_paths.append(request.path_qs)
         model = str(body.get("model") or DEFAULT_EMBEDDING_MODEL)
         self._models_seen[model] = None
 
@@ -443,6 +509,19 @@ class ScriptedModel:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    def _azure(self, handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[..., Any]:
+        """`handler` behind Azure's checks: the `api-key` header and the `api-version` query."""
+
+        async def checked(request: web.Request) -> web.Response:
+            key = request.headers.get("api-key")
+            if not key or (self.azure_api_key is not None and key != self.azure_api_key):
+                return web.json_response({"error": {"code": "401", "message": _AZURE_DENIED}}, status=401)
+            if not request.query.get("api-version"):
+                return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+            return await handler(request)
+
+        return checked
 
     async def _handle_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [_model_card(m) for m in self._models_seen]})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 # Process-wide so ids stay unique even across several ScriptedModel instances.
@@ -29,6 +29,8 @@ class ChatReply:
 
     content: str | None
     tool_calls: tuple[dict[str, Any], ...] = ()
+    #: More fields of the message as sent, e.g. a reasoning model's ``reasoning_content``.
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,5 +131,74 @@ def raw(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> 
 
 
 # --------------------------------------------------------------------------
-# Deterministic estimates and embeddings
+# Errors as real servers send them
 # --------------------------------------------------------------------------
+
+# What the scripted reasoning models reason, easy to look for where it must never appear.
+SCRIPTED_REASONING = "REASONING-TRACE: weighing what the user asked before answering."
+
+
+def insufficient_quota() -> ErrorReply:
+    """OpenAI's 429 for an account without credit: retrying cannot help, paying can."""
+    return ErrorReply(
+        status=429,
+        message="You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        code="insufficient_quota",
+        type="insufficient_quota",
+    )
+
+
+def model_not_found() -> ErrorReply:
+    """OpenAI's 404 for a model name it does not serve (the request's model is named at serve time)."""
+    return ErrorReply(status=404, code="model_not_found", type="invalid_request_error")
+
+
+def invalid_api_key() -> ErrorReply:
+    """OpenAI's 401 for a wrong key; its message quotes part of the key."""
+    return ErrorReply(
+        status=401,
+        message="Incorrect API key provided: sk-test-****-key. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        code="invalid_api_key",
+        type="invalid_request_error",
+    )
+
+
+def ollama_no_tools(body: dict[str, Any]) -> ErrorReply:
+    """Ollama's 400 (on its OpenAI-compatible /v1) for a model without tool support; a responder, since it names
+    the request's model."""
+    model = str(body.get("model") or "llama2")
+    tag = model if ":" in model else f"{model}:latest"
+    return ErrorReply(status=400, message=f"registry.ollama.ai/library/{tag} does not support tools", type="api_error")
+
+
+def vllm_no_auto_tools() -> RawReply:
+    """vLLM's 400 for tool_choice "auto" when the server was started without tool parsing (its error shape:
+    top-level fields, an integer code)."""
+    return RawReply(
+        status=400,
+        body={
+            "object": "error",
+            "message": '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    )
+
+
+# --------------------------------------------------------------------------
+# Reasoning models
+# --------------------------------------------------------------------------
+
+
+def reasoned(reply: ChatReply, how: str = "think", reasoning: str = SCRIPTED_REASONING) -> ChatReply:
+    """``reply`` as a reasoning model sends it: ``how`` is "think" (a <think> block before the text, as
+    DeepSeek-R1 or QwQ write it), or the message field the reasoning comes in ("reasoning_content", as vLLM and
+    DeepSeek's API send it, or "reasoning", as Ollama, LM Studio and OpenRouter do)."""
+    if how == "think":
+        return replace(reply, content=f"<think>\n{reasoning}\n</think>\n\n{reply.content or ''}")
+    if how in ("reasoning_content", "reasoning"):
+        return replace(reply, fields={**reply.fields, how: reasoning})
+    raise ValueError(f"unknown way of reasoning: {how!r}")

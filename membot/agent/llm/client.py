@@ -12,7 +12,7 @@ import openai
 from membot.agent.llm.endpoint import Endpoint
 from membot.agent.llm.errors import ContextOverflow, ModelRefused, ModelUnavailable, ToolsUnsupported
 from membot.agent.llm.reply import EMPTY, ChatResult, ToolCallOut, read_reply
-from membot.agent.llm.trouble import Asked, explain, quoted, server_says
+from membot.agent.llm.trouble import Asked, explain, server_quote, server_says
 
 __all__ = [
     "ChatResult",
@@ -94,7 +94,7 @@ class ModelClient:
         if exc.code == "context_length_exceeded" or _CONTEXT.search(said):
             return ContextOverflow(said or "The prompt is longer than the model's context window.")
         if "tools" in body and _TOOLS_REFUSED.search(said):
-            return ToolsUnsupported(_no_tools(self.model, self.endpoint, quoted(exc, self.endpoint)))
+            return ToolsUnsupported(_no_tools(self.model, self.endpoint, server_quote(exc, self.endpoint)))
         return explain(exc, self.endpoint, self._asked)
 
 
@@ -102,9 +102,10 @@ def _no_tools(model: str, endpoint: Endpoint, said: str) -> str:
     """Which model, and what to do about it."""
     if "--enable-auto-tool-choice" in said:
         fix = (
-            "start the server with --enable-auto-tool-choice and the --tool-call-parser for this model, or set "
+            "Start the server with --enable-auto-tool-choice and the --tool-call-parser for this model, or set "
             "MEMBOT_TOOL_MODE=json"
         )
     else:
-        fix = "use a model with tool support (MEMBOT_MODEL), or set MEMBOT_TOOL_MODE=json"
-    return f'The model {model} at {endpoint.url} does not take functions (tools) ("{said}"): {fix}.'
+        fix = "Use a model with tool support (MEMBOT_MODEL), or set MEMBOT_TOOL_MODE=json"
+    words = f"; the server said: {said.rstrip('.')}" if said else ""
+    return f"The model {model} at {endpoint.url} does not take functions (tools){words}. {fix}."

@@ -27,7 +27,7 @@ class Embedder:
         self.batch_size = max(1, batch_size)
         # Only the text-embedding-3 family takes a `dimensions` argument; other servers reject it.
         self._send_dimensions = model.startswith("text-embedding-3")
-        self._asked = Asked("embedding model", model, "MEMBOT_EMBEDDING_MODEL")
+        self._asked = Asked("embedding model", model, "MEMBOT_EMBEDDING_MODEL", "embedding endpoint")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []

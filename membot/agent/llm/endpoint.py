@@ -6,6 +6,7 @@ told about an endpoint (its URL, without credentials, and the settings that name
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 # The SDK insists on a key; a local server (Ollama, vLLM, LM Studio) takes any.
 NO_KEY = "no-key-set"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,12 @@ class Endpoint:
         `create` walks every message and tool schema against its typed parameters on every call (about 3 ms
         for a short conversation, growing with it); the answer is read from its JSON for the few fields we use.
         Retries, auth, Azure's deployment paths and errors are the same either way."""
-        return await self.client.post(path, body=body, cast_to=object)
+        try:
+            return await self.client.post(path, body=body, cast_to=object)
+        except UnicodeEncodeError:
+            # Half an emoji (a lone surrogate, as a platform may pass on) cannot be UTF-8: it goes as U+FFFD.
+            whole = _LONE_SURROGATE.sub("\ufffd", json.dumps(body, ensure_ascii=False))
+            return await self.client.post(path, body=json.loads(whole), cast_to=object)
 
     async def close(self) -> None:
         await self.client.close()

@@ -24,11 +24,12 @@ class Asked:
     what: str  # "model" or "embedding model"
     model: str
     setting: str  # the variable naming the model: MEMBOT_MODEL or MEMBOT_EMBEDDING_MODEL
+    endpoint: str = "model endpoint"  # or "embedding endpoint"
 
 
 def explain(exc: openai.OpenAIError, endpoint: Endpoint, asked: Asked) -> ModelUnavailable:
     """The error to raise for an SDK error, after the SDK's own retries."""
-    where = f"the {asked.what} endpoint at {endpoint.url}"
+    where = f"the {asked.endpoint} at {endpoint.url}"
     if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
         return ModelUnavailable(
             f"{_upper(where)} did not answer in time (within {endpoint.timeout:g} s, MEMBOT_MODEL_TIMEOUT)."
@@ -96,11 +97,11 @@ def _out_of_quota(exc: openai.APIStatusError) -> bool:
 
 def _quote(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     """The server's message, as ": <message>"."""
-    said = quoted(exc, endpoint)
+    said = server_quote(exc, endpoint).rstrip(".")
     return f": {said}" if said else ""
 
 
-def quoted(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
+def server_quote(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     """The server's message, short, and without the key should the server echo it."""
     said = server_says(exc)
     key = endpoint.client.api_key

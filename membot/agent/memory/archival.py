@@ -78,5 +78,16 @@ class ArchivalMemory:
         if total == 0 or page * page_size >= total:
             return Page([], total, page, page_size)
         embedding = await self.embedder.embed_one(query)
-        hits = await self.store.search(owners, query, embedding, page_size, page * page_size)
-        return Page([ArchivalHit(hit, scope.get(hit.owner)) for hit in hits], total, page, page_size)
+        offset = page * page_size
+        hits = await self.store.search(owners, query, embedding, page_size, offset)
+        items = [ArchivalHit(hit, scope.get(hit.owner)) for hit in hits]
+        return Page(items, _total(total, offset, len(items), page_size), page, page_size)
+
+
+def _total(counted: int, offset: int, shown: int, page_size: int) -> int:
+    """The total to report beside a page, never at odds with it. The counts in SQL can drift from Milvus
+    (a delete that failed half way, passages cleared after a crash); the search itself is the truth: a short
+    page is the last one, and a full page means at least that many."""
+    if shown < page_size:
+        return offset + shown if shown or offset == 0 else min(counted, offset)
+    return max(counted, offset + shown)

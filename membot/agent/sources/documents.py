@@ -179,8 +179,18 @@ def _read_pdf(filename: str, data: bytes, max_pages: int) -> tuple[list[Document
         ) from exc
     except LimitReachedError as exc:
         raise FileRejected(f"{filename}: the PDF expands to too much data (a decompression bomb?)") from exc
+    except MemoryError:  # under the memory limit of the process that reads it (see isolated.py)
+        raise needs_too_much_memory(filename) from None
     except Exception as exc:  # any pypdf failure on a corrupt file becomes a reason, never a traceback
         raise FileRejected(f"{filename}: the PDF could not be read (corrupt or truncated?)") from exc
+
+
+def needs_too_much_memory(filename: str) -> FileRejected:
+    return FileRejected(f"{filename}: the PDF needs too much memory to read (a malformed or hostile file?)")
+
+
+def took_too_long(filename: str) -> FileRejected:
+    return FileRejected(f"{filename}: the PDF took too long to read (a malformed or hostile file?)")
 
 
 def _declared_page_count(reader: PdfReader) -> int:
@@ -191,6 +201,42 @@ def _declared_page_count(reader: PdfReader) -> int:
         return 0
 
 
+def _check_page_tree(filename: str, reader: PdfReader, max_pages: int) -> None:
+    """Walks the page tree as pypdf will, but stops as soon as it holds more pages than its /Count says (or
+    than the limit): a tree whose nodes repeat or loop could otherwise stand for millions of pages in a few
+    KB. Nodes are budgeted too, so that empty or looping inner nodes end the walk as well."""
+    from pypdf.generic import DictionaryObject
+
+    declared = _declared_page_count(reader)
+    if declared > max_pages:
+        raise FileRejected(f"{filename}: the PDF has {declared:,} pages; the limit is {max_pages:,}")
+    bound = declared if declared > 0 else max_pages
+    budget = 2 * bound + 16  # a tree's inner nodes are fewer than its pages, bar a few chains of one
+    stack = [reader.root_object["/Pages"]]
+    pages = 0
+    while stack:
+        node = stack.pop().get_object()
+        if not isinstance(node, DictionaryObject):
+            continue
+        kind = node.get("/Type")
+        if kind == "/Pages" or (kind is None and "/Kids" in node):
+            kids = node.get("/Kids", [])
+            budget -= len(kids)
+            if budget < 0:
+                break
+            stack.extend(kids)
+        else:
+            pages += 1
+            if pages > bound:
+                break
+    else:
+        return
+    if declared > 0:
+        said = f"{declared:,} page" + ("s" if declared > 1 else "")
+        raise FileRejected(f"{filename}: the PDF says it has {said} but holds more; it looks malformed")
+    raise FileRejected(f"{filename}: the PDF has over {max_pages:,} pages; the limit is {max_pages:,}")
+
+
 def _extract_pages(filename: str, data: bytes, max_pages: int) -> tuple[list[Document], int]:
     from pypdf import PasswordType, PdfReader
 
@@ -199,13 +245,10 @@ def _extract_pages(filename: str, data: bytes, max_pages: int) -> tuple[list[Doc
     # Owner-password-only PDFs open with the empty user password; only a real user password stops us.
     if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
         raise FileRejected(f"{filename}: the PDF is encrypted (password-protected); upload an unlocked copy")
-    too_many = f"{filename}: the PDF has {{n:,}} pages; the limit is {max_pages:,}"
-    declared = _declared_page_count(reader)
-    if declared > max_pages:
-        raise FileRejected(too_many.format(n=declared))
+    _check_page_tree(filename, reader, max_pages)
     pages = len(reader.pages)
-    if pages > max_pages:  # /Count can lie
-        raise FileRejected(too_many.format(n=pages))
+    if pages > max_pages:  # pypdf read the tree otherwise than the check did
+        raise FileRejected(f"{filename}: the PDF has {pages:,} pages; the limit is {max_pages:,}")
     documents: list[Document] = []
     total = 0
     for number, page in enumerate(reader.pages, start=1):

@@ -1,4 +1,4 @@
-"""Loading files into a data source: parse (in a thread), chunk, embed in batches, write to the archival store
+"""Loading files into a data source: parse (a PDF in a child process, a text file in a thread), chunk, embed in batches, write to the archival store
 in batches, then record the file in SQL.
 
 A file is all or nothing: if anything fails after passages were written, they are deleted again, and the
@@ -21,6 +21,7 @@ from membot.agent.memory.archival import source_owner
 from membot.agent.sources.catalog import SourceCatalog
 from membot.agent.sources.chunking import Chunk, chunk_documents
 from membot.agent.sources.documents import FileRejected, ParsedFile, read_file_bytes, read_path
+from membot.agent.sources.isolated import ParseLimits, parse_in_child
 from membot.agent.store.passages import PassageRow, PassageStore, PassageStoreError
 from membot.agent.store.schema import SourceRow
 
@@ -55,6 +56,7 @@ class SourceLoader:
         max_bytes: int,
         chunk_tokens: int = 300,
         overlap_tokens: int = 30,
+        limits: ParseLimits | None = None,
     ) -> None:
         self.catalog = catalog
         self.passages = passages
@@ -62,17 +64,26 @@ class SourceLoader:
         self.max_bytes = max_bytes
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        self.limits = limits or ParseLimits()
         self.counter = TokenCounter()
 
     async def load_path(self, source: SourceRow, path: Path, progress: Progress | None = None) -> FileOutcome:
+        if _is_pdf(path.name):
+            return await self._load(source, path.name, lambda: self._parse_pdf(path.name, path), progress)
         return await self._load(source, path.name, lambda: read_path(path, max_bytes=self.max_bytes), progress)
 
     async def load_bytes(
         self, source: SourceRow, filename: str, data: bytes, progress: Progress | None = None
     ) -> FileOutcome:
+        if _is_pdf(filename):
+            return await self._load(source, filename, lambda: self._parse_pdf(filename, data), progress)
         return await self._load(
             source, filename, lambda: read_file_bytes(filename, data, max_bytes=self.max_bytes), progress
         )
+
+    def _parse_pdf(self, filename: str, source: bytes | Path) -> ParsedFile:
+        # Text files are cheap to read and stay in a thread; a PDF can cost any CPU and memory.
+        return parse_in_child(filename, source, max_bytes=self.max_bytes, limits=self.limits)
 
     def _chunk(self, parsed: ParsedFile) -> list[Chunk]:
         return chunk_documents(
@@ -118,3 +129,7 @@ class SourceLoader:
             why = str(exc) if isinstance(exc, ModelUnavailable | PassageStoreError) else f"{type(exc).__name__}: {exc}"
             return FileOutcome(filename, "failed", reason=f"{filename}: could not be stored ({why[:300]})")
         return FileOutcome(filename, "loaded", len(parsed.documents), parsed.pages, len(chunks))
+
+
+def _is_pdf(filename: str) -> bool:
+    return Path(filename).suffix.lower() == ".pdf"

@@ -50,8 +50,14 @@ class LiteLayout:
     _creating: threading.Lock = field(default_factory=threading.Lock)
 
     def partition_names(self, owners: Iterable[str]) -> list[str]:
-        """The partitions of these owners that exist; an owner without one has no passages."""
-        return [name for name in dict.fromkeys(map(owner_key, owners)) if name in self.partitions]
+        """Blocking: the partitions of these owners that exist; an owner without one has no passages.
+
+        Other processes share the server and make partitions too (a load beside `serve`): a name not known
+        here is looked up again in Milvus before it counts as missing."""
+        names = list(dict.fromkeys(map(owner_key, owners)))
+        if any(name not in self.partitions for name in names):
+            self.partitions.update(self.client.list_partitions(COLLECTION))
+        return [name for name in names if name in self.partitions]
 
     def insert(self, owner: str, data: list[dict[str, Any]]) -> list[int]:
         """Blocking: write the rows to the owner's partition (made on first use), then their texts."""
@@ -60,7 +66,11 @@ class LiteLayout:
             with self._creating:
                 if name not in self.partitions:
                     if not self.client.has_partition(COLLECTION, name):
-                        self.client.create_partition(COLLECTION, name)
+                        try:
+                            self.client.create_partition(COLLECTION, name)
+                        except Exception:
+                            if not self.client.has_partition(COLLECTION, name):  # else another process made it
+                                raise
                     self.partitions.add(name)
         ids = list(self.client.insert(COLLECTION, data, partition_name=name)["ids"])
         if self.text is not None:

@@ -14,6 +14,11 @@ database is PostgreSQL, and bulk loads do not queue behind the agents' step comm
 Rows are keyed by the Milvus id. Passages are written to Milvus first and deleted from here first, so every
 row here has its Milvus row: lexical hits never show a passage that is gone. The methods block; the passage
 store calls them on worker threads, and one lock serialises them on the one connection.
+
+Every membot process over one Milvus Lite file opens this file too (they share Milvus Lite's server): WAL
+lets readers go on beside one writer, writers begin IMMEDIATE and wait for each other (busy_timeout), and
+which owner has which table is read from the file in the same transaction as the rows, never remembered, so
+one process sees the tables another made or dropped.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from membot.agent.memory.query import query_terms
 log = logging.getLogger(__name__)
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-_OWNER = re.compile(r"[a-z]+:\d+")
+BUSY_MS = 30_000  # another process's write transaction is short; a bulk load commits per batch
+_OWNER = re.compile(r"(?:[a-z][a-z0-9]*:)?[a-z]+:\d+")
 
 
 def owner_key(owner: str) -> str:
-    """A name for the owner's Milvus partition and FTS table: `agent:12` -> `agent_12`. Other owner strings
-    (none are made today) get a hex form; the two forms cannot collide (hex has no `_`)."""
+    """A name for the owner's Milvus partition and FTS table: `agent:12` -> `agent_12`, and with a deployment's
+    namespace `d1f2:agent:12` -> `d1f2_agent_12` (two `_`, where plain names have one). Other owner strings
+    (none are made today) get a hex form; the forms cannot collide (hex has no `_`)."""
     if _OWNER.fullmatch(owner):
         return owner.replace(":", "_")
     return "x" + owner.encode().hex()[:200]
@@ -65,7 +72,6 @@ class PassageText:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._lock = threading.Lock()
-        self._tables: set[str] = {name for (name,) in connection.execute("SELECT tbl FROM owners")}
 
     @classmethod
     def open(cls, path: Path) -> PassageText | None:
@@ -91,6 +97,7 @@ class PassageText:
     def _open(cls, path: Path) -> PassageText | None:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_MS}")  # first: the next statements may wait for a writer
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, tbl TEXT NOT NULL)")
@@ -122,11 +129,10 @@ class PassageText:
     def reset(self) -> None:
         """Forget everything (the collection it mirrors is being rebuilt)."""
         with self._lock, self._transaction():
-            for table in self._tables:
+            for (table,) in self._db.execute("SELECT tbl FROM owners").fetchall():
                 self._db.execute(f'DROP TABLE IF EXISTS "{table}"')
             self._db.execute("DELETE FROM owners")
             self._db.execute("DELETE FROM meta")
-            self._tables.clear()
 
     # ----- writes -------------------------------------------------------------------------------------------
 
@@ -150,7 +156,6 @@ class PassageText:
             if doc_hash is None and after is None:  # the whole owner: a source being deleted
                 self._db.execute(f'DROP TABLE "{table}"')
                 self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
-                self._tables.discard(table)
                 return
             where, params = "1", []
             if doc_hash is not None:
@@ -168,7 +173,7 @@ class PassageText:
             return []
         match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
         hits: list[TextHit] = []
-        with self._lock:
+        with self._lock, self._transaction(write=False):  # one snapshot: tables and rows agree
             for owner in dict.fromkeys(owners):
                 table = self._table(owner, create=False)
                 if table is None:
@@ -190,8 +195,9 @@ class PassageText:
     # ----- helpers (called with the lock held) ---------------------------------------------------------------
 
     def _table(self, owner: str, *, create: bool) -> str | None:
+        """The owner's table (inside a transaction), made if `create`."""
         table = "text_" + owner_key(owner)
-        if table in self._tables:
+        if self._db.execute("SELECT 1 FROM owners WHERE owner = ?", (owner,)).fetchone() is not None:
             return table
         if not create:
             return None
@@ -200,19 +206,17 @@ class PassageText:
             f"doc_hash UNINDEXED, created_at UNINDEXED, tokenize='{TOKENIZER}')"
         )
         self._db.execute("INSERT OR REPLACE INTO owners(owner, tbl) VALUES (?, ?)", (owner, table))
-        self._tables.add(table)
         return table
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN ... COMMIT on the autocommit connection; on an error, ROLLBACK and re-read which tables exist
-        (a table created in the failed transaction is gone again)."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, *, write: bool = True) -> Iterator[None]:
+        """BEGIN ... COMMIT on the autocommit connection (IMMEDIATE for writes: the write lock is waited for
+        first, not found taken half way); on an error, ROLLBACK."""
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield
             self._db.execute("COMMIT")  # inside: a failed commit must not leave the transaction open
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._tables = {name for (name,) in self._db.execute("SELECT tbl FROM owners")}
             raise

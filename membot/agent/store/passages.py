@@ -4,19 +4,32 @@ Every row carries an `owner`: `agent:<id>` for an agent's own passages, `source:
 Every search and count names the owners it may see; the archival memory of one agent builds that list
 from its own id and its attached sources, so nothing here can return another agent's rows.
 
+Owners are namespaced here, in the store: a store made with a deployment's namespace writes and reads
+`<namespace>:agent:1`, so two membot databases that share one Milvus never see each other's rows, whatever
+their callers ask. Callers keep using the plain names, and hits come back with them. The empty namespace
+(a deployment whose passages predate namespaces, see store/deployment.py) uses the plain names in Milvus too.
+
 Milvus Lite and a Milvus server are laid out differently. On a server, one collection with a partition key
 on `owner` and Milvus's BM25 function, searched with `hybrid_search`. On Lite, one partition per owner and the
 texts in SQLite FTS5 beside the Milvus file, the two halves fused here with the same RRF (see milvus_layout
 and passage_text for why). Callers see the same store either way.
 
-pymilvus is blocking (gRPC, and Milvus Lite runs in this process): every call goes to a worker thread.
-The store opens on first use, not at start: pymilvus with Milvus Lite costs ~120 MB of memory and a second
-of start-up, which commands and agents that never touch archival memory need not pay.
+A Milvus Lite file is never opened in this process: every membot process over it reaches the one Milvus
+Lite server of that file (lite_shared), started by whichever needed it first. It keeps the Lite layout.
+
+Reads that follow one's own writes (an agent's search after its insert, a search after a load) must see
+them: searches and counts ask for Strong consistency (a server's default, Bounded, missed a passage
+written 43 ms before; Milvus Lite has no such lag, and the level costs it nothing measurable, see the bench).
+
+pymilvus is blocking (gRPC): every call goes to a worker thread. The store opens on first use, not at start:
+pymilvus costs memory and start-up time, which commands and agents that never touch archival memory need
+not pay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from membot.agent.store import milvus_layout
+from membot.agent.store.lite_shared import LiteFiles, SharedLite, SharedLiteError, file_lock
 from membot.agent.store.milvus_layout import LiteLayout
 from membot.agent.store.passage_text import PassageText, TextHit
 
@@ -43,6 +57,8 @@ RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
 # asked for: each search fetches this many more than its window, and ties are broken by id here, so that
 # pages neither repeat nor skip a passage.
 TIE_MARGIN = 16
+STRONG = "Strong"  # see the module's docstring
+CONNECT_SECONDS = 10.0
 MAX_TEXT = 16_000  # characters kept per passage (Milvus VARCHAR limit is counted in bytes: 65,535)
 
 
@@ -126,15 +142,39 @@ class _Opened:
     hybrid: bool
     #: Milvus Lite's per-owner partitions and FTS5 texts; None on a server.
     lite: LiteLayout | None = None
+    #: This process's use of the shared Milvus Lite server; None on a server.
+    shared: SharedLite | None = None
+
+    def close(self) -> None:
+        """Blocking."""
+        self.client.close()
+        if self.lite is not None:
+            self.lite.close()
+        if self.shared is not None:
+            self.shared.release()
 
 
 class PassageStore:
-    def __init__(self, uri: str, dim: int, token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, dim: int, token: str | None = None, namespace: str = "", consistency: str = STRONG
+    ) -> None:
         self.uri = uri
         self.dim = dim
         self.token = token
+        #: Prefix of every owner in Milvus (see the module's docstring); "" for the plain names.
+        self.namespace = namespace
+        #: Of searches and counts; only the bench asks for another, to measure what Strong costs.
+        self.consistency = consistency
         self._opened: _Opened | None = None
         self._opening = asyncio.Lock()
+
+    def _stored(self, owner: str) -> str:
+        """The owner's name in Milvus."""
+        return f"{self.namespace}:{owner}" if self.namespace else owner
+
+    def _plain(self, hits: list[PassageHit], owners: dict[str, str]) -> list[PassageHit]:
+        """Hits with the callers' owner names; a hit of an owner that was not asked for is dropped (a guard)."""
+        return [replace(hit, owner=owners[hit.owner]) for hit in hits if hit.owner in owners]
 
     @property
     def is_server(self) -> bool:
@@ -150,50 +190,49 @@ class PassageStore:
         return self._opened
 
     def _open_blocking(self) -> _Opened:
-        # Arrow's own allocator keeps ~20-30 MB more than malloc once Milvus Lite holds a few hundred rows.
-        # It is read when pyarrow loads, so it is set before the first pymilvus import (unless set already).
+        if self.is_server:
+            client = self._connect(self.uri, self.uri)
+            try:
+                return _Opened(client, COLLECTION, self._prepare(client))
+            except Exception as exc:
+                client.close()  # the next use tries again from scratch
+                raise _prepare_failed(self.uri, exc) from None
+        path = Path(self.uri).expanduser().absolute()
+        try:
+            shared = SharedLite.attach(path)
+        except (SharedLiteError, OSError) as exc:
+            raise PassageStoreError(f"The archival store {path} could not be opened: {_one_line(exc)}") from None
+        client: MilvusClient | None = None
+        text: PassageText | None = None
+        try:
+            client = self._connect(shared.uri, f"{path} (its Milvus Lite server at {shared.uri})")
+            # The texts' index is a file of its own beside the Milvus Lite file, not inside it.
+            text = PassageText.open(path.with_name(path.name + ".text.sqlite"))
+            # One process at a time creates the layout or moves an earlier one; the others then find it made.
+            with file_lock(LiteFiles(path).layout):
+                layout = milvus_layout.open_lite(
+                    client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
+                )
+            return _Opened(client, milvus_layout.COLLECTION, False, layout, shared)
+        except Exception as exc:
+            if client is not None:
+                client.close()
+            if text is not None:
+                text.close()
+            shared.release()
+            raise _prepare_failed(str(path), exc) from None
+
+    def _connect(self, uri: str, where: str) -> MilvusClient:
+        """Blocking: a client of the Milvus at `uri` (`where` names it for people)."""
+        # Arrow's own allocator keeps more memory than malloc; it is read when pyarrow loads, so it is set
+        # before the first pymilvus import (unless set already).
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         from pymilvus import MilvusClient
 
-        uri = self.uri
-        if not self.is_server:
-            # Milvus Lite's in-process gRPC server logs a traceback for calls it does not implement
-            # (AllocTimestamp) although the client carries on; keep that out of the user's terminal.
-            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-            milvus_layout.quiet_index_training()
-            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            uri = str(Path(uri).expanduser())
         try:
-            client = MilvusClient(uri=uri, token=self.token or "")
+            return MilvusClient(uri=uri, token=self.token or "", timeout=CONNECT_SECONDS)
         except Exception as exc:
-            if "lock" in str(exc).lower() or type(exc).__name__ == "DataDirLockedError":
-                raise PassageStoreError(
-                    f"The archival store {uri} is in use by another membot process (Milvus Lite allows one). "
-                    "Stop it first, or point MEMBOT_MILVUS_URI at a Milvus server that both can share."
-                ) from None
-            raise PassageStoreError(f"Could not open the archival store at {uri}: {exc}") from None
-        text: PassageText | None = None
-        try:
-            if self.is_server:
-                return _Opened(client, COLLECTION, self._prepare(client))
-            # The texts' index is a file of its own beside the Milvus Lite file, not inside it.
-            text = PassageText.open(Path(uri).with_name(Path(uri).name + ".text.sqlite"))
-            layout = milvus_layout.open_lite(
-                client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
-            )
-            return _Opened(client, milvus_layout.COLLECTION, False, layout)
-        except PassageStoreError:
-            self._close_quietly(client, text)  # the next use tries again from scratch
-            raise
-        except Exception as exc:
-            self._close_quietly(client, text)
-            raise PassageStoreError(f"Could not prepare the archival store at {uri}: {exc}") from None
-
-    @staticmethod
-    def _close_quietly(client: MilvusClient, text: PassageText | None) -> None:
-        client.close()
-        if text is not None:
-            text.close()
+            raise PassageStoreError(f"Could not reach Milvus at {where}: {_one_line(exc)}") from None
 
     def _prepare(self, client: MilvusClient) -> bool:
         """Load or create the collection; whether it has BM25 (hybrid search)."""
@@ -268,7 +307,15 @@ class PassageStore:
         except PassageStoreError:
             raise
         except Exception as exc:
-            raise PassageStoreError(f"The archival store failed ({what}): {str(exc)[:300]}") from exc
+            if _unreachable(exc):
+                await self._forget()  # its server is gone (killed, stopped): the next use finds or starts one
+            raise PassageStoreError(f"The archival store failed ({what}): {_one_line(exc)}") from exc
+
+    async def _forget(self) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(opened.close)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A MilvusClient method on the collection, in a worker thread; a failure becomes a PassageStoreError."""
@@ -281,7 +328,7 @@ class PassageStore:
         now = time.time()
         data = [
             {
-                "owner": owner,
+                "owner": self._stored(owner),
                 "text": row.text[:MAX_TEXT],
                 "dense": row.embedding,
                 "filename": row.filename[:500],
@@ -293,7 +340,7 @@ class PassageStore:
         ]
         opened = await self.ready()
         if opened.lite is not None:
-            return await self._blocking("insert", opened.lite.insert, owner, data)
+            return await self._blocking("insert", opened.lite.insert, self._stored(owner), data)
         result = await self._call("insert", data)
         return list(result["ids"])
 
@@ -302,12 +349,14 @@ class PassageStore:
     ) -> list[PassageHit]:
         if not owners or limit <= 0:
             return []
+        stored = {self._stored(owner): owner for owner in owners}
         opened = await self.ready()
         if opened.lite is not None:
-            return await self._search_lite(opened.lite, owners, query, embedding, offset + limit, offset)
+            hits = await self._search_lite(opened.lite, list(stored), query, embedding, offset + limit, offset)
+            return self._plain(hits, stored)
         from pymilvus import AnnSearchRequest, RRFRanker
 
-        expr = _owner_filter(owners)
+        expr = _owner_filter(list(stored))
         window = offset + limit
         fetch = window + TIE_MARGIN
         if opened.hybrid and query.strip():
@@ -316,19 +365,30 @@ class PassageStore:
                 AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=fetch, expr=expr),
             ]
             result = await self._call(
-                "hybrid_search", requests, RRFRanker(RRF_K), limit=fetch, output_fields=_FIELDS
+                "hybrid_search",
+                requests,
+                RRFRanker(RRF_K),
+                limit=fetch,
+                output_fields=_FIELDS,
+                consistency_level=self.consistency,
             )
         else:
             result = await self._call(
-                "search", data=[embedding], anns_field="dense", filter=expr, limit=fetch, output_fields=_FIELDS
+                "search",
+                data=[embedding],
+                anns_field="dense",
+                filter=expr,
+                limit=fetch,
+                output_fields=_FIELDS,
+                consistency_level=self.consistency,
             )
         hits = _ordered(result[0] if result else [])
-        return [_hit(hit, float(hit["distance"])) for hit in hits[offset:window]]
+        return self._plain([_hit(hit, float(hit["distance"])) for hit in hits[offset:window]], stored)
 
     async def _search_lite(
         self, lite: LiteLayout, owners: list[str], query: str, embedding: list[float], window: int, offset: int
     ) -> list[PassageHit]:
-        partitions = lite.partition_names(owners)
+        partitions = await self._blocking("partitions", lite.partition_names, owners)
         if not partitions:  # never search the whole collection for owners that have no rows
             return []
         dense_call = self._blocking(
@@ -342,6 +402,7 @@ class PassageStore:
             output_fields=_FIELDS,
             partition_names=partitions,
             search_params=milvus_layout.DENSE_SEARCH,
+            consistency_level=self.consistency,
         )
         if lite.text is None or not query.strip():
             result = await dense_call
@@ -367,27 +428,31 @@ class PassageStore:
         own counts in SQL for every step, this is for checks)."""
         if not owners:
             return 0
+        stored = [self._stored(owner) for owner in owners]
         opened = await self.ready()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"consistency_level": self.consistency}
         if opened.lite is not None:
-            kwargs["partition_names"] = opened.lite.partition_names(owners)
+            kwargs["partition_names"] = await self._blocking("partitions", opened.lite.partition_names, stored)
             if not kwargs["partition_names"]:
                 return 0
-        result = await self._call("query", filter=_owner_filter(owners), output_fields=["count(*)"], **kwargs)
+        result = await self._call("query", filter=_owner_filter(stored), output_fields=["count(*)"], **kwargs)
         return int(result[0]["count(*)"]) if result else 0
 
     async def delete_newer(self, owner: str, after: float) -> None:
         """Delete an owner's passages written after a moment (epoch seconds)."""
+        owner = self._stored(owner)
         expr = f"owner == {json.dumps(owner)} and created_at > {after!r}"
         await self._delete(owner, expr, after=after)
 
     async def delete(self, owner: str, doc_hash: str | None = None) -> None:
+        owner = self._stored(owner)
         expr = f"owner == {json.dumps(owner)}"
         if doc_hash is not None:
             expr += f" and doc_hash == {json.dumps(doc_hash)}"
         await self._delete(owner, expr, doc_hash=doc_hash)
 
     async def _delete(self, owner: str, expr: str, doc_hash: str | None = None, after: float | None = None) -> None:
+        """`owner` is the name in Milvus."""
         opened = await self.ready()
         if opened.lite is None:
             await self._call("delete", filter=expr)
@@ -396,13 +461,32 @@ class PassageStore:
         # passage that is gone. The callers' retries (a reload, a reload of the file) finish the delete.
         if opened.lite.text is not None:
             await self._blocking("delete", opened.lite.text.delete, owner, doc_hash, after)
-        partitions = opened.lite.partition_names([owner])
+        partitions = await self._blocking("partitions", opened.lite.partition_names, [owner])
         if partitions:
             await self._call("delete", filter=expr, partition_name=partitions[0])
 
     async def close(self) -> None:
         if self._opened is not None:
             opened, self._opened = self._opened, None
-            await asyncio.to_thread(opened.client.close)
-            if opened.lite is not None:
-                await asyncio.to_thread(opened.lite.close)
+            await asyncio.to_thread(opened.close)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's first line, short: errors here reach people as one line, never a traceback."""
+    words = str(exc).strip().splitlines()
+    return (words[0] if words else type(exc).__name__)[:300]
+
+
+def _prepare_failed(where: str, exc: Exception) -> PassageStoreError:
+    if isinstance(exc, PassageStoreError):
+        return exc
+    return PassageStoreError(f"Could not prepare the archival store at {where}: {_one_line(exc)}")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure because the Milvus server cannot be reached (rather than a refused call)."""
+    from pymilvus.exceptions import MilvusException
+
+    code = getattr(exc, "code", None)
+    text = str(exc).lower()
+    return isinstance(exc, MilvusException) and (code == 2 or "unavailable" in text or "connect" in text)

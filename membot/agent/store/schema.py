@@ -170,3 +170,16 @@ class AttachmentRow(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
     attached_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DeploymentRow(Base):
+    """This database's deployment: one row, made by its migration (see store/deployment.py). Its id names the
+    database's passages in a Milvus that other membot databases may share."""
+
+    __tablename__ = "deployment"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The database held agents or sources before deployments existed: their passages are in Milvus under the
+    # plain owner names, which stay this deployment's.
+    legacy_owners: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

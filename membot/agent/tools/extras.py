@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import aiohttp
+from sqlalchemy import select
 from yarl import URL
 
+from membot.agent.store.schema import AgentRow
 from membot.agent.tools import sandbox
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.web import MAX_REDIRECTS, PublicOnlyResolver, check_url, describe_response, read_shown
@@ -17,8 +19,11 @@ from membot.agent.tools.web import MAX_REDIRECTS, PublicOnlyResolver, check_url,
 ASK_SYSTEM = "You are a helpful assistant. Answer briefly and accurately."
 
 
-def _folder(ctx: ToolContext) -> Path:
-    return sandbox.sandbox_dir(ctx.config.sandbox_root, ctx.agent_id)
+async def _folder(ctx: ToolContext) -> Path:
+    # Keyed by the agent's creation time as well as its id (see sandbox_dir): read from the agents row, as
+    # the tool context carries only the id.
+    created_at = await ctx.recall.db.scalar(select(AgentRow.created_at).where(AgentRow.id == ctx.agent_id))
+    return sandbox.sandbox_dir(ctx.config.sandbox_root, ctx.agent_id, created_at)
 
 
 async def read_from_text_file(ctx: ToolContext, filename: str, line_start: int = 1, num_lines: int = 50) -> str | None:
@@ -29,7 +34,7 @@ async def read_from_text_file(ctx: ToolContext, filename: str, line_start: int =
         line_start: The first line to read, from 1.
         num_lines: How many lines to read.
     """
-    return await asyncio.to_thread(sandbox.read_lines, _folder(ctx), filename, line_start, num_lines)
+    return await asyncio.to_thread(sandbox.read_lines, await _folder(ctx), filename, line_start, num_lines)
 
 
 async def append_to_text_file(ctx: ToolContext, filename: str, content: str) -> str | None:
@@ -39,7 +44,8 @@ async def append_to_text_file(ctx: ToolContext, filename: str, content: str) -> 
         filename: The file's name inside your folder, like notes.txt.
         content: The text to add at the end.
     """
-    size = await asyncio.to_thread(sandbox.append_text, _folder(ctx), filename, content)
+    quota = sandbox.Quota(ctx.config.sandbox_max_bytes, ctx.config.sandbox_max_files)
+    size = await asyncio.to_thread(sandbox.append_text, await _folder(ctx), filename, content, quota)
     return f"Appended; {filename} now holds {size} bytes."
 
 

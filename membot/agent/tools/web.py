@@ -40,11 +40,37 @@ def check_url(url: str, allow: frozenset[str]) -> str:
     return host
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address the packet ends up at: IPv4-mapped, IPv4-translated
+# (SIIT), IPv4-compatible (deprecated, still routed by some stacks) and the NAT64 well-known prefix.
+_CARRIERS = tuple(
+    ipaddress.IPv6Network(net) for net in ("::ffff:0:0/96", "::ffff:0:0:0/96", "::/96", "64:ff9b::/96")
+)
+# Local by definition, whatever they embed: NAT64 local-use (the IPv4 part sits at a varying place) and the
+# deprecated site-local range, which Python still counts as global.
+_NEVER = tuple(ipaddress.IPv6Network(net) for net in ("64:ff9b:1::/48", "fec0::/10"))
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _destinations(ip: Address) -> list[Address]:
+    """The address and every IPv4 address it embeds: each must be public."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return [ip]
+    if any(ip in net for net in _CARRIERS):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    found: list[Address] = [ip]
+    if ip.sixtofour:  # 2002::/16, the IPv4 address in bits 16-48
+        found.append(ip.sixtofour)
+    if ip.teredo:  # 2001::/32: the server, and the client (the last 32 bits, inverted)
+        found.extend(ip.teredo)
+    return found
+
+
 def check_address(address: str) -> None:
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if not ip.is_global or ip.is_multicast:
+    local = isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _NEVER)
+    if local or any(not d.is_global or d.is_multicast for d in _destinations(ip)):
         raise BlockedRequest(f"{address} is a loopback, private or link-local address; it is never requested")
 
 
