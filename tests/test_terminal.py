@@ -3,11 +3,11 @@ function results, and Ctrl-C at the prompt leaving at once on a clean line."""
 
 from __future__ import annotations
 
-import pytest
-
 import io
 import json
 import time
+
+import pytest
 
 from membot.adapters.terminal import Terminal
 from membot.agent.events import AssistantMessage, FunctionCall, FunctionResult
