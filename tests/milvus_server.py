@@ -1,9 +1,8 @@
-"""A Milvus gRPC server for the test session: `milvus-lite server` on a loopback port of its own, as an operator
-would run one. conftest.py imports the fixture, so that the whole session shares one server.
+"""A Milvus gRPC server for the test session (tests/milvus_standalone.py) on a loopback port of its own, as an
+operator would run one. conftest.py imports the fixture, so that the whole session shares one server.
 
-A second `milvus-lite server` on a port already taken starts without error (gRPC sets SO_REUSEPORT) and takes
-half the calls, so the port is checked twice: free before the start (a plain bind, which any listener refuses),
-and after it every listening socket on it must be the child's own (Linux's /proc).
+The port is checked twice: free before the start (a plain bind, which any listener refuses), and after it every
+listening socket on it must be the child's own (Linux's /proc), in case another process took it meanwhile.
 """
 
 from __future__ import annotations
@@ -63,14 +62,14 @@ def _own_sockets(pid: int) -> set[str]:
 def _start(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     log = (folder / f"server-{port}.log").open("wb")
-    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "data"),
-               "--host", "127.0.0.1", "--port", str(port)]
+    (folder / "data").mkdir(exist_ok=True)
+    command = [sys.executable, str(Path(__file__).with_name("milvus_standalone.py")), str(folder / "data"), str(port)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"milvus-lite server exited: {(folder / f'server-{port}.log').read_text()[-500:]}")
+            raise RuntimeError(f"the Milvus server exited: {(folder / f'server-{port}.log').read_text()[-500:]}")
         listening = _listeners(port)
         if listening:
             if listening <= _own_sockets(process.pid):
@@ -81,7 +80,7 @@ def _start(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
         time.sleep(0.05)
     process.kill()
     process.wait()
-    raise RuntimeError(f"milvus-lite server did not listen within {START_SECONDS:.0f} s")
+    raise RuntimeError(f"the Milvus server did not listen within {START_SECONDS:.0f} s")
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,17 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from membot.agent.store.lite_shared import LiteFiles
 
 POLL_SECONDS = 0.5
 MAX_MESSAGE = 256 * 1024 * 1024  # as Milvus Lite's own server
 WORKERS = 10
+# pymilvus pings every connection (10 s apart, idle or not). A gRPC server's default refuses pings more often
+# than every 5 minutes without data and, after two, closes the connection ("too_many_pings"), which fails the
+# next call of a bot that sat idle. Milvus standalone permits pings 5 s apart, with or without calls.
+MIN_PING_SECONDS = 5.0
 
 log = logging.getLogger("membot.lite_server")
 
@@ -52,11 +56,9 @@ def main(argv: list[str]) -> int:
 
 def serve(files: LiteFiles, token: str, idle_seconds: float) -> None:
     """Blocking: serve until idle or told to stop (SIGTERM, SIGINT)."""
-    import grpc
     from milvus_lite.adapter.grpc.servicer import MilvusServicer
     from milvus_lite.db import MilvusLite
     from milvus_lite.exceptions import DataDirLockedError
-    from pymilvus.grpc_gen import milvus_pb2_grpc
 
     from membot.agent.store.milvus_layout import quiet_index_training
 
@@ -74,16 +76,7 @@ def serve(files: LiteFiles, token: str, idle_seconds: float) -> None:
     # the server meanwhile waits for this one to be gone, then starts another.
     users = files.users.open("a+")
     try:
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=WORKERS),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                # Without SO_REUSEPORT the port is ours alone: no second server can bind it and split the calls.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+        server = grpc_server(MilvusServicer(db))
         port = server.add_insecure_port("127.0.0.1:0")
         if not port:
             raise RuntimeError("no loopback port could be bound")
@@ -98,6 +91,26 @@ def serve(files: LiteFiles, token: str, idle_seconds: float) -> None:
     finally:
         db.close()
     log.info("stopped serving %s", files.data)
+
+
+def grpc_server(servicer: object, min_ping_seconds: float = MIN_PING_SECONDS) -> Any:
+    """A gRPC server (not started) for a Milvus servicer, with the limits and ping policy of Milvus standalone."""
+    import grpc
+    from pymilvus.grpc_gen import milvus_pb2_grpc
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=WORKERS),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            # Without SO_REUSEPORT the port is ours alone: no second server can bind it and split the calls.
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(min_ping_seconds * 1000)),
+        ],
+    )
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(servicer, server)
+    return server
 
 
 def _wait_until_unused(users: IO[str], idle_seconds: float) -> None:
