@@ -27,6 +27,7 @@ from membot.bot.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
 from tests.fakes.openai_server import ChatReply, ScriptedModel, send, tool_call
+from tests.fakes.scripted_replies import SCRIPTED_REASONING, reasoned
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
 DISCORD_API = discord.http.Route.BASE
@@ -138,6 +139,28 @@ async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_
     await fake.wait_for_message(LOG, predicate=lambda m: "now reply" in m["content"])
     assert all("SECRET" not in m["content"] for m in fake.messages_in(dm(ALICE)))
     assert len(model.requests) == 1
+
+
+async def test_a_reasoning_models_reasoning_goes_to_the_log_channel_never_the_dm(fake, bot, model):
+    model.script(reasoned(send("Hello Alice."), how="reasoning_content"))
+    await fake.send_dm(ALICE, "hi")
+    reply = await fake.wait_for_message(dm(ALICE))
+    assert reply["content"] == "Hello Alice."
+    await fake.wait_for_message(LOG, predicate=lambda m: SCRIPTED_REASONING in m["content"])
+    assert all(SCRIPTED_REASONING not in m["content"] for m in fake.messages_in(dm(ALICE)))
+
+
+@pytest.mark.parametrize("habits", [{"text_only"}, {"no_tools", "think"}])
+async def test_a_stubborn_or_toolless_model_still_answers_in_the_dm(fake, bot, model, habits):
+    model.habits = habits
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "Cat: Miso.", "request_heartbeat": True},
+                           "Worth keeping: the cat."), send("Miso, noted.", thought="Answer her."))
+    await fake.send_dm(ALICE, "my cat is Miso")
+    reply = await fake.wait_for_message(dm(ALICE))
+    assert reply["content"] == "Miso, noted."
+    await fake.wait_for_message(LOG, predicate=lambda m: "Answer her." in m["content"] or "Miso, noted." in m["content"])
+    assert all(SCRIPTED_REASONING not in m["content"] and "Worth keeping" not in m["content"]
+               for m in fake.messages_in(dm(ALICE)))
 
 
 async def test_a_wrong_monologue_channel_costs_one_lookup_not_one_per_message(fake, service, home, model, caplog):

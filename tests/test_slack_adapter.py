@@ -34,6 +34,7 @@ from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.openai_server import ChatReply, ScriptedModel, send, tool_call
+from tests.fakes.scripted_replies import SCRIPTED_REASONING, reasoned
 from tests.fakes.slack_fake import FakeSlack, RecordedCall
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
@@ -139,6 +140,34 @@ async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_
     logged = " ".join(c.params["text"] for c in posts_to(fake, "CLOG"))
     assert "keep the plant" in logged
     assert not any("SECRET" in c.params["text"] for c in posts_to(fake, "D1"))
+
+
+async def test_a_reasoning_models_think_block_goes_to_the_log_channel_never_the_dm(
+    fake: FakeSlack, bot: str, model: ScriptedModel
+) -> None:
+    model.script(reasoned(send("Hello there."), how="think"))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "hi")))
+    reply = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+    assert reply.params["text"] == "Hello there."
+    await fake.wait_for_call("chat.postMessage", WAIT,
+                             lambda c: c.params["channel"] == "CLOG" and "REASONING-TRACE" in c.params["text"])
+    assert not any("REASONING-TRACE" in c.params["text"] for c in posts_to(fake, "D1"))
+    assert SCRIPTED_REASONING.startswith("REASONING-TRACE")
+
+
+@pytest.mark.parametrize("habits", [{"text_only"}, {"no_tools", "reasoning_content"}])
+async def test_a_stubborn_or_toolless_model_still_answers_in_the_im(
+    fake: FakeSlack, bot: str, model: ScriptedModel, habits: set[str]
+) -> None:
+    model.habits = habits
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "Cat: Miso.", "request_heartbeat": True},
+                           "Worth keeping: the cat."), send("Miso, noted.", thought="Answer her."))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "my cat is Miso")))
+    reply = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+    assert reply.params["text"] == "Miso, noted."
+    await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "CLOG")
+    assert not any(SCRIPTED_REASONING in c.params["text"] or "Worth keeping" in c.params["text"]
+                   for c in posts_to(fake, "D1"))
 
 
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
