@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import io
 import os
@@ -15,12 +16,16 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dotenv import dotenv_values
+
+if TYPE_CHECKING:
+    from membot.agent.config import EngineConfig
+    from membot.agent.llm.endpoint import Endpoint
 
 T = TypeVar("T")
 
@@ -170,50 +175,54 @@ def _bad_values(exc: Exception) -> str:
     return str(exc)
 
 
-async def check_model(values: Mapping[str, str]) -> Outcome:
-    import openai
-
-    from membot.agent.config import EngineConfigError
+@contextlib.asynccontextmanager
+async def _endpoints(values: Mapping[str, str]) -> AsyncIterator[tuple[EngineConfig, Endpoint, Endpoint]]:
+    """The engine config and its chat and embedding endpoints, closed after; EngineConfigError or ValueError
+    when the values do not make a config."""
     from membot.agent.llm.endpoint import open_endpoints
-    from membot.agent.llm.trouble import Asked, explain
 
+    config = _settings(values).engine_config()
+    chat, embed = open_endpoints(config)
     try:
-        config = _settings(values).engine_config()
-        chat, embed = open_endpoints(config)
-    except (EngineConfigError, ValueError) as exc:
-        return Outcome(False, _bad_values(exc))
-    try:
-        body = {"model": config.model, "messages": [{"role": "user", "content": "Say OK."}]}
-        await chat.post("/chat/completions", body)
-        return Outcome(True, f"{config.model} at {chat.url} answered")
-    except openai.OpenAIError as exc:
-        return Outcome(False, str(explain(exc, chat, Asked("model", config.model, "MEMBOT_MODEL"))))
+        yield config, chat, embed
     finally:
         await chat.close()
         if embed is not chat:
             await embed.close()
+
+
+async def check_model(values: Mapping[str, str]) -> Outcome:
+    import openai
+
+    from membot.agent.config import EngineConfigError
+    from membot.agent.llm.trouble import Asked, explain
+
+    try:
+        async with _endpoints(values) as (config, chat, _):
+            body = {"model": config.model, "messages": [{"role": "user", "content": "Say OK."}]}
+            try:
+                await chat.post("/chat/completions", body)
+            except openai.OpenAIError as exc:
+                return Outcome(False, str(explain(exc, chat, Asked("model", config.model, "MEMBOT_MODEL"))))
+            return Outcome(True, f"{config.model} at {chat.url} answered")
+    except (EngineConfigError, ValueError) as exc:
+        return Outcome(False, _bad_values(exc))
 
 
 async def check_embeddings(values: Mapping[str, str]) -> Outcome:
     from membot.agent.config import EngineConfigError
     from membot.agent.llm.embeddings import Embedder
-    from membot.agent.llm.endpoint import open_endpoints
     from membot.agent.llm.errors import ModelUnavailable
 
     try:
-        config = _settings(values).engine_config()
-        chat, embed = open_endpoints(config)
+        async with _endpoints(values) as (config, _, embed):
+            try:
+                await Embedder(embed, config.embedding_model, config.embedding_dim).embed_one("hello")
+            except ModelUnavailable as exc:
+                return Outcome(False, str(exc))
+            return Outcome(True, f"{config.embedding_model} gives {config.embedding_dim}-dimensional vectors")
     except (EngineConfigError, ValueError) as exc:
         return Outcome(False, _bad_values(exc))
-    try:
-        await Embedder(embed, config.embedding_model, config.embedding_dim).embed_one("hello")
-        return Outcome(True, f"{config.embedding_model} gives {config.embedding_dim}-dimensional vectors")
-    except ModelUnavailable as exc:
-        return Outcome(False, str(exc))
-    finally:
-        await chat.close()
-        if embed is not chat:
-            await embed.close()
 
 
 async def check_database(values: Mapping[str, str]) -> Outcome:
