@@ -7,8 +7,8 @@ A real ``discord.Client`` can log in, connect and talk to it once ``discord.http
 and records every REST call so tests can assert on what the bot sent.
 
 Layout: this module is the test-facing API; state and payload builders live in
-``discord_fake_state.py``, the REST routes in ``discord_fake_rest.py`` and the gateway in
-``discord_fake_gateway.py``.
+``discord_fake_state.py``, the REST routes in ``discord_fake_rest.py``, their rate limits (on by default,
+as on Discord) in ``discord_fake_limits.py`` and the gateway in ``discord_fake_gateway.py``.
 """
 
 # ruff: noqa: ASYNC109 - the waiting helpers take ``timeout=`` on purpose (see discord_fake_state.py)
@@ -16,13 +16,15 @@ Layout: this module is the test-facing API; state and payload builders live in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.discord_fake_gateway import GatewayConnection, handle_gateway
+from tests.fakes.discord_fake_limits import GLOBAL_LIMIT, DiscordLimits
 from tests.fakes.discord_fake_rest import (
     API_PREFIX,
     RecordedCall,
@@ -31,15 +33,28 @@ from tests.fakes.discord_fake_rest import (
     record_middleware,
 )
 from tests.fakes.discord_fake_state import DiscordState, FakeGuild, FakeInteraction
+from tests.fakes.ratelimit import Clock, Limit
 
 __all__ = ["FakeDiscord", "FakeGuild", "FakeInteraction", "RecordedCall", "RecordedFile", "patch_discord_py"]
 
 
 class FakeDiscord(DiscordState):
     def __init__(
-        self, *, bot_user_id: int = 1000, application_id: int = 1000, bot_name: str = "membot"
+        self,
+        *,
+        bot_user_id: int = 1000,
+        application_id: int = 1000,
+        bot_name: str = "membot",
+        rate_limits: bool | Mapping[str, Limit | None] = True,
+        global_limit: Limit | None = GLOBAL_LIMIT,
+        clock: Clock = time.time,
     ) -> None:
+        """``rate_limits``/``global_limit``: Discord's real limits by default (see discord_fake_limits.py);
+        False turns every limit off, a mapping overrides single routes. ``clock`` is what the limits
+        count time with (epoch seconds; a ``ratelimit.ManualClock`` lets a test skip the waits)."""
         super().__init__(bot_user_id=bot_user_id, application_id=application_id, bot_name=bot_name)
+        self.limits = DiscordLimits(rate_limits, global_limit=global_limit, clock=clock)
+        self.rate_limited_calls: list[RecordedCall] = []  # requests answered 429 (not in `calls`)
         self.api_url = ""
         self.gateway_url = ""
         self.calls: list[RecordedCall] = []
@@ -83,6 +98,10 @@ class FakeDiscord(DiscordState):
 
     def record(self, call: RecordedCall) -> None:
         self.calls.append(call)
+        self.notify()
+
+    def record_rate_limited(self, call: RecordedCall) -> None:
+        self.rate_limited_calls.append(call)
         self.notify()
 
     def calls_to(self, method: str, path_pattern: str) -> list[RecordedCall]:

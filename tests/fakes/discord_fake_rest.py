@@ -93,6 +93,17 @@ def record_middleware(fake: FakeDiscord) -> Callable[[web.Request, Handler], Awa
         body, files = await _read_body(request)
         call = RecordedCall(request.method, request.path[len(API_PREFIX) :], body, dict(request.query), files)
         request[CALL_KEY] = call
+        resource = request.match_info.route.resource
+        template = resource.canonical[len(API_PREFIX) :] if resource is not None else call.path
+        route = f"{request.method} {template}"
+        verdict = fake.limits.check(route, request.match_info)
+        if verdict.refused is not None:
+            # Refused requests are kept apart: `calls` stays "what the fake acted on", as tests expect.
+            call.status = 429
+            fake.record_rate_limited(call)
+            response_429 = json_response(verdict.refused, 429)
+            response_429.headers.update(verdict.headers)
+            return response_429
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -103,6 +114,7 @@ def record_middleware(fake: FakeDiscord) -> Callable[[web.Request, Handler], Awa
             traceback.print_exc()
             response = error(400, 50035, f"fake discord crashed: {exc!r}")
         call.status = response.status
+        response.headers.update(verdict.headers)
         fake.record(call)
         return response
 

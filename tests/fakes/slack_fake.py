@@ -13,7 +13,8 @@ network access. Response shapes follow Slack's documented ones (HTTP 200 with
 ``SlackApiError`` from exactly those fields.
 
 This module holds the server, its state and the ways to inspect it; the Web API methods are in
-``slack_fake_api.py`` and the requests sent to the app in ``slack_fake_requests.py``, both mixed into FakeSlack.
+``slack_fake_api.py`` and the requests sent to the app in ``slack_fake_requests.py``, both mixed into FakeSlack;
+the Web API's rate limits (on by default, as on Slack) are in ``slack_fake_limits.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import itertools
 import json
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, TypeVar
@@ -33,7 +34,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.ratelimit import Clock, Limit
 from tests.fakes.slack_fake_api import JsonDict, SlackWebApi
+from tests.fakes.slack_fake_limits import SlackLimits
 from tests.fakes.slack_fake_requests import SlackRequests
 
 __all__ = ["FakeSlack", "FileDownload", "RecordedCall", "ResponseUrlPost"]
@@ -129,7 +132,13 @@ class FakeSlack(SlackRequests, SlackWebApi):
         team_name: str = "Fake Team",
         team_domain: str = "fake-team",
         bot_name: str = "membot",
+        rate_limits: bool | Mapping[str, Limit | None] = True,
+        clock: Clock = time.time,
     ) -> None:
+        """``rate_limits``: Slack's real limits by default (see slack_fake_limits.py); False turns them off,
+        a mapping overrides single methods. ``clock`` is what the limits count time with (epoch seconds;
+        a ``ratelimit.ManualClock`` lets a test skip the waits)."""
+        self.limits = SlackLimits(rate_limits, clock=clock)
         self.bot_token = bot_token
         self.signing_secret = signing_secret
         self.team_id = team_id
@@ -148,6 +157,7 @@ class FakeSlack(SlackRequests, SlackWebApi):
         self.verification_token = "fake-verification-token"
 
         self.calls: list[RecordedCall] = []
+        self.rate_limited_calls: list[RecordedCall] = []  # answered 429 by the limits (not in `calls`)
         self.file_downloads: list[FileDownload] = []
         self.response_url_posts: list[JsonDict] = []  # JSON bodies, in arrival order
         self.response_url_requests: list[ResponseUrlPost] = []  # same, plus which URL was hit
@@ -351,7 +361,8 @@ class FakeSlack(SlackRequests, SlackWebApi):
         """Make the next ``times`` calls to ``method`` fail with ``error``.
 
         For rate limiting use ``fail_next(m, "ratelimited", status=429, retry_after=1)``:
-        Slack then sends HTTP 429 plus a Retry-After header.
+        Slack then sends HTTP 429 plus a Retry-After header. (The real limits in :attr:`limits` apply on
+        their own; injected failures come first, are recorded in :attr:`calls` and are not counted there.)
         """
         self._failures.setdefault(method, []).append(_InjectedFailure(error, status, retry_after, times))
 
@@ -473,6 +484,19 @@ class FakeSlack(SlackRequests, SlackWebApi):
             call.response = {"ok": False, "error": "invalid_auth"}
         else:
             handler = self._api_methods().get(method)
+            channel = params.get("channel")
+            refusal = (
+                self.limits.check(method, self._resolve_channel(str(channel)) if channel else None)
+                if handler
+                else None
+            )
+            if refusal is not None:
+                call.status = 429
+                call.response = {"ok": False, "error": "ratelimited"}
+                extra_headers["Retry-After"] = str(refusal.retry_after)
+                self.rate_limited_calls.append(call)
+                self._notify()
+                return web.json_response(call.response, status=429, headers=extra_headers)
             call.response = handler(params) if handler else {"ok": False, "error": "unknown_method"}
         self.calls.append(call)
         self._notify()
