@@ -20,21 +20,18 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from bench import DATA, Row, Target, log, ms, open_service, percentile, scripted_model, stopwatch, user
+from bench.postgres import postgres_database, postgres_server
 from membot.agent.memory import recall_pg
 from membot.agent.memory.paging import PAGE_SIZE
 from membot.agent.memory.query import query_terms
-from membot.agent.memory.recall import _FTS_RANKED, RecallMemory
-from membot.agent.memory.term_stats import TermFrequencies, fts_phrase
+from membot.agent.memory.recall import _FTS_RANKED, RecallMemory, fts_query
+from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.messages import Message, user_message
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
@@ -45,8 +42,6 @@ FULL_SIZE = 1_000_000
 PER_AGENT = 1_000
 CHUNK = 20_000
 QUERIES = 200
-POSTGRES_ENV = "BENCH_POSTGRES_URL"
-POSTGRES_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 _COPIED = ("agent_id", "role", "kind", "content", "search_text", "created_at", "in_context")
 _LIKE = {
     "sqlite": text("SELECT id, search_text FROM messages WHERE agent_id = :agent_id AND search_text LIKE :pattern"),
@@ -54,31 +49,6 @@ _LIKE = {
         "SELECT id, search_text FROM messages WHERE agent_id = :agent_id AND search_text ILIKE :pattern"
     ),
 }
-
-
-def postgres_server() -> str | None:
-    """The PostgreSQL server the benchmarks run on, or None when told to leave it out."""
-    url = os.environ.get(POSTGRES_ENV) or POSTGRES_DEFAULT
-    return None if url.lower() == "none" else url
-
-
-@asynccontextmanager
-async def postgres_database(server: str, purpose: str) -> AsyncIterator[str]:
-    """A new, empty database on the server for one benchmark (the service migrates it), dropped afterwards."""
-    base = make_url(server)
-    name = f"membot_fts_bench_{purpose}_{os.getpid()}"
-    admin = create_async_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as connection:
-            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as connection:
-                await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.dispose()
 
 
 def _corpus() -> tuple[list[str], list[str]]:
@@ -194,7 +164,7 @@ def _in_full(session: Any, agent_id: int, question: str, terms: TermFrequencies)
     """The ranked query with every term finding the messages, as before the rare/common split (term_stats)."""
     words = query_terms(question) or ["the"]
     if session.get_bind().dialect.name == "sqlite":
-        params = {"query": " OR ".join(map(fts_phrase, words)), "agent_id": agent_id, "limit": PAGE_SIZE}
+        params = {"query": fts_query(agent_id, words), "agent_id": agent_id, "limit": PAGE_SIZE}
         return session.execute(_FTS_RANKED, params).all()
     return recall_pg.ranked(session, agent_id, words, PAGE_SIZE, terms, split=False)
 

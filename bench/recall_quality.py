@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench import DATA, Row, Target, drain, log, open_service, scripted_model, user
-from bench.conversation_search import postgres_database, postgres_server
+from bench.postgres import postgres_database, postgres_server
 
 NAME = "recall quality"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"

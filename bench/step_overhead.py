@@ -32,7 +32,7 @@ from bench import (
     stopwatch,
     user,
 )
-from bench.conversation_search import postgres_database, postgres_server
+from bench.postgres import postgres_database, postgres_server
 from membot.bot.service import BotService
 
 NAME = "step overhead"

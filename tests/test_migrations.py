@@ -14,6 +14,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, select, text
@@ -21,8 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from membot.agent.store.db import sqlite_engine
-from membot.agent.store.migrate import current, downgrade, head, include_name, include_object, upgrade
+from membot.agent.memory.query import query_terms
+from membot.agent.memory.recall import _FTS_RANKED, RecallMemory, fts_query
+from membot.agent.memory.term_stats import TermFrequencies
+from membot.agent.store.db import Database, sqlite_engine
+from membot.agent.store.migrate import config, current, downgrade, head, include_name, include_object, upgrade
 from membot.agent.store.schema import AgentRow, Base, BlockRow, IdentityRow, MessageRow
 from membot.bot.cli import main
 
@@ -125,10 +129,83 @@ async def test_downgrading_to_the_baseline_and_back_keeps_the_data(old_engine):
     await downgrade(old_engine, "0001_baseline")
     assert await current(old_engine) == "0001_baseline"
     assert (await _count(old_engine, "messages"), await _count(old_engine, "core_blocks")) == (14, 4)
+    async with AsyncSession(old_engine) as session:  # the search index, refilled without its agent column
+        said = await session.scalar(select(MessageRow).where(MessageRow.content.contains("giraffe")))
+        assert said.id in await _search(session, "giraffe")
     await upgrade(old_engine)
     assert (await current(old_engine), await _count(old_engine, "messages")) == (head(), 14)
+    async with AsyncSession(old_engine) as session:  # and with it again
+        assert said.id in await _search(session, f'agent:"a{said.agent_id}" AND giraffe')
+        assert said.id not in await _search(session, f'agent:"a{said.agent_id + 1}" AND giraffe')
     async with old_engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1  # back on for the app
+
+
+# Two agents' talk, interleaved: (agent, role, text). Words shared between the agents, and messages found only
+# through their context (the agent's previous message of the same role).
+_TALK = [
+    (0, "user", "I adopted a tabby cat"), (1, "user", "my tabby cat sleeps all day"),
+    (0, "assistant", "what a lovely cat"), (0, "user", "she is called Miso"),
+    (1, "user", "the vet said the cat is fine"), (1, "assistant", "good news about the cat"),
+    (0, "user", "Miso likes the garden"), (1, "user", "the garden is too small for a dog"),
+    (0, "assistant", "gardens are good for cats"), (1, "user", "tabby cats and dogs, all fine"),
+]
+_QUERIES = ("cat", "tabby", "garden", "cats dogs", "lovely news", "Miso vet")  # each finds both agents'
+
+
+async def _upgrade_to(engine: AsyncEngine, revision: str) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(config(c), revision))
+
+
+async def _write_talk(engine: AsyncEngine) -> list[int]:
+    """The agents and their talk, in plain SQL (the models may be ahead of the revision); the agents' ids."""
+    agent = text("""INSERT INTO agents (name, persona_name, human_name, created_at, summary, summary_hidden,
+        last_prompt_tokens, archival_passages, token_ratio, pressure_alerted)
+        VALUES (:name, 'p', 'h', CURRENT_TIMESTAMP, '', 0, 0, 0, 1.0, 0) RETURNING id""")
+    message = text("""INSERT INTO messages (agent_id, role, kind, search_text, created_at, in_context)
+        VALUES (:agent_id, :role, 'message', :said, CURRENT_TIMESTAMP, 1)""")
+    async with engine.begin() as conn:
+        agents = [(await conn.execute(agent, {"name": name})).scalar_one() for name in ("alice", "bob")]
+        for n, role, said in _TALK:  # one INSERT each, in order: the trigger reads the rows before
+            await conn.execute(message, {"agent_id": agents[n], "role": role, "said": said})
+    return agents
+
+
+def _ranked(db: Database, agent_id: int, query: str):
+    params = {"query": fts_query(agent_id, query_terms(query)), "agent_id": agent_id, "limit": 50}
+    return db.read(lambda session: [(r.id, r.score) for r in session.execute(_FTS_RANKED, params)])
+
+
+async def test_messages_indexed_before_the_agent_column_are_found_per_agent_after_it(tmp_path):
+    # One database given the talk at 0004 and then upgraded (the index refilled from the messages); one given
+    # it at the head (the index filled by the trigger). Both must rank the same rows with the same scores.
+    urls = [f"sqlite+aiosqlite:///{tmp_path / name}" for name in ("at_0004.db", "at_head.db")]
+    for url, revision in zip(urls, ("0004_deployment", "head"), strict=True):
+        engine = sqlite_engine(url)
+        await _upgrade_to(engine, revision)
+        agents = await _write_talk(engine)
+        await engine.dispose()
+    dbs = [await Database.open(url) for url in urls]  # opening upgrades the first
+    try:
+        assert [await current(db.engine) for db in dbs] == [head(), head()]
+        owner = {i + 1: agents[n] for i, (n, _, _) in enumerate(_TALK)}
+        for agent_id in agents:
+            for query in _QUERIES:
+                refilled, triggered = [await _ranked(db, agent_id, query) for db in dbs]
+                assert refilled == triggered
+                assert refilled and {owner[row_id] for row_id, _ in refilled} == {agent_id}
+        # A message only its context matches ("she is called Miso" before "Miso likes the garden")
+        found = await RecallMemory(dbs[0], agents[0], TermFrequencies()).search("adopted")
+        assert [m.search_text for m in found.items] == ["I adopted a tabby cat", "she is called Miso"]
+        # and the rebuilt trigger indexes a new message under its agent.
+        await dbs[0].write(lambda s: s.add(MessageRow(agent_id=agents[1], role="user", kind="message",
+                                                      search_text="a zebra, Miso")))
+        assert [m.search_text for m in (await RecallMemory(dbs[0], agents[1], TermFrequencies()).search(
+            "zebra Miso")).items] == ["a zebra, Miso"]
+    finally:
+        for db in dbs:
+            await db.close()
 
 
 async def test_a_fresh_database_is_built_and_a_second_upgrade_does_nothing(fresh_url):
@@ -161,7 +238,8 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
         async with engine.connect() as conn:
             found = await conn.run_sync(_differences)
         kinds = {(d[0], d[2] if d[0] == "add_column" else d[1].name) for d in found}
-        assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment")}
+        assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment"),
+                         ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at")}
     finally:
         await engine.dispose()
 

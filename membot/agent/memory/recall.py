@@ -23,15 +23,18 @@ from membot.agent.messages import Message
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow
 
-# CROSS JOIN fixes the join order: the FTS index is read first and the agent filter applied to its hits.
-# Left to itself the planner may walk the agent's messages and probe the index once per row (100x slower).
-# Every hit is scored to be ranked anyway, so counting them all (the window count) comes almost free.
+# The MATCH itself keeps to the agent (see `fts_query`), so FTS5 reads only the agent's hits; the agent_id
+# test on the joined row stays as the store's own guarantee. CROSS JOIN fixes the join order: the FTS index is
+# read first. Left to itself the planner may walk the agent's messages and probe the index once per row (100x
+# slower). Every hit is scored to be ranked anyway, so counting them all (the window count) comes almost free.
 # (bm25() cannot sit beside a window function, hence the subquery.) Only the top rows' texts are read, by
-# the outer join: carrying every hit's text through the sort cost a fifth of the search.
+# the outer join: carrying every hit's text through the sort cost a fifth of the search. bm25 weights: the
+# text 1, its context 0.5, the agent column 0 (it only selects; its one token does count in each row's length,
+# which bm25 normalises by, so near ties may order otherwise than before that column).
 _FTS_RANKED = text(
     """SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context FROM (
          SELECT id, score, count(*) OVER () AS total FROM (
-           SELECT m.id AS id, bm25(messages_fts, 1.0, 0.5) AS score FROM messages_fts
+           SELECT m.id AS id, bm25(messages_fts, 1.0, 0.5, 0.0) AS score FROM messages_fts
            CROSS JOIN messages AS m ON m.id = messages_fts.rowid
            WHERE messages_fts MATCH :query AND m.agent_id = :agent_id)
          ORDER BY score, id DESC LIMIT :limit) AS t
@@ -57,6 +60,14 @@ _NEWEST = select(MessageRow.agent_id, MessageRow.role, MessageRow.created_at).wh
 )
 # Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
 RERANK_DEPTH = 40
+
+
+def fts_query(agent_id: int, terms: Sequence[str]) -> str:
+    """The FTS5 query for any of the terms in the agent's messages. Each row's `agent` column holds the token
+    `a<agent id>` (migration 0005): FTS5 intersects the agent's doclist with the terms' inside the index, rather
+    than every agent's hits being found and filtered after. The terms are kept to the text columns, so that a
+    word like "a12" never matches an agent's token."""
+    return f'agent:"a{agent_id}" AND {{search_text context}}: ({" OR ".join(map(fts_phrase, terms))})'
 
 
 def check_owner(agent_id: int, rows: Sequence[Message]) -> None:
@@ -159,7 +170,7 @@ class RecallMemory:
         return Page([self._message(by_id[i]) for i in ids[page * page_size : window]], total, page, page_size)
 
     def _ranked(self, session: Session, terms: list[str], limit: int) -> Sequence[Row[Any]]:
-        params = {"query": " OR ".join(map(fts_phrase, terms)), "agent_id": self.agent_id, "limit": limit}
+        params = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id, "limit": limit}
         return session.execute(_FTS_RANKED, params).all()
 
     def _message(self, row: Row[Any]) -> Message:

@@ -75,7 +75,8 @@ _PG_COMMON = text(
 )
 
 _MATCHERS = {
-    "sqlite": _Matcher("messages_fts WHERE messages_fts MATCH :{name}", fts_phrase),
+    # The text columns only: a word spelled like an agent's token (a12) must not count that agent's rows.
+    "sqlite": _Matcher("messages_fts WHERE messages_fts MATCH :{name}", lambda term: "{search_text context}: " + fts_phrase(term)),
     # plainto_tsquery takes any text (a stop word gives an empty query, which matches nothing).
     "postgresql": _Matcher(
         "messages WHERE search_vector @@ plainto_tsquery('english', :{name})", lambda term: term, _PG_COMMON
