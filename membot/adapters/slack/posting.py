@@ -1,20 +1,37 @@
 """Where a step's events go: visible ones to the place the user asked, the monologue to the private log
-channel (or the process log when there is none), never the other way round."""
+channel (or the process log when there is none), never the other way round. The monologue goes through
+a background queue (membot.adapters.monologue_queue): posting it never slows a reply."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from membot.adapters.slack.render import escape, monologue_text, split_message, tagged
+from membot.adapters.monologue_queue import DRAIN_SECONDS, Line, MonologueQueue, RateLimited, Refused
+from membot.adapters.slack.render import MESSAGE_LIMIT, escape, monologue_text, split_message, tagged
 from membot.agent.events import Event
 
 log = logging.getLogger(__name__)
 monologue_log = logging.getLogger("membot.adapters.slack.monologue")
+
+#: Errors that mean the monologue channel itself is wrong for us (not a passing failure).
+REFUSALS = frozenset({
+    "channel_not_found", "not_in_channel", "is_archived", "missing_scope", "restricted_action",
+    "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted",
+})
+#: How long a user's reply may wait out rate limits in all (beyond the client's own retries) before it is
+#: given up and logged.
+REPLY_PATIENCE = 120.0
+ADVICE = (
+    "Set SLACK_MONOLOGUE_CHANNEL to the id of a channel the bot is in (/invite it there; it needs the "
+    "chat:write scope), or unset it to keep the monologue in the log."
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,13 @@ class Place:
 class Poster:
     def __init__(self, monologue_channel: str | None) -> None:
         self.monologue_channel = monologue_channel
+        self._client: AsyncWebClient | None = None  # the latest one handed to us; the queue posts with it
+        self.monologue: MonologueQueue | None = None
+        if monologue_channel:
+            self.monologue = MonologueQueue(
+                self._send_monologue, limit=MESSAGE_LIMIT, name=f"SLACK_MONOLOGUE_CHANNEL {monologue_channel}",
+                advice=ADVICE, logger=monologue_log,
+            )
 
     async def say(self, client: AsyncWebClient, place: Place, text: str) -> None:
         """Post text (escaped, split at Slack's length) to a place. A failed post is logged, not raised:
@@ -36,16 +60,26 @@ class Poster:
             await self._post(client, place, piece)
 
     async def _post(self, client: AsyncWebClient, place: Place, mrkdwn: str) -> None:
-        try:
-            await client.chat_postMessage(channel=place.channel, text=mrkdwn, thread_ts=place.thread_ts)
-        except SlackApiError as exc:
-            log.error("chat.postMessage to %s failed: %s", place.channel, exc.response.get("error", exc))
+        """One post of a reply. Past the client's own retries, a rate limit is waited out here too (a user's reply
+        is sent when Slack allows, never dropped for it), up to REPLY_PATIENCE in all."""
+        waited = 0.0
+        while True:
+            try:
+                await client.chat_postMessage(channel=place.channel, text=mrkdwn, thread_ts=place.thread_ts)
+                return
+            except SlackApiError as exc:
+                wait = retry_after(exc)
+                if wait is None or waited + wait > REPLY_PATIENCE:
+                    log.error("chat.postMessage to %s failed: %s", place.channel, exc.response.get("error", exc))
+                    return
+            await asyncio.sleep(wait)
+            waited += wait
 
     async def deliver(
         self, client: AsyncWebClient, place: Place, user_id: str, events: AsyncIterator[Event]
     ) -> None:
         """Run a step's events through: each visible message is posted as it comes; the monologue is
-        collected and posted once at the end of the step, so the log channel gets one post per step."""
+        collected and queued once at the end of the step (the queue posts it in the background)."""
         monologue: list[str] = []
         try:
             async for event in events:
@@ -64,12 +98,49 @@ class Poster:
         await self.log(client, user_id, monologue)
 
     async def log(self, client: AsyncWebClient, user_id: str, lines: list[str]) -> None:
-        if not lines:
+        """Queue a step's monologue for the log channel; returns at once."""
+        entries = [Line(tagged(user_id, line), f"{user_id}: {line}") for line in lines]
+        if self.monologue is None:
+            for entry in entries:
+                monologue_log.info("%s", entry.plain)
             return
-        if not self.monologue_channel:
-            for line in lines:
-                monologue_log.info("%s: %s", user_id, line)
-            return
-        text = "\n".join(tagged(user_id, line) for line in lines)
+        self._client = client
+        self.monologue.put(entries)
+
+    async def close(self, timeout: float = DRAIN_SECONDS) -> None:  # noqa: ASYNC109 - a bound, not a deadline
+        """Post the queued monologue (bounded), log the rest."""
+        if self.monologue is not None:
+            await self.monologue.close(timeout)
+
+    async def _send_monologue(self, text: str) -> None:
+        """One coalesced post (split only if one line is over the limit). The app's client already waits
+        out a 429 a couple of times; past that it comes back here as RateLimited, to wait and go again."""
+        assert self._client is not None and self.monologue_channel is not None
         for piece in split_message(text):
-            await self._post(client, Place(self.monologue_channel), piece)
+            try:
+                await self._client.chat_postMessage(channel=self.monologue_channel, text=piece)
+            except SlackApiError as exc:
+                error = str(exc.response.get("error", ""))
+                wait = retry_after(exc)
+                if wait is not None:
+                    raise RateLimited(wait) from exc
+                if error in REFUSALS:
+                    raise Refused(f"Slack said {error}") from exc
+                raise
+
+
+def retry_after(exc: SlackApiError) -> float | None:
+    """Seconds Slack asked to wait, for a rate-limited call; None for any other failure."""
+    if exc.response.status_code != 429 and exc.response.get("error") != "ratelimited":
+        return None
+    return _retry_after(exc.response.headers)
+
+
+def _retry_after(headers: dict[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value[0] if isinstance(value, list) else value)
+            except (TypeError, ValueError, IndexError):
+                break
+    return 1.0

@@ -70,6 +70,7 @@ async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event
         finally:
             await handler.close_async()
             await adapter.inflight.drain(SHUTDOWN_GRACE)
+            await adapter.poster.close()
         return
     runner = await http_runner(adapter, settings)
     log.warning("Slack: listening on port %s at %s", settings.slack_port, EVENTS_PATH)
@@ -79,3 +80,4 @@ async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event
         # Stop accepting first, so nothing new starts while the running handlers finish.
         await runner.cleanup()
         await adapter.inflight.drain(SHUTDOWN_GRACE)
+        await adapter.poster.close()  # the monologue still queued, bounded
