@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import discord
 import discord.http
 import pytest
 from aiohttp import web
 
 from membot.adapters.discord.render import split_message, strip_mentions, units
 from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
-from membot.bot.errors import ConfigurationError
+from membot.bot.access import not_open_text
+from membot.bot.errors import ConfigurationError, QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
@@ -33,6 +38,7 @@ PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.
 DISCORD_API = discord.http.Route.BASE
 
 GUILD, GENERAL, LOG = 500, 501, 502
+CLUB, CLUB_TALK, CLUB_BOTS, MODS_ROLE = 600, 601, 602, 900  # a second guild, with a role and an open channel
 ALICE, BOB, ADMIN, MOD = 42, 43, 7, 8
 EPHEMERAL = 64
 MESSAGE_CONTENT_INTENT = 1 << 15
@@ -95,6 +101,19 @@ async def bot(fake: FakeDiscord, service: BotService, settings: Settings) -> Asy
     # The endpoints were class attributes: they must be back for whatever runs next.
     assert discord.http.Route.BASE == DISCORD_API
     assert not fake.unhandled_calls
+
+
+@asynccontextmanager
+async def serving(service: BotService, settings: Settings, fake: FakeDiscord) -> AsyncIterator[None]:
+    """The adapter on settings of the test's own (the `bot` fixture's are fixed)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_discord(service, settings, stop, guild_ready_timeout=0.1))
+    try:
+        await fake.wait_connected()
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 def dm(user_id: int) -> int:
@@ -379,6 +398,140 @@ async def test_bad_uploads_get_a_clear_reply_and_change_nothing(fake, bot, model
     assert not model.requests  # the agent heard of none of it
 
 
+# ----- operator controls: allow-lists, open channels, /cancel, quotas ---------------------------------------
+
+
+def _club(fake: FakeDiscord) -> None:
+    """A second guild where bob holds the mods role and #bots is open (added before the client connects)."""
+    fake.add_guild(
+        CLUB, "Club", channels=[{"id": CLUB_TALK, "name": "talk"}, {"id": CLUB_BOTS, "name": "bots"}],
+        members=[{"user": {"id": BOB, "username": "bob"}, "roles": [str(MODS_ROLE)]}, {"id": ALICE}, {"id": MOD}],
+        roles=[{"id": MODS_ROLE, "name": "mods"}],
+    )
+
+
+async def test_allow_lists_decide_who_is_answered_and_refusals_are_quiet_in_public(
+    fake, service, home, model, caplog
+):
+    caplog.set_level(logging.INFO, logger="membot.adapters.discord")
+    _club(fake)
+    settings = make_settings(
+        home, model, DISCORD_TOKEN="fake-token", DISCORD_ADMIN_IDS=str(ADMIN), MEMBOT_ALLOW_USERS=str(ALICE),
+        MEMBOT_ALLOW_ROLES=str(MODS_ROLE), MEMBOT_OPEN_CHANNELS=str(CLUB_BOTS),
+        MEMBOT_DISCORD_API_URL=fake.api_url, MEMBOT_DISCORD_GATEWAY_URL=fake.gateway_url,
+    )
+    async with serving(service, settings, fake):
+        # Not listed, no role: a mention in a channel is ignored (logged), a DM gets one short private answer.
+        await fake.send_guild_message(GUILD, GENERAL, MOD, "hello bot", mentions_bot=True)
+        await fake.send_dm(MOD, "hello bot")
+        refusal = await fake.wait_for_message(dm(MOD))
+        assert refusal["content"] == not_open_text("discord") and "admins" in refusal["content"]
+        assert "not on the allow-lists" in caplog.text
+
+        # Listed by id; by role (in the guild that gives it); an admin, always.
+        model.script(send("Hi Alice."), send("Hi mod Bob."), send("Hi admin."))
+        await fake.send_dm(ALICE, "hi")
+        assert (await fake.wait_for_message(dm(ALICE)))["content"] == "Hi Alice."
+        await fake.send_guild_message(CLUB, CLUB_TALK, BOB, "hi", mentions_bot=True)
+        assert (await fake.wait_for_message(CLUB_TALK))["content"] == "Hi mod Bob."
+        await fake.send_dm(ADMIN, "hi")
+        assert (await fake.wait_for_message(dm(ADMIN)))["content"] == "Hi admin."
+        # Bob's role is the club's: in a DM (no roles there) he is not listed.
+        await fake.send_dm(BOB, "hi from my DM")
+        assert (await fake.wait_for_message(dm(BOB)))["content"] == not_open_text("discord")
+
+        # The open channel: every message is answered, no mention needed, but only to those admitted.
+        await fake.send_guild_message(CLUB, CLUB_BOTS, MOD, "anyone there?")
+        await fake.send_guild_message(CLUB, CLUB_TALK, ALICE, "chatting, no mention")  # not an open channel
+        picture = fake.host_file("cat.png", b"\x89PNG\r\n\x1a\n", "image/png")
+        await fake.send_guild_message(CLUB, CLUB_BOTS, ALICE, "", attachments=[picture])  # a file alone: not for it
+        model.script(send("Open channel answer."))
+        sent = await fake.send_guild_message(CLUB, CLUB_BOTS, ALICE, "no mention needed here")
+        answer = await fake.wait_for_message(CLUB_BOTS)
+        assert answer["content"] == "Open channel answer."
+        assert int(answer["message_reference"]["message_id"]) == int(sent["id"])
+        assert last_user_text(model.requests[-1]) == "no mention needed here"
+    assert len(model.requests) == 4  # nobody refused reached the model
+    assert fake.messages_in(GENERAL) == [] and len(fake.messages_in(CLUB_BOTS)) == 1
+    assert len(fake.messages_in(dm(MOD))) == 1
+
+
+async def test_a_refused_user_gets_a_private_refusal_from_every_command(fake, service, home, model):
+    settings = make_settings(
+        home, model, DISCORD_TOKEN="fake-token", MEMBOT_ALLOW_GUILDS=str(CLUB), MEMBOT_ALLOW_CHANNELS="1",
+        MEMBOT_DISCORD_API_URL=fake.api_url, MEMBOT_DISCORD_GATEWAY_URL=fake.gateway_url,
+    )
+    async with serving(service, settings, fake):
+        for name, options in (("persona", [{"name": "name", "type": 3, "value": "memgpt_doc"}]), ("memory", []),
+                              ("cancel", []), ("detach", [{"name": "source", "type": 3, "value": "x"}])):
+            interaction = await fake.send_slash_command(ALICE, name, options, guild_id=GUILD, channel_id=GENERAL)
+            callback = await interaction.wait_callback()
+            assert callback["type"] == 4 and callback["data"]["flags"] & EPHEMERAL, name
+            assert callback["data"]["content"] == not_open_text("discord")
+        assert await fake.send_autocomplete(ALICE, "attach", [{"name": "source", "type": 3, "value": ""}],
+                                            guild_id=GUILD, channel_id=GENERAL) == []
+        # In a DM neither the guild nor the channel list applies: the command runs.
+        allowed = await slash(fake, ALICE, "persona", [{"name": "name", "type": 3, "value": "memgpt_doc"}])
+        assert (await allowed.wait_followup())["content"] == "Persona set to memgpt_doc."
+    assert (await service.memory(alice_ref())).persona_name == "memgpt_doc"
+
+
+async def test_cancel_command_answers_privately_with_the_services_words(fake, bot, service, monkeypatch):
+    asked: list[UserRef] = []
+
+    async def cancel(user: UserRef) -> str:
+        asked.append(user)
+        return "Stopping your agent's current reply after its current model call."
+
+    monkeypatch.setattr(service, "cancel", cancel)
+    interaction = await slash(fake, ALICE, "cancel", guild_id=GUILD, channel_id=GENERAL)
+    followup = await interaction.wait_followup()
+    assert followup["content"] == "Stopping your agent's current reply after its current model call."
+    assert followup["flags"] & EPHEMERAL
+    assert [(u.platform, u.user_id) for u in asked] == [("discord", str(ALICE))]
+
+
+QUOTA = "You have used today's 1,000 tokens; more at 00:00 UTC."
+
+
+def _over_quota(service: BotService, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def chat(user: UserRef, text: str) -> AsyncIterator[Any]:
+        raise QuotaReached(QUOTA)
+        yield  # an async generator, as the service's own
+
+    monkeypatch.setattr(service, "chat", chat)
+
+
+async def test_a_reached_quota_is_told_privately_in_the_dm_or_by_dm_from_a_channel(
+    fake, bot, service, model, monkeypatch
+):
+    _over_quota(service, monkeypatch)
+    await fake.send_dm(ALICE, "hello")
+    assert (await fake.wait_for_message(dm(ALICE)))["content"] == QUOTA
+    await fake.send_guild_message(GUILD, GENERAL, BOB, "hello", mentions_bot=True)
+    assert (await fake.wait_for_message(dm(BOB)))["content"] == QUOTA
+    assert fake.messages_in(GENERAL) == [] and not model.requests
+
+
+async def test_a_reached_quota_with_dms_closed_is_a_reply_that_pings_only_the_user(
+    fake, bot, service, model, monkeypatch
+):
+    _over_quota(service, monkeypatch)
+
+    async def closed(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise discord.Forbidden(SimpleNamespace(status=403, reason="Forbidden"),
+                                {"code": 50007, "message": "Cannot send messages to this user"})
+
+    monkeypatch.setattr(discord.Member, "send", closed)
+    sent = await fake.send_guild_message(GUILD, GENERAL, BOB, "hello", mentions_bot=True)
+    reply = await fake.wait_for_message(GENERAL)
+    assert reply["content"] == f"<@{BOB}> {QUOTA}"
+    assert int(reply["message_reference"]["message_id"]) == int(sent["id"])
+    [post] = fake.calls_to("POST", f"/channels/{GENERAL}/messages")
+    assert [int(u) for u in post.json["allowed_mentions"]["users"]] == [BOB] and not post.json["allowed_mentions"]["parse"]
+    assert fake.messages_in(dm(BOB)) == []
+
+
 # ----- running and syncing ---------------------------------------------------------------------------------
 
 
@@ -416,10 +569,11 @@ async def test_rejected_token_stops_with_what_to_set(model, home, service):
 
 
 async def test_sync_registers_the_commands_globally_or_in_one_guild(fake, settings):
-    assert await sync_commands(settings) == ["attach", "detach", "memory", "persona"]
-    assert sorted(c["name"] for c in fake.global_commands) == ["attach", "detach", "memory", "persona"]
-    assert await sync_commands(settings, GUILD) == ["attach", "detach", "memory", "persona"]
-    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "detach", "memory", "persona"]
+    commands = ["attach", "cancel", "detach", "memory", "persona"]
+    assert await sync_commands(settings) == commands
+    assert sorted(c["name"] for c in fake.global_commands) == commands
+    assert await sync_commands(settings, GUILD) == commands
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == commands
     attach = next(c for c in fake.global_commands if c["name"] == "attach")
     assert [o["name"] for o in attach["options"]] == ["source", "file"] and attach["options"][0]["autocomplete"]
     assert discord.http.Route.BASE == DISCORD_API
@@ -434,8 +588,10 @@ async def test_cli_discord_sync(fake, model, home):
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().strip() == f"Synced 4 commands in guild {GUILD}: /attach, /detach, /memory, /persona"
-    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "detach", "memory", "persona"]
+    assert out.decode().strip() == (
+        f"Synced 5 commands in guild {GUILD}: /attach, /cancel, /detach, /memory, /persona"
+    )
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "cancel", "detach", "memory", "persona"]
 
 
 # ----- pure helpers ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +29,8 @@ from membot.adapters.slack.render import (
 from membot.adapters.slack.runner import http_runner, run_slack, socket_mode_handler
 from membot.agent.agent import MemoryReport
 from membot.agent.sources.loader import FileOutcome
-from membot.bot.errors import ConfigurationError
+from membot.bot.access import not_open_text
+from membot.bot.errors import ConfigurationError, QuotaReached
 from membot.bot.identity import UserRef, find_agent
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
@@ -80,6 +82,25 @@ async def bot(service: BotService, settings: Settings) -> AsyncIterator[str]:
     finally:
         await runner.cleanup()
         await adapter.inflight.drain(5.0)  # before the service closes under them
+
+
+@asynccontextmanager
+async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]:
+    """Like the `bot` fixture, on settings of the test's own; yields the events URL."""
+    adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
+    runner = await http_runner(adapter, settings, host="127.0.0.1")
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    finally:
+        await runner.cleanup()
+        await adapter.inflight.drain(5.0)
+
+
+def channel_message(fake: FakeSlack, user: str, text: str, channel: str, *, ts: str | None = None) -> dict[str, Any]:
+    """A `message.channels` event: what Slack sends for every message in a channel the app reads."""
+    ts = ts or fake.next_ts()
+    return {"type": "message", "channel": channel, "user": user, "text": text, "ts": ts, "event_ts": ts,
+            "channel_type": "channel", "team": fake.team_id}
 
 
 def posts_to(fake: FakeSlack, channel: str) -> list[RecordedCall]:
@@ -168,6 +189,17 @@ async def test_a_stubborn_or_toolless_model_still_answers_in_the_im(
     await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "CLOG")
     assert not any(SCRIPTED_REASONING in c.params["text"] or "Worth keeping" in c.params["text"]
                    for c in posts_to(fake, "D1"))
+
+
+async def test_a_reply_that_meets_more_rate_limits_than_the_client_retries_still_arrives(
+    fake: FakeSlack, bot: str, model: ScriptedModel
+) -> None:
+    model.script(send("Patience pays."))
+    fake.fail_next("chat.postMessage", "ratelimited", status=429, retry_after=0, times=4)  # the client retries 2
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "hello")))
+    reply = await fake.wait_for_call("chat.postMessage", 20, lambda c: c.params["channel"] == "D1"
+                                     and c.response.get("ok"))
+    assert reply.params["text"] == "Patience pays."
 
 
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
@@ -431,6 +463,109 @@ async def test_attach_detach_and_persona_commands(
     assert (await command(fake, bot, "/persona", "memgpt_doc", "U1"))["text"] == "Persona set to memgpt_doc."
     assert (await service.memory(ALICE)).persona_name == "memgpt_doc"
     assert "nope" in (await command(fake, bot, "/persona", "nope", "U1"))["text"]
+
+
+# ---------------------------------------------------------------------------- operator controls
+
+
+async def test_allow_lists_and_open_channels(
+    fake: FakeSlack, service: BotService, home: Path, model: ScriptedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="membot.adapters.slack")
+    settings = slack_settings(home, model, fake, MEMBOT_SLACK_PORT=0, MEMBOT_ALLOW_USERS="U1",
+                              MEMBOT_OPEN_CHANNELS="COPEN")
+    async with serving(service, settings) as url:
+        # Not listed: a DM gets one short answer (though it came as both `message` and `app_mention`)...
+        refused = fake.dm_event("U2", "<@UBOT> hello")
+        mention = fake.mention_event("U2", "hello", channel="D2", ts=refused["ts"])
+        await fake.post_event(url, fake.event_payload(refused))
+        await fake.post_event(url, fake.event_payload(mention))
+        answer = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D2")
+        assert answer.params["text"] == escape(not_open_text("slack"))
+        # ...a mention in a channel, or a message in an open one, nothing at all.
+        await fake.post_event(url, fake.event_payload(fake.mention_event("U2", "hello", channel="C1")))
+        await fake.post_event(url, fake.event_payload(channel_message(fake, "U2", "hello all", "COPEN")))
+
+        # Listed, or an admin: answered.
+        model.script(send("Hi admin."), send("Open answer."), send("Answered once."))
+        await fake.post_event(url, fake.event_payload(fake.dm_event("UADMIN", "hi")))
+        await fake.wait_for_call("chat.postMessage", WAIT, text_is("Hi admin."))
+        # In the open channel any message is for the bot; the answer goes where the message was.
+        await fake.post_event(url, fake.event_payload(channel_message(fake, "U1", "no mention", "COPEN")))
+        open_answer = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Open answer."))
+        assert open_answer.params["channel"] == "COPEN" and open_answer.params.get("thread_ts") is None
+        # A mention there comes as `message` and `app_mention`: answered once, in the same place.
+        said = channel_message(fake, "U1", "<@UBOT> and you?", "COPEN")
+        await fake.post_event(url, fake.event_payload(fake.mention_event("U1", "and you?", channel="COPEN",
+                                                                         ts=said["ts"])))
+        await fake.post_event(url, fake.event_payload(said))
+        once = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Answered once."))
+        assert once.params.get("thread_ts") is None
+        # Elsewhere plain channel messages are still not for the bot.
+        await fake.post_event(url, fake.event_payload(channel_message(fake, "U1", "just chatting", "C1")))
+        assert (await command(fake, url, "/persona", "memgpt_doc", "U2"))["text"] == escape(not_open_text("slack"))
+        assert (await command(fake, url, "/persona", "memgpt_doc", "U1"))["text"] == "Persona set to memgpt_doc."
+    assert len(model.requests) == 3
+    assert [len(posts_to(fake, c)) for c in ("D2", "C1", "COPEN")] == [1, 0, 2]
+    assert "not on the allow-lists" in caplog.text
+    assert await find_agent(service.engine.db, BOB) is None  # nothing was made for the refused user
+
+
+async def test_the_workspace_list_applies_to_commands_and_dms_too(
+    fake: FakeSlack, service: BotService, home: Path, model: ScriptedModel
+) -> None:
+    settings = slack_settings(home, model, fake, MEMBOT_SLACK_PORT=0, MEMBOT_ALLOW_GUILDS="T9",
+                              MEMBOT_ALLOW_CHANNELS="C9")
+    async with serving(service, settings) as url:
+        since = len(fake.response_url_posts)
+        await fake.post_command(url, fake.command_body("/memory", "", user_id="U1", channel_id="D1"))
+        refusal = await fake.wait_for_response_url_post(timeout=WAIT, since=since)
+        assert refusal["response_type"] == "ephemeral" and refusal["text"] == escape(not_open_text("slack"))
+        await fake.post_event(url, fake.event_payload(fake.dm_event("U1", "hi")))
+        answer = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+        assert answer.params["text"] == escape(not_open_text("slack"))
+        # An admin is admitted anywhere.
+        assert (await command(fake, url, "/persona", "memgpt_doc", "UADMIN"))["text"] == "Persona set to memgpt_doc."
+    assert model.requests == []
+
+
+async def test_cancel_command_answers_privately_with_the_services_words(
+    fake: FakeSlack, bot: str, service: BotService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[UserRef] = []
+
+    async def cancel(user: UserRef) -> str:
+        asked.append(user)
+        return "Nothing is running for you right now."
+
+    monkeypatch.setattr(service, "cancel", cancel)
+    answer = await command(fake, bot, "/cancel", "", "U1")
+    assert answer["response_type"] == "ephemeral" and answer["text"] == "Nothing is running for you right now."
+    assert [u.key for u in asked] == [ALICE.key]
+
+
+QUOTA = "You have used today's 1,000 tokens; more at 00:00 UTC."
+
+
+async def test_a_reached_quota_is_told_privately(
+    fake: FakeSlack, bot: str, service: BotService, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def chat(user: UserRef, text: str) -> AsyncIterator[Any]:
+        raise QuotaReached(QUOTA)
+        yield  # an async generator, as the service's own
+
+    monkeypatch.setattr(service, "chat", chat)
+    # In the IM, a plain message.
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "hi")))
+    told = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "D1")
+    assert told.params["text"] == escape(QUOTA)
+    # In a channel, an ephemeral message to the user alone, in the mention's thread.
+    mention = fake.mention_event("U2", "hello", channel="C1")
+    await fake.post_event(bot, fake.event_payload(mention))
+    ephemeral = await fake.wait_for_call("chat.postEphemeral", WAIT)
+    assert ephemeral.params["channel"] == "C1" and ephemeral.params["user"] == "U2"
+    assert ephemeral.params["text"] == escape(QUOTA) and ephemeral.params["thread_ts"] == mention["ts"]
+    assert posts_to(fake, "C1") == [] and model.requests == []
 
 
 # ---------------------------------------------------------------------------- pure helpers

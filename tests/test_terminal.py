@@ -9,6 +9,8 @@ import time
 
 from membot.adapters.terminal import Terminal
 from membot.agent.events import AssistantMessage, FunctionCall, FunctionResult
+from membot.bot.errors import QuotaReached
+from membot.bot.identity import UserRef
 from tests.cli_helpers import child_env
 from tests.fakes.openai_server import send
 from tests.pty_helpers import CTRL_C, ENTER, LEFT, PtyMembot
@@ -121,3 +123,37 @@ async def test_the_thinking_indicator_is_wiped_before_the_reply():
     shown = out.getvalue()
     assert "thinking…" in shown
     assert shown.endswith("\r\033[Kdone\n")
+
+
+class _Service:
+    """Just what the terminal asks of the bot service, for /cancel and a reached quota."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[UserRef] = []
+
+    async def agent_id(self, user, persona=None, human=None):
+        return 1, False
+
+    async def login(self, user):
+        return
+        yield
+
+    async def cancel(self, user):
+        self.cancelled.append(user)
+        return "Nothing is running for you right now."
+
+    async def chat(self, user, text):
+        raise QuotaReached("You have used today's 1,000 tokens; more at 00:00 UTC.")
+        yield
+
+
+async def test_cancel_asks_the_service_and_a_reached_quota_is_said_and_the_chat_goes_on():
+    service, user = _Service(), UserRef("terminal", "local", "me", "me")
+    out, err = io.StringIO(), io.StringIO()
+    terminal = Terminal(service, user, out, err, io.StringIO("/cancel\nhello\n/help\n"))  # type: ignore[arg-type]
+    await terminal.run(None, None)
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "Nothing is running for you right now." and service.cancelled == [user]
+    assert lines[1] == "You have used today's 1,000 tokens; more at 00:00 UTC."
+    assert lines[2] == "In-chat commands:" and any(line.lstrip().startswith("/cancel") for line in lines)
+    assert out.getvalue() == ""  # stdout is the agent's replies only

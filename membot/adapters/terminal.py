@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from membot.agent.events import Event, FunctionResult
+from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.monologue import monologue_line
 from membot.bot.service import BotService, CommandError
@@ -25,6 +26,7 @@ HELP = """In-chat commands:
   /persona NAME    switch the agent to another persona
   /attach SOURCE   give the agent a data source (`membot sources` lists them)
   /detach SOURCE   take a data source away
+  /cancel          stop the agent's current reply (while it replies here, press Ctrl-C)
   /help            this list
   /exit            leave (also Ctrl-D, or Ctrl-C at the prompt; Ctrl-C during a reply stops it)"""
 PROMPT = "> "
@@ -154,11 +156,20 @@ class Terminal:
                 await self.show(events)
             elif name == "detach":
                 self._log(await self.service.detach(self.user, arg))
+            elif name == "cancel":
+                # At the prompt nothing of ours is running; the service still says so, as on the platforms.
+                self._log(await self.service.cancel(self.user))
             else:
                 self._log(f"Unknown command /{name[:40]}; /help lists the commands.")
         except CommandError as exc:
             self._log(str(exc))
         return True
+
+    async def chat(self, line: str) -> None:
+        try:
+            await self.show(self.service.chat(self.user, line))
+        except QuotaReached as exc:  # raised before the agent saw the message: say why, keep chatting
+            self._log(str(exc))
 
     async def run(self, persona: str | None, human: str | None) -> None:
         try:
@@ -177,7 +188,7 @@ class Terminal:
                     if not await self.command(line):
                         break
                     continue
-                await self.show(self.service.chat(self.user, line))
+                await self.chat(line)
         except asyncio.CancelledError:
             # Ctrl-C during a reply: the reply stops and so does the chat; the terminal echoed "^C" on the
             # line, wiped here so the shell's prompt starts on a clean one.

@@ -51,6 +51,7 @@ from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.notices import (
+    CANCELLED,
     GAVE_UP,
     NO_CALL_HINT,
     NO_REPLY,
@@ -95,6 +96,10 @@ class Agent:
         self._gave_up = False
         #: What a model call has to say in the monologue (a switch to JSON mode), said after it.
         self._notes: list[str] = []
+        #: Model tokens spent since the last commit (committed with it), and whether /cancel asked the step to
+        #: stop (read back by each commit).
+        self._spent = 0
+        self._cancelled = False
 
     def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
@@ -141,7 +146,7 @@ class Agent:
         stats = await self._stats()
         summarised = False
         config = self.engine.config
-        self._force_call, self._plain_answers = False, 0
+        self._force_call, self._plain_answers, self._spent, self._cancelled = False, 0, 0, False
         for _ in range(config.max_chain):
             prompt, size, fitted = await self._fit(stats, summarised)
             if fitted:
@@ -170,6 +175,9 @@ class Agent:
             self._notes.clear()
             async for event in self._act(result, stats):
                 yield event
+            if self._continue and self._cancelled:
+                yield SystemNote(self.id, CANCELLED)
+                return
             if not self._continue:
                 return
         yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
@@ -192,6 +200,12 @@ class Agent:
         if result.prompt_tokens:
             self.calibration.observe(estimate, result.prompt_tokens)
         self.row.last_prompt_tokens = result.prompt_tokens or self.calibration.correct(estimate)
+        # What the call cost, for the user's daily quota: the server's count, else our estimate.
+        written = result.completion_tokens
+        if written is None:
+            said = (result.content or "") + "".join(call.arguments for call in result.tool_calls)
+            written = engine.counter.text(said + (result.reasoning or ""))
+        self._spent += self.row.last_prompt_tokens + written
         return result
 
     async def _act(self, result: ChatResult, stats: MemoryStats) -> AsyncIterator[Event]:
@@ -292,14 +306,17 @@ class Agent:
             "pressure_alerted": self.row.pressure_alerted,
             "archival_passages": self.archival.own_count,
         }
-        await self._store(StepWrite(self.id, self.engine.leases.holder, rows, blocks, state))
+        spent, self._spent = self._spent, 0
+        self._cancelled = await self._store(StepWrite(self.id, self.engine.leases.holder, rows, blocks, state,
+                                                      tokens=spent))
         self.context.extend(rows)
 
-    async def _store(self, write: StepWrite) -> None:
-        """Commit one StepWrite. If it fails, what this object holds is ahead of the database: the error goes up
-        and the caller loads the agent afresh."""
-        await self.engine.db.write(write)
+    async def _store(self, write: StepWrite) -> bool:
+        """Commit one StepWrite; whether the step was asked to stop. If it fails, what this object holds is ahead
+        of the database: the error goes up and the caller loads the agent afresh."""
+        cancelled = await self.engine.db.write(write)
         self.row.version += 1
+        return cancelled
 
     # ----- the context window ----------------------------------------------------------------------------
 

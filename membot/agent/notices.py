@@ -15,6 +15,7 @@ PRESSURE_ALERT = (
 MODEL_DOWN = "Sorry, I can't think right now: {why} Your message is saved; try again in a moment."
 MODEL_REFUSED = "Sorry, I can't answer: {why} Your message is saved."
 NO_REPLY = "Sorry, I couldn't put a reply together this time. Your message is saved."
+CANCELLED = "Cancelled by the user (/cancel): the chain stopped after this model call; what it did is kept."
 # Model calls a message may take when the model answers only in text (see Agent._plain_answer).
 PLAIN_ANSWERS = 3
 GAVE_UP = (

@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class ConfigurationError(ValueError):
     """Settings that cannot work; the message says what to set."""
+
+
+class QuotaReached(Exception):
+    """A user's quota is used up; the message says which and when it resets."""

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 
+from sqlalchemy.orm import Session
+
 from membot.agent import prompts
 from membot.agent.agent import Agent, MemoryReport
 from membot.agent.engine import Engine
@@ -23,16 +25,22 @@ from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo
 from membot.agent.sources.loader import FileOutcome, Progress
 from membot.agent.store.leases import AgentBusy
 from membot.agent.store.passages import PassageStoreError
-from membot.agent.store.schema import SourceRow
+from membot.agent.store.schema import SourceRow, utcnow
+from membot.agent.store.seen import claim, forget_old
 from membot.bot.identity import UserRef, create_linked, find_agent
+from membot.bot.quotas import Quotas
 from membot.bot.settings import Settings
 from membot.bot.slots import KeyedSlots
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 200_000
+#: Every so many event claims, a process forgets the keys too old to be redelivered.
+PRUNE_EVERY = 500
 CRASHED = "Sorry, something went wrong on my side while answering. Please try again."
 BUSY_COMMAND = "Your agent is busy with a long step in another process; try again in a minute."
+CANCELLING = "Stopping your agent's current reply after its current model call; what it did so far is kept."
+NOTHING_RUNNING = "Nothing is running for you right now."
 BUSY = "Sorry, I'm still busy with an earlier message of yours. Your new one was not taken; send it again in a minute."
 
 
@@ -53,6 +61,8 @@ class BotService:
         #: user -> agent id, as linked in SQL. A link is never changed once made, so this can only go stale by
         #: forgetting; bounded like the agent cache, it saves a query on every message.
         self._linked: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._claims = 0
+        self.quotas = Quotas(engine.db, settings.user_messages_per_minute, settings.user_tokens_per_day)
 
     @classmethod
     async def open(cls, settings: Settings) -> BotService:
@@ -129,6 +139,18 @@ class BotService:
             except AgentBusy:
                 raise CommandError(BUSY_COMMAND) from None
 
+    async def claim_event(self, key: str) -> bool:
+        """True for the first of the bot's processes to take platform event `key` (see store/seen.py)."""
+        now, self._claims = utcnow(), self._claims + 1
+        prune = self._claims % PRUNE_EVERY == 0
+
+        def work(session: Session) -> bool:
+            if prune:
+                forget_old(session, now)
+            return claim(session, key, now)
+
+        return await self.engine.db.write(work)
+
     # ----- conversation ----------------------------------------------------------------------------------
 
     async def chat(self, user: UserRef, text: str) -> AsyncIterator[Event]:
@@ -140,10 +162,18 @@ class BotService:
         # (asyncio locks are fair) even while the agent is still being looked up or created.
         async with self._user_locks.setdefault(user.key, asyncio.Lock()):
             agent_id, _ = await self.agent_id(user)
+            await self.quotas.admit(agent_id)  # QuotaReached: the adapter tells the user privately
             step = self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None))
             async with aclosing(step) as events:
                 async for event in events:
                     yield event
+
+    async def cancel(self, user: UserRef) -> str:
+        """Ask the user's running step (in any process) to stop after its current model call; what to tell them."""
+        agent_id = self._linked.get(user.key) or await find_agent(self.engine.db, user)
+        if agent_id is None or not await self.engine.leases.request_cancel(agent_id):
+            return NOTHING_RUNNING
+        return CANCELLING
 
     async def login(self, user: UserRef, persona: str | None = None, human: str | None = None) -> AsyncIterator[Event]:
         agent_id, _ = await self.agent_id(user, persona, human)

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     sandbox_max_files: int = Field(default=200, validation_alias="MEMBOT_SANDBOX_MAX_FILES")
     inner_thoughts: Literal["arguments", "content"] = Field(default="arguments", validation_alias="MEMBOT_INNER_THOUGHTS")
     tool_mode: Literal["auto", "tools", "json"] = Field(default="auto", validation_alias="MEMBOT_TOOL_MODE")
+    # Per-user quotas, counted in the database (all processes together); unset means none.
+    user_messages_per_minute: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_MESSAGES_PER_MINUTE")
+    user_tokens_per_day: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_TOKENS_PER_DAY")
+
+    # Who may talk to the bot, by platform ids (comma-separated; empty restricts nothing; see bot/access.py),
+    # and the channels where it answers every message without a mention.
+    allow_users: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_ALLOW_USERS")
+    allow_roles: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_ALLOW_ROLES")
+    allow_guilds: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_ALLOW_GUILDS")
+    allow_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MEMBOT_ALLOW_CHANNELS"
+    )
+    open_channels: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MEMBOT_OPEN_CHANNELS")
 
     # Discord.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
@@ -86,7 +99,10 @@ class Settings(BaseSettings):
         default=3000, validation_alias=AliasChoices("MEMBOT_SLACK_PORT", "SLACK_PORT")
     )
 
-    _split_ids = field_validator("discord_admin_ids", "slack_admin_ids", "extras", "http_allow", mode="before")(_ids)
+    _split_ids = field_validator(
+        "discord_admin_ids", "slack_admin_ids", "extras", "http_allow", "allow_users", "allow_roles",
+        "allow_guilds", "allow_channels", "open_channels", mode="before",
+    )(_ids)
 
     @property
     def home_dir(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import discord
@@ -13,10 +13,12 @@ from discord import app_commands
 
 from membot.adapters.discord.commands import add_commands
 from membot.adapters.discord.monologue import Monologue
-from membot.adapters.discord.people import person
+from membot.adapters.discord.people import PLATFORM, origin, person
 from membot.adapters.discord.relay import Say, relay
 from membot.adapters.discord.render import strip_mentions
 from membot.adapters.discord.uploads import load_upload
+from membot.bot.access import AccessPolicy, Origin, not_open_text
+from membot.bot.errors import QuotaReached
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
 from membot.bot.views import SORRY_ANSWERING
@@ -66,6 +68,7 @@ class MembotClient(discord.Client):
         self.service = service
         self.settings = settings
         self.max_upload_bytes = int(settings.max_upload_mb * 1024 * 1024)
+        self.access = AccessPolicy.from_settings(settings)
         self.monologue = Monologue(self, settings.discord_monologue_channel_id)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
         add_commands(self.tree)
@@ -89,11 +92,35 @@ class MembotClient(discord.Client):
             return False
         if message.guild is None:
             return isinstance(message.channel, discord.DMChannel)
-        # A mention of the bot itself: @everyone and role pings are not addressed to it.
-        return any(user.id == me.id for user in message.mentions)
+        if self._mentions_me(message):
+            return True
+        # In an open channel (MEMBOT_OPEN_CHANNELS) every message with words is; a file alone there (a picture
+        # shared with the others) is not.
+        return bool(message.content.strip()) and self.access.is_open(self._where(message).channel_id)
+
+    def _mentions_me(self, message: discord.Message) -> bool:
+        """A mention of the bot itself: @everyone and role pings are not addressed to it."""
+        return self.user is not None and any(user.id == self.user.id for user in message.mentions)
+
+    @staticmethod
+    def _where(message: discord.Message) -> Origin:
+        return origin(message.author, message.guild.id if message.guild else None, message.channel)
+
+    def _refuse(self, message: discord.Message) -> None:
+        """Not on the allow-lists: ignored in a shared channel (the bot must not argue in public); in a DM, one
+        short private line saying so."""
+        log.info("Discord: not answering user %s in channel %s: not on the allow-lists",
+                 message.author.id, message.channel.id)
+        if message.guild is None:
+            task = asyncio.create_task(self._try(message.channel.send, not_open_text(PLATFORM)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def on_message(self, message: discord.Message) -> None:
         if not self._for_me(message):
+            return
+        if not self.access.allows(self._where(message)):
+            self._refuse(message)
             return
         # Each message in its own task, so a slow agent holds up only its own user. A user's messages are
         # answered one after the other in arrival order, uploads included (a question right after a file
@@ -144,22 +171,45 @@ class MembotClient(discord.Client):
                             self.service, user, attachment, max_bytes=self.max_upload_bytes,
                             post=message.channel.send, after=lambda events: relay(events, say, self.monologue, user),
                         )
-                elif message.attachments:
+                elif message.attachments and self._mentions_me(message):
                     await say(GUILD_UPLOAD_HINT)
                 if text:
                     await relay(self.service.chat(user, text), say, self.monologue, user)
         except CommandError as exc:
             await self._try(say, str(exc))
+        except QuotaReached as exc:
+            await self._tell_privately(message, str(exc))
         except Exception:
             log.exception("answering message %s from %s failed", message.id, message.author.id)
             await self._try(say, SORRY_ANSWERING)
 
     @staticmethod
-    async def _try(say: Say, text: str) -> None:
+    async def _try(say: Callable[[str], Awaitable[object]], text: str) -> None:
         try:
             await say(text)
         except discord.HTTPException as exc:
             log.warning("could not tell the user: %s", exc)
+
+    async def _tell_privately(self, message: discord.Message, text: str) -> None:
+        """A note for the sender alone (their quota is nobody else's business): in a DM, there; from a guild
+        channel, in their DMs, or, when those are closed, a reply in the channel that pings only them."""
+        if message.guild is None:
+            await self._try(message.channel.send, text)
+            return
+        try:
+            await message.author.send(text)
+            return
+        except discord.HTTPException as exc:
+            log.info("could not DM user %s (%s); telling them in the channel", message.author.id, exc)
+        only_them = discord.AllowedMentions(everyone=False, roles=False, users=[message.author], replied_user=True)
+
+        async def reply(note: str) -> None:
+            await message.channel.send(
+                f"{message.author.mention} {note}", allowed_mentions=only_them,
+                reference=message.to_reference(fail_if_not_exists=False),
+            )
+
+        await self._try(reply, text)
 
     # ----- shutdown --------------------------------------------------------------------------------------
 
@@ -172,4 +222,5 @@ class MembotClient(discord.Client):
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self.monologue.close()  # its queue drains (bounded) while the HTTP session is still open
         await super().close()

@@ -1,6 +1,7 @@
-"""Slash commands: /attach, /detach, /persona, /memory. Each defers at once (private, "thinking…") and answers with
+"""Slash commands: /attach, /detach, /persona, /memory, /cancel. Each defers at once (private, "thinking…") and answers with
 ephemeral follow-ups, so a slow agent or a big file never meets Discord's 3-second limit and nobody else
-sees the answer. Errors become a clear private follow-up.
+sees the answer. Errors become a clear private follow-up. Someone the operator's allow-lists (bot/access.py)
+do not admit gets one private refusal instead, before anything is deferred or read.
 
 The commands reach the service through `interaction.client` (the MembotClient), so a tree can be built
 without one: `membot discord sync` registers them without opening any storage.
@@ -16,10 +17,12 @@ from typing import TYPE_CHECKING, cast
 import discord
 from discord import app_commands
 
-from membot.adapters.discord.people import person
+from membot.adapters.discord.people import PLATFORM, origin, person
 from membot.adapters.discord.relay import relay
 from membot.adapters.discord.render import memory_embed, split_message
 from membot.adapters.discord.uploads import load_upload
+from membot.bot.access import not_open_text
+from membot.bot.errors import QuotaReached
 from membot.bot.service import CommandError
 
 if TYPE_CHECKING:
@@ -46,11 +49,32 @@ async def answering(interaction: discord.Interaction) -> AsyncIterator[None]:
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
         yield
-    except CommandError as exc:
+    except (CommandError, QuotaReached) as exc:
         await private(interaction, str(exc))
     except Exception:
         log.exception("/%s failed", getattr(interaction.command, "name", "?"))
         await private(interaction, SORRY)
+
+
+class NotOpen(app_commands.CheckFailure):
+    """The operator's allow-lists do not admit this user here."""
+
+
+def admitted(interaction: discord.Interaction) -> bool:
+    where = origin(interaction.user, interaction.guild_id, interaction.channel, interaction.channel_id)
+    return _bot(interaction).access.allows(where)
+
+
+async def _admit(interaction: discord.Interaction) -> bool:
+    if admitted(interaction):
+        return True
+    log.info("Discord: refused /%s from user %s in channel %s: not on the allow-lists",
+             getattr(interaction.command, "name", "?"), interaction.user.id, interaction.channel_id)
+    raise NotOpen()  # answered privately by the tree's error handler
+
+
+#: On every command: checks run before the command's own code, so a refused user reaches nothing.
+open_to_them = app_commands.check(_admit)
 
 
 def matching(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]:
@@ -78,6 +102,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
     """Build the commands afresh for this tree (a command object belongs to one tree)."""
 
     @tree.command(name="attach", description="Attach a data source to your agent, or load a file into one")
+    @open_to_them
     @app_commands.describe(
         source="The data source to attach (with a file: the source to load it into, created if new)",
         file="A PDF, text or Markdown file to load",
@@ -108,6 +133,8 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
 
     @attach.autocomplete("source")
     async def source_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        if not admitted(interaction):
+            return []  # the names of a guild's sources are for those the bot is open to
         try:
             infos = await _bot(interaction).service.sources(person(interaction.user, interaction.guild_id))
         except Exception:  # an autocomplete error only shows as "loading failed": log it, offer nothing
@@ -116,6 +143,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
         return matching((info.name for info in infos), current)
 
     @tree.command(name="detach", description="Detach a data source from your agent")
+    @open_to_them
     @app_commands.describe(source="The data source to stop searching")
     async def detach(interaction: discord.Interaction, source: app_commands.Range[str, 1, 100]) -> None:
         bot = _bot(interaction)
@@ -125,6 +153,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
     detach.autocomplete("source")(source_names)
 
     @tree.command(name="persona", description="Switch your agent's persona")
+    @open_to_them
     @app_commands.describe(name="One of the personas this bot knows")
     async def persona(interaction: discord.Interaction, name: app_commands.Range[str, 1, 100]) -> None:
         bot = _bot(interaction)
@@ -136,6 +165,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
         return matching(_bot(interaction).service.personas(), current)
 
     @tree.command(name="memory", description="Show your agent's memory, privately (admins: anyone's)")
+    @open_to_them
     @app_commands.describe(user="Whose agent (admins only; default: yours)")
     async def memory(interaction: discord.Interaction, user: discord.User | None = None) -> None:
         bot = _bot(interaction)
@@ -148,11 +178,22 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
             report = await bot.service.memory(requester, target, is_admin=is_admin)
             await interaction.followup.send(embed=memory_embed(report, whose), ephemeral=True)
 
+    @tree.command(name="cancel", description="Stop your agent's current reply")
+    @open_to_them
+    async def cancel(interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        async with answering(interaction):
+            await private(interaction, await bot.service.cancel(person(interaction.user, interaction.guild_id)))
+
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        # Only what failed before a command's own handling (bad option values, unknown commands) gets here.
-        log.warning("slash command failed: %s", error)
-        text = "That did not work: check the command's options and try again."
+        # Only what failed before a command's own handling (a refusal, bad option values, unknown commands)
+        # gets here.
+        if isinstance(error, NotOpen):
+            text = not_open_text(PLATFORM)
+        else:
+            log.warning("slash command failed: %s", error)
+            text = "That did not work: check the command's options and try again."
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import discord
 
+from membot.bot.access import Origin
 from membot.bot.identity import UserRef
 
 PLATFORM = "discord"
@@ -27,3 +28,19 @@ def person(user: discord.abc.User, guild_id: int | None = None) -> UserRef:
     # The global name, not a guild nickname: the agent is the same in every guild.
     name = user.global_name or user.name
     return UserRef(PLATFORM, AGENT_SCOPE, str(user.id), name, source_scope=source_scope(user.id, guild_id))
+
+
+def origin(
+    user: discord.abc.User, guild_id: int | None, channel: object | None, channel_id: int | None = None
+) -> Origin:
+    """Where a message or command came from, for the operator's allow-lists (bot/access.py)."""
+    # A thread is its parent channel here: threads come and go, operators list channels.
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        channel_id = channel.parent_id
+    elif channel_id is None:
+        channel_id = getattr(channel, "id", None)
+    roles = frozenset(str(role.id) for role in user.roles) if isinstance(user, discord.Member) else frozenset()
+    return Origin(
+        PLATFORM, str(user.id), role_ids=roles, guild_id=None if guild_id is None else str(guild_id),
+        channel_id=None if channel_id is None else str(channel_id), is_dm=guild_id is None,
+    )

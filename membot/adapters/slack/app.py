@@ -15,6 +15,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     async_default_handlers,
@@ -24,10 +25,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from membot.adapters.slack.commands import Commands
 from membot.adapters.slack.dedupe import Seen
 from membot.adapters.slack.inflight import InFlight
-from membot.adapters.slack.people import People
+from membot.adapters.slack.people import PLATFORM, People, origin
 from membot.adapters.slack.posting import Place, Poster
-from membot.adapters.slack.render import plain_text
+from membot.adapters.slack.render import escape, plain_text
 from membot.adapters.slack.uploads import Uploads
+from membot.bot.access import AccessPolicy, not_open_text
+from membot.bot.errors import QuotaReached
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
 from membot.bot.views import SORRY_ANSWERING
@@ -58,9 +61,10 @@ class SlackAdapter:
         self.seen = Seen()
         self.inflight = InFlight()
         self.people = People(settings.slack_admin_ids)
+        self.access = AccessPolicy.from_settings(settings)
         self.poster = Poster(settings.slack_monologue_channel)
         self.uploads = Uploads(service, self.poster, self.people, self.seen, settings.max_upload_mb)
-        self.commands = Commands(service, self.poster, self.people)
+        self.commands = Commands(service, self.poster, self.people, self.access)
         self.app = self._build()
 
     def _client(self) -> AsyncWebClient:
@@ -89,7 +93,7 @@ class SlackAdapter:
         app.event("message")(track(self.on_message))
         app.event("app_mention")(track(self.on_mention))
         app.event("file_shared")(track(self.on_file_shared))
-        for name in ("/attach", "/detach", "/persona", "/memory"):
+        for name in ("/attach", "/detach", "/persona", "/memory", "/cancel"):
             app.command(name)(track(getattr(self.commands, name[1:])))
         return app
 
@@ -115,18 +119,23 @@ class SlackAdapter:
             return
         channel, ts = str(event["channel"]), str(event["ts"])
         team_id = _team(context, body)
-        in_dm = event.get("channel_type") == "im"
+        # Elsewhere than a DM the agent answers mentions (the app_mention event), or anything in an open channel
+        # (MEMBOT_OPEN_CHANNELS); a mention there comes as both events, and _converse answers it once.
+        converse = event.get("channel_type") == "im" or self.access.is_open(channel)
+        if not (converse or subtype == "file_share"):
+            return
+        place = Place(channel, event.get("thread_ts"))
+        if not await self._admitted(client, team_id, str(user_id), place, f"{channel}:{ts}"):
+            return
         if subtype == "file_share":
             # Upload answers go in a thread under the file, tying each confirmation to its file.
             place = Place(channel, event.get("thread_ts") or ts)
             for file in event.get("files") or []:
                 await self.uploads.handle(client, team_id, str(user_id), file, place)
-        if not in_dm:
-            return  # in channels the agent answers mentions only (the app_mention event)
+        if not converse:
+            return
         text = plain_text(str(event.get("text") or ""), context.bot_user_id)
-        await self._converse(
-            client, team_id, str(user_id), text, Place(channel, event.get("thread_ts")), f"{channel}:{ts}"
-        )
+        await self._converse(client, team_id, str(user_id), text, place, f"{channel}:{ts}")
 
     async def on_mention(
         self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient, body: dict[str, Any]
@@ -135,12 +144,15 @@ class SlackAdapter:
         if event.get("bot_id") or not user_id:
             return
         channel, ts = str(event["channel"]), str(event["ts"])
-        # In a channel the answer is threaded under the mention, so the channel is not flooded.
-        thread = event.get("thread_ts") or (ts if not channel.startswith("D") else None)
+        team_id = _team(context, body)
+        # In a channel the answer is threaded under the mention, so the channel is not flooded; in a DM or an
+        # open channel it goes where the message was, as the `message` event of the same message would put it.
+        threaded = not channel.startswith("D") and not self.access.is_open(channel)
+        place = Place(channel, event.get("thread_ts") or (ts if threaded else None))
+        if not await self._admitted(client, team_id, str(user_id), place, f"{channel}:{ts}"):
+            return
         text = plain_text(str(event.get("text") or ""), context.bot_user_id)
-        await self._converse(
-            client, _team(context, body), str(user_id), text, Place(channel, thread), f"{channel}:{ts}"
-        )
+        await self._converse(client, team_id, str(user_id), text, place, f"{channel}:{ts}")
 
     async def on_file_shared(
         self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient, body: dict[str, Any]
@@ -149,8 +161,27 @@ class SlackAdapter:
         channel = event.get("channel_id")
         if not (user_id and file_id and channel) or user_id == context.bot_user_id:
             return
+        team_id = _team(context, body)
+        if not self.access.allows(origin(team_id, str(user_id), str(channel))):
+            # Silently: in a DM the `message/file_share` of the same upload already said why.
+            log.info("Slack: not loading a file from user %s in %s: not on the allow-lists", user_id, channel)
+            return
         await asyncio.sleep(self.file_shared_grace)
-        await self.uploads.shared(client, _team(context, body), str(user_id), str(channel), str(file_id))
+        await self.uploads.shared(client, team_id, str(user_id), str(channel), str(file_id))
+
+    async def _admitted(
+        self, client: AsyncWebClient, team_id: str, user_id: str, place: Place, message_key: str
+    ) -> bool:
+        """Whether the allow-lists admit the user here. If not, a shared channel hears nothing (the bot must not
+        argue in public); a DM gets one short answer, claimed like a message so that the same message coming
+        as `message` and `app_mention` is answered once."""
+        where = origin(team_id, user_id, place.channel)
+        if self.access.allows(where):
+            return True
+        log.info("Slack: not answering user %s in %s: not on the allow-lists", user_id, place.channel)
+        if where.is_dm and self.seen.claim(f"message:{message_key}"):
+            await self.poster.say(client, place, not_open_text(PLATFORM))
+        return False
 
     async def _converse(
         self, client: AsyncWebClient, team_id: str, user_id: str, text: str, place: Place, message_key: str
@@ -163,9 +194,25 @@ class SlackAdapter:
             await self.poster.deliver(client, place, user_id, self.service.chat(user, text))
         except CommandError as exc:  # e.g. a first contact with a misconfigured default persona
             await self.poster.say(client, place, str(exc))
+        except QuotaReached as exc:
+            await self._tell_privately(client, place, user_id, str(exc))
         except Exception:
             log.exception("answering message %s from %s failed", message_key, user_id)
             await self.poster.say(client, place, SORRY_ANSWERING)
+
+    async def _tell_privately(self, client: AsyncWebClient, place: Place, user_id: str, text: str) -> None:
+        """A note for the user alone (their quota is nobody else's business): in their DM a plain message,
+        in a channel an ephemeral one."""
+        if place.channel.startswith("D"):
+            await self.poster.say(client, place, text)
+            return
+        try:
+            await client.chat_postEphemeral(
+                channel=place.channel, user=user_id, text=escape(text), thread_ts=place.thread_ts
+            )
+        except SlackApiError as exc:
+            log.warning("chat.postEphemeral to %s in %s failed: %s", user_id, place.channel,
+                        exc.response.get("error", exc))
 
 
 def build_app(

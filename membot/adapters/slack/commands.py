@@ -1,8 +1,9 @@
-"""Slash commands: /attach <source>, /detach <source>, /persona <name>, /memory [@user].
+"""Slash commands: /attach <source>, /detach <source>, /persona <name>, /memory [@user], /cancel.
 
 Each listener acks first (Slack wants an answer within 3 seconds; the work may take longer), then answers
 privately through the command's response_url (`respond`, ephemeral): unlike chat.postEphemeral it works in
-any conversation, including ones the bot is not a member of.
+any conversation, including ones the bot is not a member of. Someone the operator's allow-lists (bot/access.py)
+do not admit gets one private refusal instead.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from membot.adapters.slack.people import PLATFORM, People
+from membot.adapters.slack.people import PLATFORM, People, origin
 from membot.adapters.slack.posting import Place, Poster
 from membot.adapters.slack.render import escape, memory_blocks, parse_user_arg, plain_text
+from membot.bot.access import AccessPolicy, not_open_text
+from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService, CommandError
 
@@ -43,7 +46,7 @@ async def answering(respond: AsyncRespond, command: str) -> AsyncIterator[None]:
     """Whatever goes wrong inside (after the ack) becomes a private, readable answer."""
     try:
         yield
-    except CommandError as exc:
+    except (CommandError, QuotaReached) as exc:
         await private(respond, str(exc))
     except Exception:
         log.exception("%s failed", command)
@@ -51,10 +54,24 @@ async def answering(respond: AsyncRespond, command: str) -> AsyncIterator[None]:
 
 
 class Commands:
-    def __init__(self, service: BotService, poster: Poster, people: People) -> None:
+    def __init__(
+        self, service: BotService, poster: Poster, people: People, access: AccessPolicy | None = None
+    ) -> None:
         self.service = service
         self.poster = poster
         self.people = people
+        self.access = access or AccessPolicy()  # none given: no allow-lists, open to everyone
+
+    async def _refused(self, command: dict[str, Any], respond: AsyncRespond) -> bool:
+        """True (and the user told so, privately) when the allow-lists do not admit them where they typed it."""
+        user_id = str(command["user_id"])
+        channel = str(command.get("channel_id") or "")
+        if self.access.allows(origin(str(command.get("team_id") or ""), user_id, channel)):
+            return False
+        log.info("Slack: refused %s from user %s in %s: not on the allow-lists", command.get("command"), user_id,
+                 channel)
+        await private(respond, not_open_text(PLATFORM))
+        return True
 
     async def _requester(self, client: AsyncWebClient, command: dict[str, Any]) -> UserRef:
         return await self.people.user(client, str(command.get("team_id") or ""), str(command["user_id"]))
@@ -63,6 +80,8 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
+        if await self._refused(command, respond):
+            return
         async with answering(respond, "/attach"):
             user = await self._requester(client, command)
             name = plain_text(str(command.get("text") or ""))
@@ -79,6 +98,8 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
+        if await self._refused(command, respond):
+            return
         name = plain_text(str(command.get("text") or ""))
         if not name:
             await private(respond, "Usage: /detach <source>, a source attached with /attach.")
@@ -90,6 +111,8 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
+        if await self._refused(command, respond):
+            return
         name = plain_text(str(command.get("text") or ""))
         if not name:
             await private(respond, f"Usage: /persona <name>. Personas: {', '.join(self.service.personas())}.")
@@ -101,6 +124,8 @@ class Commands:
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
+        if await self._refused(command, respond):
+            return
         arg = str(command.get("text") or "").strip()
         requester_id = str(command["user_id"])
         target_id, typed_name = requester_id, ""
@@ -124,6 +149,15 @@ class Commands:
                 target = UserRef(PLATFORM, requester.scope, target_id, name)
                 report, owner = await self.service.memory(requester, target, is_admin=True), name
             await private(respond, f"Memory of {escape(owner)}", memory_blocks(report, owner))
+
+    async def cancel(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        if await self._refused(command, respond):
+            return
+        async with answering(respond, "/cancel"):
+            await private(respond, await self.service.cancel(await self._requester(client, command)))
 
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:

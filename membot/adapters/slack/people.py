@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from membot.bot.access import Origin
 from membot.bot.identity import UserRef
 
 log = logging.getLogger(__name__)
@@ -68,3 +69,10 @@ class People:
         if user_id in self.admin_ids:
             return True
         return (await self.lookup(client, user_id)).is_admin
+
+
+def origin(team_id: str, user_id: str, channel: str) -> Origin:
+    """Where a message or command came from, for the operator's allow-lists (bot/access.py). Slack has no
+    roles; a DM (a D… conversation) is still in a workspace, so the workspace list applies there too."""
+    return Origin(PLATFORM, user_id, role_ids=None, guild_id=team_id or None, channel_id=channel or None,
+                  is_dm=channel.startswith("D"))

@@ -27,6 +27,8 @@ class ChatResult:
     #: A reasoning model's reasoning: <think> blocks in the text, and the `reasoning_content` or `reasoning`
     #: field servers send it in (vLLM, DeepSeek, Ollama, LM Studio, OpenRouter); None when there is none.
     reasoning: str | None = None
+    #: Tokens the server says it generated (reasoning included); None when it does not say.
+    completion_tokens: int | None = None
 
 
 EMPTY = ChatResult(None, [], None)
@@ -38,8 +40,7 @@ def read_reply(data: Any) -> ChatResult:
     if not isinstance(data, dict):
         return EMPTY
     usage = data.get("usage")
-    prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) and not isinstance(prompt_tokens, bool) else None
+    prompt_tokens = _count(usage, "prompt_tokens")
     choices = data.get("choices")
     first = choices[0] if isinstance(choices, list) and choices else None
     message = first.get("message") if isinstance(first, dict) else None
@@ -60,7 +61,12 @@ def read_reply(data: Any) -> ChatResult:
         said = _text(message.get(field)).strip()
         if said and said not in thoughts:  # some servers send both spellings, alike
             thoughts.append(said)
-    return ChatResult(content, calls, prompt_tokens, "\n\n".join(thoughts) or None)
+    return ChatResult(content, calls, prompt_tokens, "\n\n".join(thoughts) or None, _count(usage, "completion_tokens"))
+
+
+def _count(usage: Any, name: str) -> int | None:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def split_reasoning(text: str) -> tuple[str | None, list[str]]:

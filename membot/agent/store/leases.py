@@ -41,7 +41,11 @@ WAIT_SECONDS = 300.0
 
 _LEASES = LeaseRow.__table__
 # Built once: every commit of a step runs it.
-_RENEW = update(_LEASES).where(_LEASES.c.agent_id == bindparam("agent"), _LEASES.c.holder == bindparam("lease_holder"))
+_RENEW = (
+    update(_LEASES)
+    .where(_LEASES.c.agent_id == bindparam("agent"), _LEASES.c.holder == bindparam("lease_holder"))
+    .returning(_LEASES.c.cancel_requested)
+)
 
 
 class LeaseLost(RuntimeError):
@@ -61,15 +65,16 @@ def new_holder() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def check(session: Session, agent_id: int, holder: str, seconds: float = LEASE_SECONDS) -> None:
-    """Inside a write: the lease is still `holder`'s (renewed by the same statement), else LeaseLost. On
-    PostgreSQL the statement locks the lease row until the commit, so no other process can take the lease
-    between this check and the commit."""
-    result = session.connection().execute(
+def check(session: Session, agent_id: int, holder: str, seconds: float = LEASE_SECONDS) -> bool:
+    """Inside a write: the lease is still `holder`'s (renewed by the same statement), else LeaseLost; returns
+    whether the step was asked to stop (/cancel). On PostgreSQL the statement locks the lease row until the
+    commit, so no other process can take the lease between this check and the commit."""
+    row = session.connection().execute(
         _RENEW, {"agent": agent_id, "lease_holder": holder, "expires_at": utcnow() + timedelta(seconds=seconds)}
-    )
-    if result.rowcount != 1:
+    ).first()
+    if row is None:
         raise LeaseLost(f"agent {agent_id} was taken over by another process")
+    return bool(row[0])
 
 
 def _died_here(holder: str) -> bool:
@@ -123,6 +128,16 @@ class Leases:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
 
+    async def request_cancel(self, agent_id: int) -> bool:
+        """Ask the step running for the agent, in whichever process, to stop at its next commit; False when no
+        step holds the agent."""
+        result = await self.db.write(
+            lambda session: session.execute(
+                update(LeaseRow).where(LeaseRow.agent_id == agent_id).values(cancel_requested=True)
+            )
+        )
+        return bool(result.rowcount)
+
     async def release(self, agent_id: int) -> None:
         await self.db.write(
             lambda session: session.execute(
@@ -155,7 +170,7 @@ class Leases:
         taken = session.execute(
             update(LeaseRow)
             .where(LeaseRow.agent_id == agent_id, LeaseRow.holder == holder)
-            .values(holder=self.holder, expires_at=expires)
+            .values(holder=self.holder, expires_at=expires, cancel_requested=False)
         )
         return version if taken.rowcount == 1 else None
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,6 +73,12 @@ class AgentRow(Base):
     # that cached the agent compares it when it takes the agent's lease, and loads the agent again if another
     # process changed it meanwhile.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the agent's user spent, for the quotas (store/usage.py): model tokens on `usage_day` (UTC), and
+    # messages in `usage_minute`. Written by Core statements only, never by flushing a loaded row.
+    usage_day: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    tokens_today: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    usage_minute: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    messages_this_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LeaseRow(Base):
@@ -83,6 +90,8 @@ class LeaseRow(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     holder: Mapped[str] = mapped_column(String(100))
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+    # Set by /cancel (from any process); the step reads it back with each commit's lease check and stops.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class BlockRow(Base):
@@ -183,3 +192,13 @@ class DeploymentRow(Base):
     # plain owner names, which stay this deployment's.
     legacy_owners: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SeenEventRow(Base):
+    """A platform event already taken by one of the bot's processes (store/seen.py): a redelivery that reaches
+    another process is dropped there too."""
+
+    __tablename__ = "seen_events"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)

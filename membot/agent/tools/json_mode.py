@@ -26,7 +26,7 @@ async def chat_in_json(model: ModelClient, prompt: list[dict[str, Any]], schemas
     head = dict(prompt[0], content=f"{prompt[0]['content']}\n\n{function_list(schemas)}")
     result = await model.chat([head, *plain_history(prompt[1:])], json_object=True)
     call = read_call(result.content)
-    return result if call is None else ChatResult(None, [call], result.prompt_tokens, result.reasoning)
+    return result if call is None else ChatResult(None, [call], result.prompt_tokens, result.reasoning, result.completion_tokens)
 
 
 def function_list(schemas: list[dict[str, Any]]) -> str:
