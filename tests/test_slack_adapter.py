@@ -642,7 +642,7 @@ def test_memory_blocks_layout_and_limits() -> None:
     assert texts[0].rstrip("…").endswith("&amp;")  # clipped between entities, never inside one
 
 
-def test_upload_summary_and_seen() -> None:
+async def test_upload_summary_and_seen() -> None:
     loaded = FileOutcome("p.pdf", "loaded", documents=13, pages=13, passages=57)
     assert (
         upload_summary(loaded, "p.pdf") == "Loaded p.pdf: 57 passages from 13 pages, attached to your agent."
@@ -650,5 +650,5 @@ def test_upload_summary_and_seen() -> None:
     failed = FileOutcome("p.pdf", "failed", reason="p.pdf: not a PDF")
     assert upload_summary(failed, "p.pdf") == "p.pdf: not a PDF. Nothing was loaded."
     seen = Seen(capacity=2)
-    assert seen.claim("a") and not seen.claim("a") and seen.claim("b") and seen.claim("c")
+    assert await seen.claim("a") and not await seen.claim("a") and await seen.claim("b") and await seen.claim("c")
     assert "a" not in seen and len(seen) == 2

@@ -58,7 +58,7 @@ class SlackAdapter:
         self.service = service
         self.settings = settings
         self.file_shared_grace = file_shared_grace
-        self.seen = Seen()
+        self.seen = Seen(shared=lambda key: service.claim_event(f"slack:{key}"))
         self.inflight = InFlight()
         self.people = People(settings.slack_admin_ids)
         self.access = AccessPolicy.from_settings(settings)
@@ -103,7 +103,7 @@ class SlackAdapter:
         """Slack redelivers an event it thinks we missed (X-Slack-Retry-Num, same event_id): ack it and
         do nothing, or the agent would answer twice."""
         event_id = body.get("event_id")
-        if body.get("type") == "event_callback" and event_id and not self.seen.claim(f"event:{event_id}"):
+        if body.get("type") == "event_callback" and event_id and not await self.seen.claim(f"event:{event_id}"):
             log.info("dropped redelivered Slack event %s", event_id)
             return BoltResponse(status=200, body="")
         return await next_()
@@ -179,7 +179,7 @@ class SlackAdapter:
         if self.access.allows(where):
             return True
         log.info("Slack: not answering user %s in %s: not on the allow-lists", user_id, place.channel)
-        if where.is_dm and self.seen.claim(f"message:{message_key}"):
+        if where.is_dm and await self.seen.claim(f"message:{message_key}"):
             await self.poster.say(client, place, not_open_text(PLATFORM))
         return False
 
@@ -187,7 +187,7 @@ class SlackAdapter:
         self, client: AsyncWebClient, team_id: str, user_id: str, text: str, place: Place, message_key: str
     ) -> None:
         # One message can come as both `message` and `app_mention` (a mention in a DM): answer it once.
-        if not text or not self.seen.claim(f"message:{message_key}"):
+        if not text or not await self.seen.claim(f"message:{message_key}"):
             return
         try:
             user = await self.people.user(client, team_id, user_id)

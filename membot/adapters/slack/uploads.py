@@ -74,7 +74,7 @@ class Uploads:
     ) -> None:
         """Load one shared file for `user_id` and answer at `place`."""
         file_id = str(file.get("id") or "")
-        if not file_id or not self.seen.claim(f"file:{file_id}"):
+        if not file_id or not await self.seen.claim(f"file:{file_id}"):
             return
         if not file.get("url_private") and not file.get("url_private_download"):
             # Slack Connect and some share events carry only the id ("check_file_info").
