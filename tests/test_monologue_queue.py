@@ -99,6 +99,23 @@ async def test_put_returns_at_once_and_lines_arrive_coalesced_in_order() -> None
     assert (queue.counters.produced, queue.counters.delivered, queue.counters.dropped) == (21, 21, 0)
 
 
+async def test_posts_are_spaced_by_the_interval_and_what_waits_goes_together() -> None:
+    channel = Channel()
+    queue = make(channel, limit=2000, interval=0.6)
+    queue.put(lines("one"))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    for i in range(5):
+        queue.put(lines(f"more{i}"))
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.15)
+    assert len(channel.posts) == 1  # the second post waits for its turn...
+    await asyncio.sleep(0.6)
+    assert asyncio.get_running_loop().time() - started >= 0.5
+    assert channel.posts == ["[u] one", "\n".join(f"[u] more{i}" for i in range(5))]
+    await queue.close()
+
+
 async def test_posts_never_pass_the_limit_unless_one_line_alone_does() -> None:
     channel = Channel()
     channel.gate = asyncio.Event()

@@ -106,9 +106,11 @@ class MonologueQueue:
         attempts: int = ATTEMPTS,
         retry_delay: float = RETRY_DELAY,
         clock: Callable[[], float] = time.monotonic,
+        interval: float = 0.0,
     ) -> None:
         """`name` is the setting and its value ("DISCORD_MONOLOGUE_CHANNEL_ID 502") and `advice` what to do
-        about a refusal; both go into the one warning a failing channel gets."""
+        about a refusal; both go into the one warning a failing channel gets. `interval` spaces the posts, for
+        a platform whose client learns its limit only from a 429 (lines wait and go together in the next post)."""
         self._send = send
         self.limit = limit
         self.name = name
@@ -121,6 +123,8 @@ class MonologueQueue:
         self._attempts = attempts
         self._retry_delay = retry_delay
         self._clock = clock
+        self._interval = interval
+        self._next_post = 0.0
         self.counters = Counters()
         self._queue: deque[Line] = deque()
         self._unnoticed = 0  # dropped lines the next post has yet to mention
@@ -180,11 +184,14 @@ class MonologueQueue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if (wait := self._next_post - self._clock()) > 0 and not self._closed:
+                await asyncio.sleep(wait)
             notice = drop_notice(self._unnoticed) if self._unnoticed else None
             self._unnoticed = 0
             text, self._inflight = pack(self._queue, self.limit, self._measure, notice)
             await self._deliver(text, self._inflight, notice)
             self._inflight = []
+            self._next_post = self._clock() + self._interval
 
     async def _deliver(self, text: str, batch: list[Line], notice: str | None) -> None:
         failures = 0

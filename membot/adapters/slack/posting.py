@@ -25,6 +25,9 @@ REFUSALS = frozenset({
     "channel_not_found", "not_in_channel", "is_archived", "missing_scope", "restricted_action",
     "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted",
 })
+#: Monologue posts are spaced this far apart: chat.postMessage allows about one a second per channel, and
+#: the client learns it only from a 429.
+POST_INTERVAL = 1.0
 #: How long a user's reply may wait out rate limits in all (beyond the client's own retries) before it is
 #: given up and logged.
 REPLY_PATIENCE = 120.0
@@ -50,7 +53,7 @@ class Poster:
         if monologue_channel:
             self.monologue = MonologueQueue(
                 self._send_monologue, limit=MESSAGE_LIMIT, name=f"SLACK_MONOLOGUE_CHANNEL {monologue_channel}",
-                advice=ADVICE, logger=monologue_log,
+                advice=ADVICE, logger=monologue_log, interval=POST_INTERVAL,
             )
 
     async def say(self, client: AsyncWebClient, place: Place, text: str) -> None:
