@@ -22,6 +22,7 @@ import discord.http
 import pytest
 from aiohttp import web
 
+from membot.adapters.discord.client import TYPING_DELAY
 from membot.adapters.discord.render import split_message, strip_mentions, units
 from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
 from membot.bot.access import not_open_text
@@ -140,9 +141,20 @@ async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bo
     assert log_line["content"].startswith("**alice** (42) 💭")
     assert "send\\_message" in log_line["content"]  # the function call, markdown-escaped
     assert all("SECRET" not in m["content"] for m in fake.messages_in(dm(ALICE)))
-    assert fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
+    assert not fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")  # a quick reply needs no indicator
     assert fake.intents is not None and fake.intents & MESSAGE_CONTENT_INTENT
     assert last_user_text(model.requests[0]) == "hello there"
+
+
+async def test_a_slow_reply_shows_the_typing_indicator(fake, bot, model):
+    async def slow(body: dict[str, Any]) -> Any:
+        await asyncio.sleep(TYPING_DELAY + 0.3)
+        return send("Thought it over.")
+
+    model.script(slow)
+    await fake.send_dm(ALICE, "a hard question")
+    await fake.wait_for_message(dm(ALICE))
+    assert fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
 
 
 async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_its_thoughts_logged(fake, bot, model):

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from membot.agent.config import EngineConfig, known_context_window
+from membot.bot.errors import ConfigurationError
 
 
 def _ids(value: object) -> object:
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     # Per-user quotas, counted in the database (all processes together); unset means none.
     user_messages_per_minute: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_MESSAGES_PER_MINUTE")
     user_tokens_per_day: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_TOKENS_PER_DAY")
+    # Timed heartbeats: each agent that has talked is woken this many minutes after its last activity; unset: off.
+    heartbeat_minutes: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_HEARTBEAT_MINUTES")
 
     # Who may talk to the bot, by platform ids (comma-separated; empty restricts nothing; see bot/access.py),
     # and the channels where it answers every message without a mention.
@@ -87,6 +90,12 @@ class Settings(BaseSettings):
     )
     discord_api_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_API_URL")
     discord_gateway_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_GATEWAY_URL")
+    # Sharding, for bots in many guilds: the shards in all, and those this process runs (comma-separated; with
+    # only a count, all of them). Neither set: one unsharded connection. See `discord_shards`.
+    discord_shard_count: int | None = Field(default=None, validation_alias="MEMBOT_DISCORD_SHARD_COUNT")
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias="MEMBOT_DISCORD_SHARD_IDS"
+    )
 
     # Slack.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
@@ -101,8 +110,35 @@ class Settings(BaseSettings):
 
     _split_ids = field_validator(
         "discord_admin_ids", "slack_admin_ids", "extras", "http_allow", "allow_users", "allow_roles",
-        "allow_guilds", "allow_channels", "open_channels", mode="before",
+        "allow_guilds", "allow_channels", "open_channels", "discord_shard_ids", mode="before",
     )(_ids)
+
+    def discord_shards(self) -> tuple[list[int], int] | None:
+        """The shard ids this process runs and the shard count, or None to run unsharded. Checked here, not
+        at parsing, so that the mistake reads as a ConfigurationError naming the variable to fix."""
+        count, ids = self.discord_shard_count, self.discord_shard_ids
+        if count is None and not ids:
+            return None
+        if count is None:
+            raise ConfigurationError(
+                "MEMBOT_DISCORD_SHARD_IDS needs MEMBOT_DISCORD_SHARD_COUNT: set it to the number of shards in all."
+            )
+        if count < 1:
+            raise ConfigurationError(f"MEMBOT_DISCORD_SHARD_COUNT must be 1 or more, not {count}.")
+        if not ids:
+            return list(range(count)), count
+        wrong = sorted({i for i in ids if not 0 <= i < count})
+        if wrong:
+            raise ConfigurationError(
+                f"MEMBOT_DISCORD_SHARD_IDS must be shard ids from 0 to {count - 1} (MEMBOT_DISCORD_SHARD_COUNT is "
+                f"{count}), not {', '.join(map(str, wrong))}."
+            )
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ConfigurationError(
+                f"MEMBOT_DISCORD_SHARD_IDS names shard {', '.join(map(str, twice))} more than once."
+            )
+        return list(ids), count
 
     @property
     def home_dir(self) -> Path:

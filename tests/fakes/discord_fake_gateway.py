@@ -23,6 +23,7 @@ class GatewayConnection:
         self.ws = ws
         self.ready = False
         self.session_id: str | None = None
+        self.shard: tuple[int, int] = (0, 1)  # [shard_id, num_shards] from IDENTIFY; unsharded is [0, 1]
         # zlib-stream: ONE compression context for the whole connection; every payload ends with a
         # sync flush (00 00 ff ff), which is how discord.py finds message boundaries.
         self._compressor = zlib.compressobj() if zlib_stream else None
@@ -74,14 +75,18 @@ class GatewayConnection:
         fake.identify = data
         self.session_id = secrets.token_hex(16)
         fake.sessions[self.session_id] = 0
+        shard_id, num_shards = data.get("shard") or (0, 1)
+        self.shard = (int(shard_id), int(num_shards))
+        # As Discord shards: a guild is on shard (guild_id >> 22) % num_shards, and only that one hears of it.
+        guilds = [gid for gid in fake.guilds if (gid >> 22) % self.shard[1] == self.shard[0]]
         ready = {
             "v": GATEWAY_VERSION,
             "user": fake.bot_user,
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in fake.guilds],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in guilds],
             "session_id": self.session_id,
             # discord.py reconnects/resumes to this URL, so it must point back at the fake.
             "resume_gateway_url": fake.gateway_url,
-            "shard": data.get("shard") or [0, 1],
+            "shard": list(self.shard),
             "application": {"id": str(fake.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -91,7 +96,7 @@ class GatewayConnection:
             "guild_join_requests": [],
         }
         await self.dispatch("READY", ready)
-        for guild_id in list(fake.guilds):
+        for guild_id in guilds:
             await self.dispatch("GUILD_CREATE", fake.guild_payload(guild_id))
         self.ready = True
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -38,15 +39,30 @@ def intents() -> discord.Intents:
     return wanted
 
 
+#: A reply quicker than this shows no typing indicator: each indicator is a request under Discord's global
+#: limit (50 a second for the whole bot), and with many users at once they would delay the replies.
+TYPING_DELAY = 1.0
+
+
 @asynccontextmanager
-async def typing(channel: discord.abc.Messageable) -> AsyncIterator[None]:
-    """The typing indicator while the agent works; a channel that refuses it does not stop the answer."""
-    async with AsyncExitStack() as stack:
+async def typing(channel: discord.abc.Messageable, delay: float = TYPING_DELAY) -> AsyncIterator[None]:
+    """The typing indicator while the agent works, once it has taken `delay`; a channel that refuses it does
+    not stop the answer."""
+
+    async def show() -> None:
+        await asyncio.sleep(delay)
         try:
-            await stack.enter_async_context(channel.typing())
+            async with channel.typing():
+                await asyncio.Event().wait()  # until the answer is ready (cancelled)
         except discord.HTTPException as exc:
             log.debug("no typing indicator in %s: %s", channel, exc)
+
+    indicator = asyncio.create_task(show())
+    try:
         yield
+    finally:
+        indicator.cancel()
+        await asyncio.gather(indicator, return_exceptions=True)
 
 
 class MembotClient(discord.Client):
@@ -57,13 +73,16 @@ class MembotClient(discord.Client):
         *,
         guild_ready_timeout: float = 2.0,
         drain_seconds: float = DRAIN_SECONDS,
+        **options: Any,
     ) -> None:
+        # `options`: more discord.Client options, such as a sharded client's shard_ids and shard_count.
         super().__init__(
             intents=intents(),
             guild_ready_timeout=guild_ready_timeout,
             # An agent repeating "@everyone" or a role must not ping anyone; replying still notifies the
             # person the reply is for.
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
+            **options,
         )
         self.service = service
         self.settings = settings

@@ -33,6 +33,23 @@ NO_INTENT = (
 CLOSE_SECONDS = 15.0
 
 
+class ShardedMembotClient(MembotClient, discord.AutoShardedClient):
+    """The same client over several gateway connections (shards), for bots in many guilds: discord.py's
+    AutoShardedClient runs the shards named in `shard_ids`. Discord sends DMs to shard 0 only."""
+
+
+def make_client(service: BotService, settings: Settings, *, guild_ready_timeout: float = 2.0) -> MembotClient:
+    """A plain client, or, with MEMBOT_DISCORD_SHARD_COUNT / MEMBOT_DISCORD_SHARD_IDS set, one that runs just
+    those shards (other processes run the others). Raises ConfigurationError for ids that cannot work."""
+    shards = settings.discord_shards()
+    if shards is None:
+        return MembotClient(service, settings, guild_ready_timeout=guild_ready_timeout)
+    shard_ids, shard_count = shards
+    return ShardedMembotClient(
+        service, settings, guild_ready_timeout=guild_ready_timeout, shard_ids=shard_ids, shard_count=shard_count
+    )
+
+
 def _token(settings: Settings) -> str:
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         raise ConfigurationError("Set DISCORD_TOKEN to the bot token of your Discord application.")
@@ -74,8 +91,11 @@ async def run_discord(
     """Run the Discord adapter until `stop` is set, then close cleanly. Raises (clearly) if Discord
     refuses to let it run."""
     token = _token(settings)
+    shards = settings.discord_shards()  # wrong shard settings stop here, before anything connects
+    if shards is not None:
+        log.warning("Discord: running shard(s) %s of %d", ", ".join(map(str, shards[0])), shards[1])
     with discord_endpoints(settings):
-        client = MembotClient(service, settings, guild_ready_timeout=guild_ready_timeout)
+        client = make_client(service, settings, guild_ready_timeout=guild_ready_timeout)
         running = asyncio.create_task(client.start(token), name="discord-client")
         stopping = asyncio.create_task(stop.wait(), name="discord-stop")
         try:
