@@ -1,5 +1,5 @@
 # membot's image: `membot serve` by default; deploy/compose.yaml runs it beside PostgreSQL and Milvus.
-# 3.12+: aiohttp sends each request to the model at once there (a loop turn later on 3.11; see README).
+# 3.12+: aiohttp sends each request to the model at once there (a turn of the event loop later on 3.11).
 FROM python:3.12-slim
 
 # Logs reach `docker logs` as they are written; the non-root user could not write .pyc files anyway.

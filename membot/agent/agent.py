@@ -1,7 +1,7 @@
 """One agent: its state, and the step loop that turns one incoming event into a chain of model calls.
 
 A step: the event is stored (committed on its own, so the user's words are never lost); then up to
-`max_chain` model calls, each followed by one function and one commit of everything that call changed
+`max_chain` model calls, each followed by every function it called and one commit of everything it changed
 (the assistant message, the function result, core memory edits, agent state), awaited before the step goes
 on. A heartbeat request, a failed function or a memory-pressure alert continues the chain; `send_message`
 without a heartbeat ends it. The caller holds the agent's lease for the step (see store/leases.py); every

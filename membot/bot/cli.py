@@ -161,10 +161,19 @@ async def _db_action(engine: AsyncEngine, where: str, action: str) -> int:
         await engine.dispose()
 
 
+def _logging(command: str, verbose: bool) -> None:
+    """A running bot says what it does at INFO (its own loggers only: libraries stay at WARNING); the terminal
+    chat and the one-shot commands keep stderr for what the user asked. -v: DEBUG, everything."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if command == "serve" else None)
+    if command == "serve" and not verbose:
+        logging.getLogger("membot").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     private_umask()  # before anything is created: every file of this process and its children is private
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    _logging(args.command, args.verbose)
     if args.command == "configure":  # before Settings(): it is how a broken .env gets fixed
         return run_configure(args)
     try:
