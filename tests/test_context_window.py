@@ -16,7 +16,7 @@ from tests.fakes.openai_server import ScriptedModel, send, text, tool_call
 
 pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
-WINDOW = 3000
+WINDOW = 3200  # the fixed prompt (system, core memory, 9 tool schemas) is ~1,900 tokens by the fake's count
 
 
 def is_summary_request(body: dict) -> bool:

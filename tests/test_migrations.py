@@ -239,7 +239,8 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
             found = await conn.run_sync(_differences)
         kinds = {(d[0], d[2] if d[0] == "add_column" else d[1].name) for d in found}
         assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment"),
-                         ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at")}
+                         ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at"),
+                         ("add_table", "wakeups"), ("add_index", "ix_wakeups_due"), ("add_index", "ix_wakeups_agent")}
     finally:
         await engine.dispose()
 

@@ -23,7 +23,7 @@ async def test_login_greets_and_monologue_is_not_visible(service, model, user):
     assert first["type"] == "login" and "first time" in first["message"]
     tools = {t["function"]["name"] for t in model.requests[0]["tools"]}
     assert tools == {
-        "send_message", "pause_heartbeats", "core_memory_append", "core_memory_replace",
+        "send_message", "pause_heartbeats", "schedule_wakeup", "core_memory_append", "core_memory_replace",
         "conversation_search", "conversation_search_date", "archival_memory_insert", "archival_memory_search",
     }
 

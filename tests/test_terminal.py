@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import time
+from types import SimpleNamespace
 
 from membot.adapters.terminal import Terminal
 from membot.agent.events import AssistantMessage, FunctionCall, FunctionResult
+from membot.agent.store import wakeups
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from tests.cli_helpers import child_env
@@ -125,11 +127,19 @@ async def test_the_thinking_indicator_is_wiped_before_the_reply():
     assert shown.endswith("\r\033[Kdone\n")
 
 
+class _NoWakeups:
+    """A database with no wake-ups due, for the terminal's scheduler."""
+
+    async def read(self, work):
+        return [] if getattr(work, "func", None) is wakeups.due else None
+
+
 class _Service:
     """Just what the terminal asks of the bot service, for /cancel and a reached quota."""
 
     def __init__(self) -> None:
         self.cancelled: list[UserRef] = []
+        self.engine = SimpleNamespace(wakeups=wakeups.Signal(), db=_NoWakeups(), leases=SimpleNamespace(holder="t"))
 
     async def agent_id(self, user, persona=None, human=None):
         return 1, False

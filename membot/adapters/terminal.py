@@ -18,6 +18,7 @@ from membot.agent.events import Event, FunctionResult
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.monologue import monologue_line
+from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService, CommandError
 from membot.bot.views import memory_text
 
@@ -27,6 +28,7 @@ HELP = """In-chat commands:
   /attach SOURCE   give the agent a data source (`membot sources` lists them)
   /detach SOURCE   take a data source away
   /cancel          stop the agent's current reply (while it replies here, press Ctrl-C)
+  /reminders       the reminders your agent set; /reminders cancel N drops reminder N
   /help            this list
   /exit            leave (also Ctrl-D, or Ctrl-C at the prompt; Ctrl-C during a reply stops it)"""
 PROMPT = "> "
@@ -156,6 +158,8 @@ class Terminal:
                 await self.show(events)
             elif name == "detach":
                 self._log(await self.service.detach(self.user, arg))
+            elif name == "reminders":
+                await self._reminders(arg)
             elif name == "cancel":
                 # At the prompt nothing of ours is running; the service still says so, as on the platforms.
                 self._log(await self.service.cancel(self.user))
@@ -165,6 +169,28 @@ class Terminal:
             self._log(str(exc))
         return True
 
+    async def _reminders(self, arg: str) -> None:
+        action, _, number = arg.partition(" ")
+        if action == "cancel":
+            self._log(await self.service.cancel_reminder(self.user, number))
+        elif action:
+            self._log("Use /reminders to list them, /reminders cancel N to drop one.")
+        elif not (pending := await self.service.reminders(self.user)):
+            self._log("No pending reminders.")
+        else:
+            self._log("\n".join(f"  {r.id}  {r.when}  {r.note}" for r in pending))
+
+    async def deliver(self, agent_id: int, events: AsyncIterator[Event]) -> None:
+        """A wake-up's step (a reminder, a timed heartbeat), fired by the scheduler while the chat is open: what
+        the agent sends is printed as any reply, above the line being typed."""
+        if self._reader is None:
+            await self.show(events)
+            return
+        from prompt_toolkit.application import in_terminal
+
+        async with in_terminal():
+            await self.show(events)
+
     async def chat(self, line: str) -> None:
         try:
             await self.show(self.service.chat(self.user, line))
@@ -173,14 +199,17 @@ class Terminal:
 
     async def run(self, persona: str | None, human: str | None) -> None:
         try:
-            _, created = await self.service.agent_id(self.user, persona, human)
+            agent_id, created = await self.service.agent_id(self.user, persona, human)
             if persona and not created:
                 self._log(await self.service.set_persona(self.user, persona))
         except CommandError as exc:
             self._log(str(exc))
             raise SystemExit(2) from None
+        # This user's wake-ups fire while the chat is open, and those that fell due while it was closed at once.
+        scheduler = Scheduler(self.service, self.deliver, agents={agent_id})
         try:
             await self.show(self.service.login(self.user))
+            scheduler.start()
             while (line := await self._readline()) is not None:
                 if not line.strip():
                     continue
@@ -196,6 +225,8 @@ class Terminal:
                 self.err.write("\r\033[K")
                 self.err.flush()
             raise
+        finally:
+            await scheduler.stop()
 
 
 async def run_chat(service: BotService, user_name: str, persona: str | None, human: str | None) -> None:

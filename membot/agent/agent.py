@@ -215,7 +215,8 @@ class Agent:
         if result.reasoning:  # a reasoning model's: monologue, never shown, never sent back
             yield Thought(self.id, result.reasoning)
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
-                          heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model)
+                          heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model,
+                          announce_wakeup=self.engine.wakeups.announce)
         rows: list[msg.Message] = []
         if result.tool_calls:
             async for event in self._calls(result, ctx, rows):

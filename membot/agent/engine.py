@@ -23,6 +23,7 @@ from membot.agent.memory.recall import load_recall
 from membot.agent.memory.term_stats import TermFrequencies
 from membot.agent.sources.catalog import SourceCatalog, attached_names
 from membot.agent.sources.loader import SourceLoader
+from membot.agent.store import wakeups
 from membot.agent.store.db import Database, Work
 from membot.agent.store.deployment import owner_namespace
 from membot.agent.store.leases import Leases
@@ -64,6 +65,8 @@ class Engine:
         self.terms = TermFrequencies()
         #: Which agents this process is running steps of (see store/leases.py).
         self.leases = Leases(db)
+        #: Told when a wake-up is scheduled here, so that a sleeping scheduler wakes early.
+        self.wakeups = wakeups.Signal()
         self.loader = SourceLoader(self.catalog, passages, embedder, max_bytes=config.max_file_bytes)
 
     @classmethod

@@ -13,6 +13,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
+from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,7 @@ from membot.agent.events import ErrorMessage, Event
 from membot.agent.messages import describe
 from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo
 from membot.agent.sources.loader import FileOutcome, Progress
+from membot.agent.store import wakeups
 from membot.agent.store.leases import AgentBusy
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import SourceRow, utcnow
@@ -33,6 +36,7 @@ from membot.bot.settings import Settings
 from membot.bot.slots import KeyedSlots
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("membot.audit")
 
 MAX_MESSAGE_CHARS = 200_000
 #: Every so many event claims, a process forgets the keys too old to be redelivered.
@@ -167,6 +171,7 @@ class BotService:
             async with aclosing(step) as events:
                 async for event in events:
                     yield event
+            await self.schedule_heartbeat(agent_id)
 
     async def cancel(self, user: UserRef) -> str:
         """Ask the user's running step (in any process) to stop after its current model call; what to tell them."""
@@ -186,6 +191,29 @@ class BotService:
         async with aclosing(self._run(agent_id, lambda agent: agent.system_event(text, kind="system_event"))) as events:
             async for event in events:
                 yield event
+
+    async def wake(self, agent_id: int, text: str, kind: str = "heartbeat") -> AsyncIterator[Event]:
+        """A scheduled wake-up (a timed heartbeat, a reminder it set: see bot/scheduler.py) as an event for the
+        agent, through a normal step; its tokens count against the user's daily quota as any step's do."""
+        if kind == "heartbeat":
+            start: Callable[[Agent], AsyncIterator[Event]] = lambda agent: agent.heartbeat(text)  # noqa: E731
+        else:
+            start = lambda agent: agent.system_event(text, kind=kind)  # noqa: E731
+        async with aclosing(self._run(agent_id, start)) as events:
+            async for event in events:
+                yield event
+
+    async def schedule_heartbeat(self, agent_id: int, now: datetime | None = None) -> None:
+        """With timed heartbeats on, the agent's next one: MEMBOT_HEARTBEAT_MINUTES after `now` (its last
+        activity)."""
+        minutes = self.settings.heartbeat_minutes
+        if minutes is None:
+            return
+        now = now or utcnow()
+        await self.engine.db.write(
+            partial(wakeups.set_heartbeat, agent_id=agent_id, due_at=now + timedelta(minutes=minutes), now=now)
+        )
+        self.engine.wakeups.announce()
 
     async def _run(self, agent_id: int, start: Callable[[Agent], AsyncIterator[Event]]) -> AsyncIterator[Event]:
         async with self._lock(agent_id):
@@ -239,8 +267,11 @@ class BotService:
         """The memory of the requester's own agent, or (admins only) of another user's."""
         own = target is None or target.key == requester.key
         if not own and not is_admin:
-            raise CommandError("Only an admin can see another user's memory.")
+            raise CommandError("Only the bot's operators can see another user's memory.")
         who = requester if own else target
+        if not own:
+            # Every look at someone else's memory leaves a line an operator can audit: who, whose, when.
+            audit.warning("memory of %s:%s:%s viewed by %s:%s:%s", *who.key, *requester.key)
         agent_id = await find_agent(self.engine.db, who)
         if agent_id is None:
             if own:
@@ -262,6 +293,29 @@ class BotService:
                 return [hit.describe() for hit in hits.items]
             rows = await agent.recall.search(query, 0, limit)
             return [describe(row) for row in rows.items]
+
+    async def reminders(self, user: UserRef) -> list[wakeups.Reminder]:
+        """The user's agent's pending reminders, soonest first (for /reminders)."""
+        agent_id = await find_agent(self.engine.db, user)
+        if agent_id is None:
+            return []
+        return await self.engine.db.read(partial(wakeups.reminders_of, agent_id=agent_id))
+
+    async def cancel_reminder(self, user: UserRef, reminder_id: int | str) -> str:
+        """Cancel one of the user's pending reminders, by the number /reminders shows; what to tell them."""
+        try:
+            number = int(str(reminder_id).strip().lstrip("#"))
+        except ValueError:
+            raise CommandError("Name the reminder by its number, as /reminders lists them.") from None
+        agent_id = await find_agent(self.engine.db, user)
+        if agent_id is not None:
+            pending = {r.id: r for r in await self.reminders(user)}
+            if number in pending and await self.engine.db.write(
+                partial(wakeups.cancel_reminder, agent_id=agent_id, wakeup_id=number)
+            ):
+                reminder = pending[number]
+                return f"Cancelled reminder {number} ({reminder.when}: {reminder.note})."
+        return f"You have no pending reminder {number}; /reminders lists them."
 
     # ----- data sources ----------------------------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class AgentRow(Base):
     tokens_today: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     usage_minute: Mapped[str | None] = mapped_column(String(16), nullable=True)
     messages_this_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The user's time zone (IANA name), set by schedule_wakeup when the agent learns it; None means UTC.
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class LeaseRow(Base):
@@ -202,3 +204,25 @@ class SeenEventRow(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class WakeupRow(Base):
+    """A scheduled wake-up of an agent (store/wakeups.py): a reminder it set, or its next timed heartbeat. Fired
+    once: the process whose claim sets `fired_at` runs it; a row is never claimed twice."""
+
+    __tablename__ = "wakeups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # reminder | heartbeat
+    due_at: Mapped[datetime] = mapped_column(DateTime)
+    note: Mapped[str] = mapped_column(words(), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+    __table_args__ = (
+        # What is due (pending first), and an agent's pending wake-ups.
+        Index("ix_wakeups_due", "fired_at", "due_at"),
+        Index("ix_wakeups_agent", "agent_id", "fired_at"),
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Literal
 
 from membot.agent.memory.paging import check_page
 from membot.agent.messages import describe
+from membot.agent.store import wakeups
 from membot.agent.store.schema import utcnow
 from membot.agent.tools.context import ToolContext
 
@@ -135,9 +137,33 @@ async def archival_memory_search(
     return "\n".join(lines)
 
 
+async def schedule_wakeup(
+    ctx: ToolContext, when: str, note: str, timezone: str = "", request_heartbeat: bool = False
+) -> str | None:
+    """Set a reminder: you are woken at that time with the note.
+
+    Args:
+        when: ISO time, "in 2 hours", "tomorrow 9:00"... (user's zone).
+        note: What for.
+        timezone: User's IANA zone, if known (kept).
+        request_heartbeat: True to wake again right after, to keep working.
+    """
+    db, now = ctx.recall.db, utcnow()
+    if timezone:
+        tz = wakeups.zone(timezone)
+        await db.write(partial(wakeups.set_zone, agent_id=ctx.agent_id, name=tz.key))
+    else:
+        tz = wakeups.zone_or_utc(await db.read(partial(wakeups.agent_zone, agent_id=ctx.agent_id)))
+    due_at = wakeups.parse_when(when, now, tz)
+    wakeup_id = await db.write(partial(wakeups.add_reminder, agent_id=ctx.agent_id, due_at=due_at, note=note, now=now))
+    ctx.announce_wakeup()
+    return f"Reminder {wakeup_id} set for {wakeups.local_text(due_at, tz)}."
+
+
 BASE_FUNCTIONS = [
     send_message,
     pause_heartbeats,
+    schedule_wakeup,
     core_memory_append,
     core_memory_replace,
     conversation_search,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,3 +29,5 @@ class ToolContext:
     outbox: list[str] = field(default_factory=list)
     core_changed: bool = False
     heartbeats_paused_until: datetime | None = None
+    #: Tells this process's scheduler that a wake-up was scheduled (Engine.wakeups.announce).
+    announce_wakeup: Callable[[], None] = lambda: None
