@@ -306,7 +306,7 @@ def _user_option(fake: FakeDiscord, user_id: int) -> dict[str, Any]:
     }
 
 
-async def test_memory_is_private_and_only_admins_see_others(fake, bot):
+async def test_memory_is_private_and_only_operators_see_others(fake, bot, caplog):
     own = await slash(fake, ALICE, "memory")
     followup = await own.wait_followup()
     assert followup["flags"] & EPHEMERAL
@@ -320,14 +320,20 @@ async def test_memory_is_private_and_only_admins_see_others(fake, bot):
     refused = await slash(fake, BOB, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
                           resolved=_user_option(fake, ALICE))
     followup = await refused.wait_followup()
-    assert "admin" in followup["content"] and not followup["embeds"] and followup["flags"] & EPHEMERAL
+    assert "operators" in followup["content"] and not followup["embeds"] and followup["flags"] & EPHEMERAL
     assert persona_text[:40] not in followup["content"]
 
-    for user_id, permissions in ((ADMIN, "0"), (MOD, str(1 << 3))):  # DISCORD_ADMIN_IDS; Administrator
-        allowed = await slash(fake, user_id, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
-                              resolved=_user_option(fake, ALICE), member_permissions=permissions)
+    # A guild's Administrator runs the server, not the bot: refused like anyone else.
+    administrator = await slash(fake, MOD, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                                resolved=_user_option(fake, ALICE), member_permissions=str(1 << 3))
+    assert not (await administrator.wait_followup())["embeds"]
+
+    with caplog.at_level(logging.WARNING, logger="membot.audit"):
+        allowed = await slash(fake, ADMIN, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                              resolved=_user_option(fake, ALICE))  # DISCORD_ADMIN_IDS: the bot's operators
         followup = await allowed.wait_followup()
-        assert followup["flags"] & EPHEMERAL and "alice" in followup["embeds"][0]["title"]
+    assert followup["flags"] & EPHEMERAL and "alice" in followup["embeds"][0]["title"]
+    assert f"memory of discord::{ALICE} viewed by discord::{ADMIN}" in caplog.text
 
 
 async def test_attach_command_loads_a_file_autocompletes_sources_and_detach_undoes_it(fake, bot, model, service):

@@ -419,7 +419,9 @@ async def test_memory_needs_an_admin_for_someone_else(fake: FakeSlack, bot: str,
     assert refused["response_type"] == "ephemeral" and refused["text"] == REFUSED
     assert "blocks" not in refused or not refused["blocks"]
 
-    for admin in ("UADMIN", "UBOSS"):  # by SLACK_ADMIN_IDS, and by users.info's is_owner
+    # A workspace owner runs the workspace, not the bot: refused like anyone else.
+    assert (await command(fake, bot, "/memory", "<@U2|bob>", "UBOSS"))["text"] == REFUSED
+    for admin in ("UADMIN",):  # SLACK_ADMIN_IDS: the bot's operators
         shown = await command(fake, bot, "/memory", "<@U2|bob>", admin)
         assert shown["response_type"] == "ephemeral"
         assert shown["blocks"][0] == {

@@ -86,16 +86,10 @@ def matching(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]
     return [app_commands.Choice(name=n[:100], value=n) for n in (first + then)[:MAX_CHOICES]]
 
 
-def may_see_others(interaction: discord.Interaction, target: discord.User | discord.Member) -> bool:
-    """Bot admins (DISCORD_ADMIN_IDS) see anyone's memory; a guild's Administrators see its members'."""
-    if str(interaction.user.id) in _bot(interaction).settings.discord_admin_ids:
-        return True
-    return (
-        interaction.guild_id is not None
-        and interaction.permissions.administrator
-        and isinstance(target, discord.Member)
-        and target.guild.id == interaction.guild_id
-    )
+def may_see_others(interaction: discord.Interaction) -> bool:
+    """Only the bot's operators (DISCORD_ADMIN_IDS) see another user's memory: a guild's Administrator runs a
+    server, not this bot, and a member's agent holds what they said in DMs too."""
+    return str(interaction.user.id) in _bot(interaction).settings.discord_admin_ids
 
 
 def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
@@ -174,7 +168,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
             target, whose, is_admin = None, interaction.user.display_name, False
             if user is not None and user.id != interaction.user.id:
                 # The service refuses non-admins (CommandError) before it reads any memory.
-                target, whose, is_admin = person(user), user.display_name, may_see_others(interaction, user)
+                target, whose, is_admin = person(user), user.display_name, may_see_others(interaction)
             report = await bot.service.memory(requester, target, is_admin=is_admin)
             await interaction.followup.send(embed=memory_embed(report, whose), ephemeral=True)
 

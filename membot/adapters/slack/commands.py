@@ -27,8 +27,8 @@ from membot.bot.service import BotService, CommandError
 
 log = logging.getLogger(__name__)
 
-MEMORY_USAGE = "Usage: `/memory` for your agent's memory, or `/memory @someone` (admins only) for theirs."
-REFUSED = "Only a workspace admin can see another user's memory."
+MEMORY_USAGE = "Usage: `/memory` for your agent's memory, or `/memory @someone` (the bot's operators only) for theirs."
+REFUSED = "Only the bot's operators (SLACK_ADMIN_IDS) can see another user's memory."
 NO_SOURCES = "none yet (share a PDF, text or Markdown file with me)"
 FAILED = "Sorry, something went wrong running that command. Nothing was changed; please try again."
 
@@ -141,7 +141,7 @@ class Commands:
                 report, owner = await self.service.memory(requester), requester.display_name
             else:
                 # Checked here, before anything about the other user is read.
-                if not await self.people.is_admin(client, requester_id):
+                if not self.people.is_admin(requester_id):
                     await private(respond, REFUSED)
                     return
                 person = await self.people.lookup(client, target_id)
