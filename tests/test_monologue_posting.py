@@ -24,9 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from membot.adapters.discord.render import units
 from membot.adapters.discord.runner import run_discord
-from membot.adapters.slack.app import SlackAdapter
 from membot.adapters.slack.posting import Poster
-from membot.adapters.slack.runner import http_runner
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
@@ -34,6 +32,7 @@ from tests.fakes import discord_fake_rest
 from tests.fakes.discord_fake import FakeDiscord
 from tests.fakes.openai_server import ScriptedModel, send
 from tests.fakes.slack_fake import FakeSlack
+from tests.test_slack_adapter import serving
 
 LOG = 502
 ALICE = 42
@@ -215,14 +214,8 @@ class TestSlack:
 
     @pytest.fixture
     async def bot(self, service: BotService, settings: Settings) -> AsyncIterator[str]:
-        adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
-        runner = await http_runner(adapter, settings, host="127.0.0.1")
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-        finally:
-            await runner.cleanup()
-            await adapter.inflight.drain(5.0)
-            await adapter.poster.close()
+        async with serving(service, settings) as url:
+            yield url
 
     async def test_a_reply_does_not_wait_for_a_rate_limited_monologue_post(
         self, fake: FakeSlack, bot: str, model: ScriptedModel

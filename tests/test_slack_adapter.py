@@ -72,21 +72,10 @@ def settings(home: Path, model: ScriptedModel, fake: FakeSlack) -> Settings:
     return slack_settings(home, model, fake, MEMBOT_SLACK_PORT=0)
 
 
-@pytest.fixture
-async def bot(service: BotService, settings: Settings) -> AsyncIterator[str]:
-    """The adapter served on a random loopback port; yields the events URL."""
-    adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
-    runner = await http_runner(adapter, settings, host="127.0.0.1")
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-    finally:
-        await runner.cleanup()
-        await adapter.inflight.drain(5.0)  # before the service closes under them
-
-
 @asynccontextmanager
 async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]:
-    """Like the `bot` fixture, on settings of the test's own; yields the events URL."""
+    """The adapter served on a random loopback port; yields the events URL. After: the steps in flight and the
+    queued monologue finish before the service closes under them."""
     adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
     runner = await http_runner(adapter, settings, host="127.0.0.1")
     try:
@@ -94,6 +83,13 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
     finally:
         await runner.cleanup()
         await adapter.inflight.drain(5.0)
+        await adapter.poster.close()
+
+
+@pytest.fixture
+async def bot(service: BotService, settings: Settings) -> AsyncIterator[str]:
+    async with serving(service, settings) as url:
+        yield url
 
 
 def channel_message(fake: FakeSlack, user: str, text: str, channel: str, *, ts: str | None = None) -> dict[str, Any]:
