@@ -61,7 +61,8 @@ async def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not on the main thread, or not supported here
             pass
-    service = await BotService.open(settings)
+    # Wake-ups are not delivered on Discord and Slack yet: their agents are not offered schedule_wakeup.
+    service = await BotService.open(settings, wakeups=False)
     freeze_start_up()
     try:
         tasks = {asyncio.create_task(runner(service, settings, stop), name=name): name for name, runner in runners.items()}

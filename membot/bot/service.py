@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -69,8 +70,9 @@ class BotService:
         self.quotas = Quotas(engine.db, settings.user_messages_per_minute, settings.user_tokens_per_day)
 
     @classmethod
-    async def open(cls, settings: Settings) -> BotService:
-        return cls(settings, await Engine.open(settings.engine_config()))
+    async def open(cls, settings: Settings, *, wakeups: bool = True) -> BotService:
+        """`wakeups`: whether this process delivers wake-ups (runs a scheduler); see EngineConfig.wakeups."""
+        return cls(settings, await Engine.open(replace(settings.engine_config(), wakeups=wakeups)))
 
     async def close(self) -> None:
         await self.engine.close()
@@ -207,7 +209,7 @@ class BotService:
         """With timed heartbeats on, the agent's next one: MEMBOT_HEARTBEAT_MINUTES after `now` (its last
         activity)."""
         minutes = self.settings.heartbeat_minutes
-        if minutes is None:
+        if minutes is None or not self.engine.config.wakeups:
             return
         now = now or utcnow()
         await self.engine.db.write(
