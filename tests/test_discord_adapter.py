@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,9 +26,11 @@ from aiohttp import web
 from membot.adapters.discord.client import TYPING_DELAY
 from membot.adapters.discord.render import split_message, strip_mentions, units
 from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
+from membot.agent.store.schema import utcnow
 from membot.bot.access import not_open_text
 from membot.bot.errors import ConfigurationError, QuotaReached
 from membot.bot.identity import UserRef
+from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
@@ -144,6 +147,19 @@ async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bo
     assert not fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")  # a quick reply needs no indicator
     assert fake.intents is not None and fake.intents & MESSAGE_CONTENT_INTENT
     assert last_user_text(model.requests[0]) == "hello there"
+
+
+async def test_a_reminder_set_in_a_dm_arrives_in_the_dm_when_due(fake, bot, model, service):
+    model.script(tool_call("schedule_wakeup", {"when": "in 2 hours", "note": "stretch", "request_heartbeat": True},
+                           "She wants a nudge."), send("I'll remind you."))
+    await fake.send_dm(ALICE, "remind me in 2 hours to stretch")
+    assert (await fake.wait_for_message(dm(ALICE)))["content"] == "I'll remind you."
+    scheduler = Scheduler(service, service.deliver_wakeup, platforms={"discord"})
+    model.script(send("Time to stretch!"))
+    assert await scheduler.tick(utcnow() + timedelta(hours=1)) == 0  # not before its time
+    assert await scheduler.tick(utcnow() + timedelta(hours=2, minutes=1)) == 1
+    reminder = await fake.wait_for_message(dm(ALICE), predicate=lambda m: m["content"] == "Time to stretch!")
+    assert "Reminder you scheduled" in str(model.requests[-1]["messages"]) and "stretch" in reminder["content"]
 
 
 async def test_a_slow_reply_shows_the_typing_indicator(fake, bot, model):

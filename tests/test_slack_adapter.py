@@ -8,6 +8,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,9 +30,11 @@ from membot.adapters.slack.render import (
 from membot.adapters.slack.runner import http_runner, run_slack, socket_mode_handler
 from membot.agent.agent import MemoryReport
 from membot.agent.sources.loader import FileOutcome
+from membot.agent.store.schema import utcnow
 from membot.bot.access import not_open_text
 from membot.bot.errors import ConfigurationError, QuotaReached
 from membot.bot.identity import UserRef, find_agent
+from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.conftest import make_settings
@@ -77,6 +80,7 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
     """The adapter served on a random loopback port; yields the events URL. After: the steps in flight and the
     queued monologue finish before the service closes under them."""
     adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
+    service.outlets["slack"] = adapter.deliver_privately  # as run_slack does
     runner = await http_runner(adapter, settings, host="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
@@ -84,6 +88,7 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
         await runner.cleanup()
         await adapter.inflight.drain(5.0)
         await adapter.poster.close()
+        service.outlets.pop("slack", None)
 
 
 @pytest.fixture
@@ -196,6 +201,22 @@ async def test_a_reply_that_meets_more_rate_limits_than_the_client_retries_still
     reply = await fake.wait_for_call("chat.postMessage", 20, lambda c: c.params["channel"] == "D1"
                                      and c.response.get("ok"))
     assert reply.params["text"] == "Patience pays."
+
+
+async def test_a_reminder_reaches_the_users_im_when_due_and_a_serve_of_discord_does_not_take_it(
+    fake: FakeSlack, bot: str, model: ScriptedModel, service: BotService
+) -> None:
+    model.script(tool_call("schedule_wakeup", {"when": "in 2 hours", "note": "water the fern",
+                                               "request_heartbeat": True}), send("Noted."))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "remind me in 2 hours to water the fern")))
+    await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params.get("text") == "Noted.")
+    later = utcnow() + timedelta(hours=2, minutes=1)
+    assert await Scheduler(service, service.deliver_wakeup, platforms={"discord"}).tick(later) == 0
+    model.script(send("Time to water the fern."))
+    assert await Scheduler(service, service.deliver_wakeup, platforms={"slack"}).tick(later) == 1
+    reminder = await fake.wait_for_call("chat.postMessage", WAIT,
+                                        lambda c: c.params.get("text") == "Time to water the fern.")
+    assert reminder.params["channel"].startswith("D")
 
 
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(

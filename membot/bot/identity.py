@@ -49,6 +49,15 @@ async def find_agent(db: Database, user: UserRef) -> int | None:
     return await db.scalar(query)
 
 
+async def owner(db: Database, agent_id: int) -> UserRef | None:
+    """Who the agent belongs to, as their platform names them; None for an agent with no identity."""
+    row = await db.read(lambda session: session.execute(
+        select(IdentityRow.platform, IdentityRow.scope, IdentityRow.user_id, IdentityRow.display_name)
+        .where(IdentityRow.agent_id == agent_id)
+    ).first())
+    return None if row is None else UserRef(row.platform, row.scope, row.user_id, row.display_name)
+
+
 async def create_linked(db: Database, user: UserRef, create: Work[int]) -> tuple[int, bool]:
     """The user's agent made by `create` and linked to them in one transaction: (agent id, created). If another
     process linked the user first, the unique constraint refuses this link, nothing of it is kept, and theirs

@@ -52,6 +52,7 @@ class Scheduler:
         deliver: Deliver,
         *,
         agents: Collection[int] | None = None,
+        platforms: Collection[str] | None = None,
         clock: Callable[[], datetime] = utcnow,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
@@ -60,6 +61,9 @@ class Scheduler:
         self.service = service
         self.deliver = deliver
         self.agents = None if agents is None else frozenset(agents)
+        #: Only the wake-ups of these platforms' users (membot serve: the adapters it runs), if given: a terminal
+        #: user's reminder waits for their next `membot chat` rather than being fired where nobody sees it.
+        self.platforms = None if platforms is None else frozenset(platforms)
         self.clock = clock
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -81,7 +85,7 @@ class Scheduler:
         """Fire every wake-up due at `now` (naive UTC; the clock's now by default); how many fired."""
         now = now or self.clock()
         await self._prune(now)
-        due = await self.db.read(partial(wakeups.due, now=now, agents=self.agents, limit=BATCH))
+        due = await self.db.read(partial(wakeups.due, now=now, agents=self.agents, limit=BATCH, platforms=self.platforms))
         by_agent: dict[int, list[wakeups.Wakeup]] = {}
         for wakeup in due:
             by_agent.setdefault(wakeup.agent_id, []).append(wakeup)
@@ -168,7 +172,7 @@ class Scheduler:
                 delay = self.poll_seconds
                 try:
                     await self.tick()
-                    next_at = await self.db.read(partial(wakeups.next_due, agents=self.agents))
+                    next_at = await self.db.read(partial(wakeups.next_due, agents=self.agents, platforms=self.platforms))
                     if next_at is not None:
                         delay = min(delay, max(0.05, (next_at - self.clock()).total_seconds()))
                 except Exception:  # the database is down: try again after a poll interval

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from membot.bot.errors import ConfigurationError
+from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService
 from membot.bot.settings import Settings
 
@@ -61,11 +62,13 @@ async def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not on the main thread, or not supported here
             pass
-    # Wake-ups are not delivered on Discord and Slack yet: their agents are not offered schedule_wakeup.
-    service = await BotService.open(settings, wakeups=False)
+    service = await BotService.open(settings)
     freeze_start_up()
+    # Reminders and timed heartbeats, to each user through their platform's adapter (its outlet).
+    scheduler = Scheduler(service, service.deliver_wakeup, platforms=set(runners))
     try:
         tasks = {asyncio.create_task(runner(service, settings, stop), name=name): name for name, runner in runners.items()}
+        scheduler.start()
         log.warning("membot serving: %s", ", ".join(runners))
         failed = 0
         for task in asyncio.as_completed(list(tasks)):
@@ -79,4 +82,5 @@ async def serve(settings: Settings) -> int:
                 stop.set()
         return failed
     finally:
+        await scheduler.stop()
         await service.close()

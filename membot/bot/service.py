@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -31,7 +31,7 @@ from membot.agent.store.leases import AgentBusy
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.store.schema import SourceRow, utcnow
 from membot.agent.store.seen import claim, forget_old
-from membot.bot.identity import UserRef, create_linked, find_agent
+from membot.bot.identity import UserRef, create_linked, find_agent, owner
 from membot.bot.quotas import Quotas
 from membot.bot.settings import Settings
 from membot.bot.slots import KeyedSlots
@@ -47,6 +47,10 @@ BUSY_COMMAND = "Your agent is busy with a long step in another process; try agai
 CANCELLING = "Stopping your agent's current reply after its current model call; what it did so far is kept."
 NOTHING_RUNNING = "Nothing is running for you right now."
 BUSY = "Sorry, I'm still busy with an earlier message of yours. Your new one was not taken; send it again in a minute."
+
+
+#: How an adapter delivers a step its user did not start (a reminder, a timed heartbeat) privately to them.
+Outlet = Callable[[UserRef, AsyncIterator[Event]], Awaitable[None]]
 
 
 class CommandError(ValueError):
@@ -67,6 +71,8 @@ class BotService:
         #: forgetting; bounded like the agent cache, it saves a query on every message.
         self._linked: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self._claims = 0
+        #: platform -> how its adapter reaches a user privately; adapters add theirs when they start.
+        self.outlets: dict[str, Outlet] = {}
         self.quotas = Quotas(engine.db, settings.user_messages_per_minute, settings.user_tokens_per_day)
 
     @classmethod
@@ -204,6 +210,20 @@ class BotService:
         async with aclosing(self._run(agent_id, start)) as events:
             async for event in events:
                 yield event
+
+    async def deliver_wakeup(self, agent_id: int, events: AsyncIterator[Event]) -> None:
+        """A wake-up's step, to its user through their platform's outlet (the scheduler's `deliver`). Without
+        one the step still runs (its memory edits count), and what it would have sent is logged."""
+        who = await owner(self.engine.db, agent_id)
+        outlet = self.outlets.get(who.platform) if who is not None else None
+        if who is not None and outlet is not None:
+            await outlet(who, events)
+            return
+        async with aclosing(events) as stream:
+            async for event in stream:
+                if event.visible:
+                    log.warning("agent %s: no way to reach its user here; not delivered: %s", agent_id,
+                                getattr(event, "text", ""))
 
     async def schedule_heartbeat(self, agent_id: int, now: datetime | None = None) -> None:
         """With timed heartbeats on, the agent's next one: MEMBOT_HEARTBEAT_MINUTES after `now` (its last

@@ -96,12 +96,14 @@ async def run_discord(
         log.warning("Discord: running shard(s) %s of %d", ", ".join(map(str, shards[0])), shards[1])
     with discord_endpoints(settings):
         client = make_client(service, settings, guild_ready_timeout=guild_ready_timeout)
+        service.outlets["discord"] = client.deliver_privately  # reminders and heartbeats reach DMs
         running = asyncio.create_task(client.start(token), name="discord-client")
         stopping = asyncio.create_task(stop.wait(), name="discord-stop")
         try:
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            service.outlets.pop("discord", None)
             await client.close()
             if not running.done():
                 done, _ = await asyncio.wait({running}, timeout=CLOSE_SECONDS)

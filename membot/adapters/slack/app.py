@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -29,8 +30,10 @@ from membot.adapters.slack.people import PLATFORM, People, origin
 from membot.adapters.slack.posting import Place, Poster
 from membot.adapters.slack.render import escape, plain_text
 from membot.adapters.slack.uploads import Uploads
+from membot.agent.events import Event
 from membot.bot.access import AccessPolicy, not_open_text
 from membot.bot.errors import QuotaReached
+from membot.bot.identity import UserRef
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
 from membot.bot.views import SORRY_ANSWERING
@@ -77,6 +80,23 @@ class SlackAdapter:
         return AsyncWebClient(
             token=self.settings.slack_bot_token.get_secret_value(), retry_handlers=retries, **extra
         )
+
+    async def deliver_privately(self, user: UserRef, events: AsyncIterator[Event]) -> None:
+        """A step its user did not start (a reminder, a timed heartbeat): what it sends goes to their IM with the
+        bot. An IM that cannot be opened costs one refused call, logged; the step's memory edits stand."""
+        client = self.app.client
+        try:
+            channel = str((await client.conversations_open(users=user.user_id))["channel"]["id"])
+        except (SlackApiError, KeyError, TypeError) as exc:
+            log.warning("cannot open an IM with %s: %s", user.user_id, exc)
+            channel = ""
+        if not channel:
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    if event.visible:
+                        log.warning("not delivered to %s (no IM): %s", user.user_id, getattr(event, "text", ""))
+            return
+        await self.poster.deliver(client, Place(channel), user.user_id, events)
 
     def _build(self) -> AsyncApp:
         secret = self.settings.slack_signing_secret

@@ -61,6 +61,14 @@ async def check_token(adapter: SlackAdapter) -> None:
 async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event) -> None:
     adapter = SlackAdapter(service, settings)
     await check_token(adapter)
+    service.outlets["slack"] = adapter.deliver_privately  # reminders and heartbeats reach IMs
+    try:
+        await _serve(adapter, settings, stop)
+    finally:
+        service.outlets.pop("slack", None)
+
+
+async def _serve(adapter: SlackAdapter, settings: Settings, stop: asyncio.Event) -> None:
     if settings.slack_app_token:
         handler = socket_mode_handler(adapter, settings)
         await handler.connect_async()

@@ -15,12 +15,13 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from membot.agent.store.schema import AgentRow, WakeupRow
+from membot.agent.store.schema import AgentRow, IdentityRow, WakeupRow
 
 REMINDER, HEARTBEAT = "reminder", "heartbeat"
 MAX_PENDING = 20  # reminders per agent
@@ -216,18 +217,26 @@ def _wakeup(row: WakeupRow) -> Wakeup:
     return Wakeup(row.id, row.agent_id, row.kind, row.due_at, row.note)
 
 
-def due(session: Session, now: datetime, agents: Collection[int] | None = None, limit: int = 100) -> list[Wakeup]:
-    """Unfired wake-ups due by `now` (of these agents only, if given), oldest first."""
-    query = select(WakeupRow).where(WakeupRow.fired_at.is_(None), WakeupRow.due_at <= now)
+def _of(query: Select[Any], agents: Collection[int] | None, platforms: Collection[str] | None) -> Select[Any]:
+    """Only these agents' wake-ups, and only those of agents whose users are on these platforms, if given."""
     if agents is not None:
         query = query.where(WakeupRow.agent_id.in_(list(agents)))
+    if platforms is not None:
+        owned = select(IdentityRow.agent_id).where(IdentityRow.platform.in_(list(platforms)))
+        query = query.where(WakeupRow.agent_id.in_(owned))
+    return query
+
+
+def due(session: Session, now: datetime, agents: Collection[int] | None = None, limit: int = 100,
+        platforms: Collection[str] | None = None) -> list[Wakeup]:
+    """Unfired wake-ups due by `now` (of these agents, these platforms' users, if given), oldest first."""
+    query = _of(select(WakeupRow).where(WakeupRow.fired_at.is_(None), WakeupRow.due_at <= now), agents, platforms)
     return [_wakeup(row) for row in session.scalars(query.order_by(WakeupRow.due_at, WakeupRow.id).limit(limit))]
 
 
-def next_due(session: Session, agents: Collection[int] | None = None) -> datetime | None:
-    query = select(func.min(WakeupRow.due_at)).where(WakeupRow.fired_at.is_(None))
-    if agents is not None:
-        query = query.where(WakeupRow.agent_id.in_(list(agents)))
+def next_due(session: Session, agents: Collection[int] | None = None,
+             platforms: Collection[str] | None = None) -> datetime | None:
+    query = _of(select(func.min(WakeupRow.due_at)).where(WakeupRow.fired_at.is_(None)), agents, platforms)
     return session.scalar(query)
 
 
