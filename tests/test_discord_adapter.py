@@ -162,6 +162,20 @@ async def test_a_reminder_set_in_a_dm_arrives_in_the_dm_when_due(fake, bot, mode
     assert "Reminder you scheduled" in str(model.requests[-1]["messages"]) and "stretch" in reminder["content"]
 
 
+async def test_reminders_lists_and_cancels_privately(fake, bot, model, service):
+    model.script(tool_call("schedule_wakeup", {"when": "in 3 hours", "note": "call the bank", "request_heartbeat": True}),
+                 send("Sure."))
+    await fake.send_dm(ALICE, "remind me in 3 hours to call the bank")
+    await fake.wait_for_message(dm(ALICE))
+    [pending] = await service.reminders(alice_ref())
+    listed = await (await slash(fake, ALICE, "reminders")).wait_followup()
+    assert listed["flags"] & EPHEMERAL and "call the bank" in listed["content"]
+    option = [{"name": "cancel", "type": 4, "value": pending.id}]
+    cancelled = await (await slash(fake, ALICE, "reminders", option)).wait_followup()
+    assert f"Cancelled reminder {pending.id}" in cancelled["content"] and cancelled["flags"] & EPHEMERAL
+    assert await service.reminders(alice_ref()) == []
+
+
 async def test_a_slow_reply_shows_the_typing_indicator(fake, bot, model):
     async def slow(body: dict[str, Any]) -> Any:
         await asyncio.sleep(TYPING_DELAY + 0.3)
@@ -603,7 +617,7 @@ async def test_rejected_token_stops_with_what_to_set(model, home, service):
 
 
 async def test_sync_registers_the_commands_globally_or_in_one_guild(fake, settings):
-    commands = ["attach", "cancel", "detach", "memory", "persona"]
+    commands = ["attach", "cancel", "detach", "memory", "persona", "reminders"]
     assert await sync_commands(settings) == commands
     assert sorted(c["name"] for c in fake.global_commands) == commands
     assert await sync_commands(settings, GUILD) == commands
@@ -623,9 +637,10 @@ async def test_cli_discord_sync(fake, model, home):
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == (
-        f"Synced 5 commands in guild {GUILD}: /attach, /cancel, /detach, /memory, /persona"
+        f"Synced 6 commands in guild {GUILD}: /attach, /cancel, /detach, /memory, /persona, /reminders"
     )
-    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == ["attach", "cancel", "detach", "memory", "persona"]
+    assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == [
+        "attach", "cancel", "detach", "memory", "persona", "reminders"]
 
 
 # ----- pure helpers ----------------------------------------------------------------------------------------

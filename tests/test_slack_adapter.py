@@ -219,6 +219,21 @@ async def test_a_reminder_reaches_the_users_im_when_due_and_a_serve_of_discord_d
     assert reminder.params["channel"].startswith("D")
 
 
+async def test_reminders_command_lists_and_cancels_privately(
+    fake: FakeSlack, bot: str, model: ScriptedModel, service: BotService
+) -> None:
+    model.script(tool_call("schedule_wakeup", {"when": "in 3 hours", "note": "call the bank",
+                                               "request_heartbeat": True}), send("Sure."))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "remind me in 3 hours to call the bank")))
+    await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params.get("text") == "Sure.")
+    listed = await command(fake, bot, "/reminders", "", "U1")
+    assert listed["response_type"] == "ephemeral" and "call the bank" in listed["text"]
+    number = listed["text"].split()[0]
+    cancelled = await command(fake, bot, "/reminders", f"cancel {number}", "U1")
+    assert cancelled["text"].startswith(f"Cancelled reminder {number}")
+    assert (await command(fake, bot, "/reminders", "", "U1"))["text"] == "No pending reminders."
+
+
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
     fake: FakeSlack, home: Path, model: ScriptedModel
 ) -> None:

@@ -170,15 +170,7 @@ class Terminal:
         return True
 
     async def _reminders(self, arg: str) -> None:
-        action, _, number = arg.partition(" ")
-        if action == "cancel":
-            self._log(await self.service.cancel_reminder(self.user, number))
-        elif action:
-            self._log("Use /reminders to list them, /reminders cancel N to drop one.")
-        elif not (pending := await self.service.reminders(self.user)):
-            self._log("No pending reminders.")
-        else:
-            self._log("\n".join(f"  {r.id}  {r.when}  {r.note}" for r in pending))
+        self._log(await self.service.reminders_command(self.user, arg))
 
     async def deliver(self, agent_id: int, events: AsyncIterator[Event]) -> None:
         """A wake-up's step (a reminder, a timed heartbeat), fired by the scheduler while the chat is open: what

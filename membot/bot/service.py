@@ -323,6 +323,18 @@ class BotService:
             return []
         return await self.engine.db.read(partial(wakeups.reminders_of, agent_id=agent_id))
 
+    async def reminders_command(self, user: UserRef, arg: str = "") -> str:
+        """`/reminders [cancel N]` on any platform: the pending reminders, one a line, or what cancelling did."""
+        action, _, number = arg.strip().partition(" ")
+        if action == "cancel":
+            return await self.cancel_reminder(user, number)
+        if action:
+            return "Use /reminders to list them, /reminders cancel N to drop one."
+        pending = await self.reminders(user)
+        if not pending:
+            return "No pending reminders."
+        return "\n".join(f"{r.id}  {r.when}  {r.note}" for r in pending)
+
     async def cancel_reminder(self, user: UserRef, reminder_id: int | str) -> str:
         """Cancel one of the user's pending reminders, by the number /reminders shows; what to tell them."""
         try:

@@ -179,6 +179,16 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
         async with answering(interaction):
             await private(interaction, await bot.service.cancel(person(interaction.user, interaction.guild_id)))
 
+    @tree.command(name="reminders", description="List the reminders your agent set, or cancel one")
+    @open_to_them
+    @app_commands.describe(cancel="The number of a reminder to cancel (as the list shows it)")
+    async def reminders(interaction: discord.Interaction, cancel: int | None = None) -> None:
+        bot = _bot(interaction)
+        async with answering(interaction):
+            arg = "" if cancel is None else f"cancel {cancel}"
+            await private(interaction, await bot.service.reminders_command(
+                person(interaction.user, interaction.guild_id), arg))
+
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         # Only what failed before a command's own handling (a refusal, bad option values, unknown commands)

@@ -113,7 +113,7 @@ class SlackAdapter:
         app.event("message")(track(self.on_message))
         app.event("app_mention")(track(self.on_mention))
         app.event("file_shared")(track(self.on_file_shared))
-        for name in ("/attach", "/detach", "/persona", "/memory", "/cancel"):
+        for name in ("/attach", "/detach", "/persona", "/memory", "/cancel", "/reminders"):
             app.command(name)(track(getattr(self.commands, name[1:])))
         return app
 

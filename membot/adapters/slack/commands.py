@@ -159,6 +159,16 @@ class Commands:
         async with answering(respond, "/cancel"):
             await private(respond, await self.service.cancel(await self._requester(client, command)))
 
+    async def reminders(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        if await self._refused(command, respond):
+            return
+        arg = plain_text(str(command.get("text") or ""))
+        async with answering(respond, "/reminders"):
+            await private(respond, await self.service.reminders_command(await self._requester(client, command), arg))
+
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:
             return str((await client.conversations_open(users=user_id))["channel"]["id"])
