@@ -318,14 +318,3 @@ async def test_the_run_loop_wakes_early_for_a_wake_up_scheduled_in_this_process(
     finally:
         await scheduler.stop()
 
-
-async def test_a_process_that_delivers_no_wake_ups_offers_no_reminders(settings, model, user):
-    """membot serve runs no scheduler yet: its agents must not promise a reminder nobody delivers."""
-    service = await BotService.open(settings, wakeups=False)
-    try:
-        model.script(send("Hi."))
-        await collect(service.chat(user("zed"), "hi"))
-        offered = {tool["function"]["name"] for tool in model.requests[-1]["tools"]}
-        assert "send_message" in offered and "schedule_wakeup" not in offered
-    finally:
-        await service.close()

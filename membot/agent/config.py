@@ -76,9 +76,6 @@ class EngineConfig:
     #: How functions are offered: the tools API ("tools"), a JSON object in the text for models without tool
     #: support ("json"), or the tools API until the server refuses it, then JSON ("auto").
     tool_mode: Literal["auto", "tools", "json"] = "auto"
-    #: Whether this process delivers wake-ups (it runs a scheduler): schedule_wakeup is offered only then, so an
-    #: agent never promises a reminder nobody will deliver.
-    wakeups: bool = True
 
     @property
     def sandbox_root(self) -> Path:

@@ -13,7 +13,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -76,9 +75,8 @@ class BotService:
         self.quotas = Quotas(engine.db, settings.user_messages_per_minute, settings.user_tokens_per_day)
 
     @classmethod
-    async def open(cls, settings: Settings, *, wakeups: bool = True) -> BotService:
-        """`wakeups`: whether this process delivers wake-ups (runs a scheduler); see EngineConfig.wakeups."""
-        return cls(settings, await Engine.open(replace(settings.engine_config(), wakeups=wakeups)))
+    async def open(cls, settings: Settings) -> BotService:
+        return cls(settings, await Engine.open(settings.engine_config()))
 
     async def close(self) -> None:
         await self.engine.close()
@@ -219,17 +217,13 @@ class BotService:
         if who is not None and outlet is not None:
             await outlet(who, events)
             return
-        async with aclosing(events) as stream:
-            async for event in stream:
-                if event.visible:
-                    log.warning("agent %s: no way to reach its user here; not delivered: %s", agent_id,
-                                getattr(event, "text", ""))
+        await undelivered(events, f"agent {agent_id} (no way to reach its user here)")
 
     async def schedule_heartbeat(self, agent_id: int, now: datetime | None = None) -> None:
         """With timed heartbeats on, the agent's next one: MEMBOT_HEARTBEAT_MINUTES after `now` (its last
         activity)."""
         minutes = self.settings.heartbeat_minutes
-        if minutes is None or not self.engine.config.wakeups:
+        if minutes is None:
             return
         now = now or utcnow()
         await self.engine.db.write(
@@ -419,6 +413,14 @@ class BotService:
                 await self.engine.catalog.delete(source.scope, source.name)
             except PassageStoreError as exc:  # an empty source left behind is harmless; the outcome says why
                 log.warning("could not drop the empty source %s: %s", source.name, exc)
+
+
+async def undelivered(events: AsyncIterator[Event], whom: str) -> None:
+    """Run a step nobody can be shown (its memory edits still count), logging what it would have sent."""
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if event.visible:
+                log.warning("not delivered to %s: %s", whom, getattr(event, "text", ""))
 
 
 async def _no_events() -> AsyncIterator[Event]:

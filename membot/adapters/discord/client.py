@@ -22,7 +22,7 @@ from membot.agent.events import Event
 from membot.bot.access import AccessPolicy, Origin, not_open_text
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
-from membot.bot.service import BotService, CommandError
+from membot.bot.service import BotService, CommandError, undelivered
 from membot.bot.settings import Settings
 from membot.bot.views import SORRY_ANSWERING
 
@@ -235,20 +235,14 @@ class MembotClient(discord.Client):
     async def deliver_privately(self, user: UserRef, events: AsyncIterator[Event]) -> None:
         """A step its user did not start (a reminder, a timed heartbeat): what it sends goes to their DMs. A user
         who closed their DMs costs one refused post, logged; the step's memory edits stand."""
-        channel: discord.abc.Messageable | None = None
         try:
             someone = self.get_user(int(user.user_id)) or await self.fetch_user(int(user.user_id))
             channel = someone.dm_channel or await someone.create_dm()
         except (discord.HTTPException, ValueError) as exc:
             log.warning("cannot open a DM with %s: %s", user.user_id, exc)
-
-        async def say(text: str) -> None:
-            if channel is None:
-                log.warning("not delivered to %s (no DM): %s", user.user_id, text)
-                return
-            await channel.send(text)
-
-        await relay(events, say, self.monologue, user)
+            await undelivered(events, f"{user.user_id} (no DM)")
+            return
+        await relay(events, channel.send, self.monologue, user)
 
     # ----- shutdown --------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -34,7 +33,7 @@ from membot.agent.events import Event
 from membot.bot.access import AccessPolicy, not_open_text
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
-from membot.bot.service import BotService, CommandError
+from membot.bot.service import BotService, CommandError, undelivered
 from membot.bot.settings import Settings
 from membot.bot.views import SORRY_ANSWERING
 
@@ -91,10 +90,7 @@ class SlackAdapter:
             log.warning("cannot open an IM with %s: %s", user.user_id, exc)
             channel = ""
         if not channel:
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    if event.visible:
-                        log.warning("not delivered to %s (no IM): %s", user.user_id, getattr(event, "text", ""))
+            await undelivered(events, f"{user.user_id} (no IM)")
             return
         await self.poster.deliver(client, Place(channel), user.user_id, events)
 
