@@ -164,9 +164,9 @@ def _in_full(session: Any, agent_id: int, question: str, terms: TermFrequencies)
     """The ranked query with every term finding the messages, as before the rare/common split (term_stats)."""
     words = query_terms(question) or ["the"]
     if session.get_bind().dialect.name == "sqlite":
-        params = {"query": fts_query(agent_id, words), "agent_id": agent_id, "limit": PAGE_SIZE}
+        params = {"query": fts_query(agent_id, words), "agent_id": agent_id, "limit": PAGE_SIZE, "private": True}
         return session.execute(_FTS_RANKED, params).all()
-    return recall_pg.ranked(session, agent_id, words, PAGE_SIZE, terms, split=False)
+    return recall_pg.ranked(session, agent_id, words, PAGE_SIZE, terms, split=False, private=True)
 
 
 async def run(quick: bool) -> list[Row]:

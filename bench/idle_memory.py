@@ -135,7 +135,7 @@ async def _child(url: str, home: str, agents: int, talkers: int) -> dict[str, An
     # Milvus Lite opens on the first archival call and runs in this process: what that adds, for the record.
     agent_id, _ = await service.agent_id(who(0))
     async with service.using(agent_id) as agent:
-        await agent.archival.insert("The user asked how I am, on their first day.")
+        await agent.archival.insert("The user asked how I am, on their first day.", private=True)
     await service.search_memory(who(0), "how are you", archival=True)
     gc.collect()
     figures["archival"] = rss_mb()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,19 @@ def make_settings(home: Path, model: ScriptedModel, **overrides: Any) -> Setting
     values.update(overrides)
     # No .env file; the process environment is emptied of settings by `_no_outside_settings`.
     return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def small_window(home: Path, database_url: str, window: int, default: Any) -> AsyncIterator[tuple[BotService,
+                                                                                                      ScriptedModel]]:
+    """A service whose model has a small context window, answering with `default` unless scripted."""
+    async with ScriptedModel(context_window=window, default=default) as model:
+        settings = make_settings(home, model, MEMBOT_CONTEXT_WINDOW=window, MEMBOT_DATABASE_URL=database_url)
+        service = await BotService.open(settings)
+        try:
+            yield service, model
+        finally:
+            await service.close()
 
 
 @pytest.fixture(autouse=True)

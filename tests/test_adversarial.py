@@ -45,7 +45,7 @@ async def test_a_nul_from_a_user_name_or_the_model_is_stored_not_a_crash(service
                  send("stored"))
     events = await collect(service.chat(odd, "remember a\x00b"))
     assert [e.text for e in events if e.visible] == ["stored"]
-    assert "Code: a" in (await service.memory(odd)).blocks["human"][0]
+    assert "Code: a" in (await service.memory(odd)).blocks["private"][0]
 
 
 async def test_the_model_cannot_reach_another_agent(service, model, user):
@@ -73,7 +73,7 @@ async def test_the_model_cannot_reach_another_agent(service, model, user):
     model.script(tool_call("conversation_search", {"query": "alice private"}))
     result = next(e for e in await collect(service.chat(bob, "plain")) if isinstance(e, FunctionResult))
     assert "alice private" not in result.result and "store" not in result.result
-    assert "alice private fact" not in (await service.memory(bob)).blocks["human"][0]
+    assert "alice private fact" not in (await service.memory(bob)).blocks["private"][0]
     assert bob_id != alice_id
 
 

@@ -10,9 +10,8 @@ from membot.agent.context.tokens import TokenCounter
 from membot.agent.context.window import ContextQueue, PromptBudget
 from membot.agent.events import AssistantMessage, FunctionResult, SystemNote
 from membot.agent.messages import assistant_message, tool_result, user_message
-from membot.bot.service import BotService
-from tests.conftest import collect, make_settings
-from tests.fakes.openai_server import ScriptedModel, send, text, tool_call
+from tests.conftest import collect, small_window
+from tests.fakes.openai_server import send, text, tool_call
 
 pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
@@ -31,13 +30,8 @@ def responder(body: dict):
 
 @pytest.fixture
 async def small(home, database_url):
-    async with ScriptedModel(context_window=WINDOW, default=responder) as model:
-        settings = make_settings(home, model, MEMBOT_CONTEXT_WINDOW=WINDOW, MEMBOT_DATABASE_URL=database_url)
-        service = await BotService.open(settings)
-        try:
-            yield service, model
-        finally:
-            await service.close()
+    async with small_window(home, database_url, WINDOW, responder) as running:
+        yield running
 
 
 async def test_long_conversation_stays_inside_a_small_window(small, user):
@@ -105,7 +99,7 @@ async def test_summariser_down_still_frees_room(small, user):
     model.default = no_summaries
     for i in range(60):
         events = await collect(service.chat(alice, f"Message {i} with some padding text to fill the window up."))
-        assert any(isinstance(e, AssistantMessage) for e in events), i
+        assert any(isinstance(e, AssistantMessage) for e in events), (i, events)
     assert model.max_prompt_tokens <= WINDOW
     report = await service.memory(alice)
     assert report.summary_hidden > 0 and "without a summary" in report.summary

@@ -75,7 +75,7 @@ async def test_sigkill_at_random_points_loses_nothing(home):
             for i in range(KILLS):
                 found = await service.search_memory(victim, f"crash test message {i}", limit=1)
                 assert found and f"crash test message {i}" in found[0], i
-            human = (await service.memory(victim)).blocks["human"][0]
+            human = (await service.memory(victim)).blocks["private"][0]
             for i in range(KILLS):
                 assert human.count(f"fact-{i}.") <= 1, (i, human)
             # Every fact line is whole: no half-applied edit.

@@ -48,12 +48,12 @@ async def test_search_runs_as_one_unit_of_work_and_keeps_agents_apart(db: Databa
     await db.add(alice, bob)
     await store_messages(db, user_message(alice.id, "I adopted a tabby cat"), user_message(bob.id, "bob's cat is secret"))
     recall = RecallMemory(db, alice.id, TermFrequencies())
-    page = await recall.search("cat")
+    page = await recall.search("cat", private=True)
     assert [row.search_text for row in page.items] == ["I adopted a tabby cat"] and page.total == 1
     # Writes and reads at once: every write lands.
     await asyncio.gather(*(store_messages(db, user_message(alice.id, f"cat number {i}")) for i in range(20)),
-                         *(recall.search("cat") for _ in range(5)))
-    assert (await recall.search("cat", page_size=50)).total == 21
+                         *(recall.search("cat", private=True) for _ in range(5)))
+    assert (await recall.search("cat", page_size=50, private=True)).total == 21
     assert (await db.read(lambda session: load_recall(session, [alice.id])))[alice.id].count == 21
 
 

@@ -278,6 +278,25 @@ async def test_guild_mention_is_answered_in_the_channel(fake, bot, model):
     assert "/attach" in hint["content"] and len(model.requests) == 2
 
 
+async def test_what_is_said_in_a_dm_never_reaches_a_guild_channel(fake, bot, model):
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "Diagnosis: ZEBRAPOX",
+                                                  "request_heartbeat": True}), send("Kept private."))
+    await fake.send_dm(ALICE, "my diagnosis is ZEBRAPOX")
+    await fake.wait_for_message(dm(ALICE))
+    since = len(model.requests)
+    model.script(tool_call("conversation_search", {"query": "diagnosis", "request_heartbeat": True}),
+                 send("I can't say here."))
+    await fake.send_guild_message(GUILD, GENERAL, ALICE, "what is my diagnosis?", mentions_bot=True)
+    assert (await fake.wait_for_message(GENERAL))["content"] == "I can't say here."
+    public = json.dumps(model.requests[since:])
+    assert "ZEBRAPOX" not in public and "#general on Test Guild" in public
+    model.script(tool_call("conversation_search", {"query": "diagnosis", "request_heartbeat": True}),
+                 send("ZEBRAPOX."))
+    await fake.send_dm(ALICE, "what is my diagnosis?")
+    assert (await fake.wait_for_message(dm(ALICE), 2))["content"] == "ZEBRAPOX."
+    assert "a direct message on Discord" in json.dumps(model.requests[-1])
+
+
 async def test_two_users_stay_apart_and_a_slow_agent_blocks_no_one(fake, bot, model):
     asked, release = asyncio.Event(), asyncio.Event()
 
@@ -543,7 +562,7 @@ QUOTA = "You have used today's 1,000 tokens; more at 00:00 UTC."
 
 
 def _over_quota(service: BotService, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def chat(user: UserRef, text: str) -> AsyncIterator[Any]:
+    async def chat(user: UserRef, text: str, place: Any = None) -> AsyncIterator[Any]:
         raise QuotaReached(QUOTA)
         yield  # an async generator, as the service's own
 

@@ -44,7 +44,7 @@ async def test_one_script_played_by_each_kind_of_model(service, model, user, hab
     shown, thoughts = _seen(events)
     assert shown == ["Miso is a lovely name!"] and len(model.requests) == calls
     assert "Worth keeping: the cat's name." in thoughts and "Now answer warmly." in thoughts
-    assert "Miso" in (await service.memory(user("ann"))).blocks["human"][0]
+    assert "Miso" in (await service.memory(user("ann"))).blocks["private"][0]
     reasoning = bool(habits & {"think", "reasoning_content", "reasoning"})
     assert (SCRIPTED_REASONING in thoughts) == reasoning
     assert all(SCRIPTED_REASONING not in text for text in shown)

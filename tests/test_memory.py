@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from membot.agent.events import AssistantMessage, FunctionResult
+from membot.agent.place import PRIVATE, Place
 from membot.agent.store.schema import MessageRow, utcnow
 from tests.conftest import collect
 from tests.fakes.openai_server import send, tool_call
@@ -16,29 +17,33 @@ from tests.fakes.openai_server import send, tool_call
 pytestmark = pytest.mark.both_databases  # SQL-backed: run on SQLite and on PostgreSQL (see conftest)
 
 
-async def call(service, model, user, name, args):
-    """Have the agent run one function (no heartbeat) and return its result event."""
+#: Core memory's `human` block changes only in a shared channel (agent/place.py).
+CHANNEL = Place.shared("test:general", "#general")
+
+
+async def call(service, model, user, name, args, place=PRIVATE):
+    """Have the agent run one function (no heartbeat), asked in `place`, and return its result event."""
     model.script(tool_call(name, args))
-    events = await collect(service.chat(user, f"please run {name}"))
+    events = await collect(service.chat(user, f"please run {name}", place))
     return next(e for e in events if isinstance(e, FunctionResult))
 
 
 async def test_core_append_replace_and_limit(service, model, user):
     alice = user("alice")
-    assert (await call(service, model, alice, "core_memory_append", {"name": "human", "content": "Likes tea"})).ok
+    assert (await call(service, model, alice, "core_memory_append", {"name": "human", "content": "Likes tea"}, CHANNEL)).ok
     result = await call(service, model, alice, "core_memory_replace",
-                        {"name": "human", "old_content": "Likes tea", "new_content": "Likes green tea"})
+                        {"name": "human", "old_content": "Likes tea", "new_content": "Likes green tea"}, CHANNEL)
     assert result.ok
     before = (await service.memory(alice)).blocks["human"][0]
     assert "Likes green tea" in before
-    result = await call(service, model, alice, "core_memory_append", {"name": "human", "content": "x" * 2500})
+    result = await call(service, model, alice, "core_memory_append", {"name": "human", "content": "x" * 2500}, CHANNEL)
     assert not result.ok and "limit of 2000" in result.result and f"holds {len(before)}" in result.result
     assert (await service.memory(alice)).blocks["human"][0] == before  # nothing cut, nothing changed
     result = await call(service, model, alice, "core_memory_replace",
-                        {"name": "human", "old_content": "Likes green tea", "new_content": ""})
+                        {"name": "human", "old_content": "Likes green tea", "new_content": ""}, CHANNEL)
     assert result.ok and "green tea" not in (await service.memory(alice)).blocks["human"][0]
     result = await call(service, model, alice, "core_memory_replace",
-                        {"name": "persona", "old_content": "no such text", "new_content": "y"})
+                        {"name": "persona", "old_content": "no such text", "new_content": "y"}, CHANNEL)
     assert not result.ok and "not found" in result.result
 
 

@@ -102,7 +102,8 @@ async def test_a_database_of_the_release_before_migrations_is_adopted_with_its_d
 
     counts = {t: await _count(old_engine, t) for t in
               ("agents", "core_blocks", "messages", "identities", "sources", "documents", "agent_sources")}
-    assert counts == {"agents": 2, "core_blocks": 4, "messages": 14, "identities": 2, "sources": 1,
+    # Each agent gained its private block (0009), and its old messages count as private.
+    assert counts == {"agents": 2, "core_blocks": 6, "messages": 14, "identities": 2, "sources": 1,
                       "documents": 1, "agent_sources": 1}
     assert await _count(old_engine, "agent_leases") == 0
     async with AsyncSession(old_engine) as session:  # read through today's models
@@ -130,7 +131,8 @@ async def test_downgrading_to_the_baseline_and_back_keeps_the_data(old_engine):
     assert await current(old_engine) == "0001_baseline"
     assert (await _count(old_engine, "messages"), await _count(old_engine, "core_blocks")) == (14, 4)
     async with AsyncSession(old_engine) as session:  # the search index, refilled without its agent column
-        said = await session.scalar(select(MessageRow).where(MessageRow.content.contains("giraffe")))
+        said = (await session.execute(  # the columns the baseline has
+            select(MessageRow.id, MessageRow.agent_id).where(MessageRow.content.contains("giraffe")))).one()
         assert said.id in await _search(session, "giraffe")
     await upgrade(old_engine)
     assert (await current(old_engine), await _count(old_engine, "messages")) == (head(), 14)
@@ -173,7 +175,7 @@ async def _write_talk(engine: AsyncEngine) -> list[int]:
 
 
 def _ranked(db: Database, agent_id: int, query: str):
-    params = {"query": fts_query(agent_id, query_terms(query)), "agent_id": agent_id, "limit": 50}
+    params = {"query": fts_query(agent_id, query_terms(query)), "agent_id": agent_id, "limit": 50, "private": True}
     return db.read(lambda session: [(r.id, r.score) for r in session.execute(_FTS_RANKED, params)])
 
 
@@ -196,13 +198,13 @@ async def test_messages_indexed_before_the_agent_column_are_found_per_agent_afte
                 assert refilled == triggered
                 assert refilled and {owner[row_id] for row_id, _ in refilled} == {agent_id}
         # A message only its context matches ("she is called Miso" before "Miso likes the garden")
-        found = await RecallMemory(dbs[0], agents[0], TermFrequencies()).search("adopted")
+        found = await RecallMemory(dbs[0], agents[0], TermFrequencies()).search("adopted", private=True)
         assert [m.search_text for m in found.items] == ["I adopted a tabby cat", "she is called Miso"]
         # and the rebuilt trigger indexes a new message under its agent.
         await dbs[0].write(lambda s: s.add(MessageRow(agent_id=agents[1], role="user", kind="message",
                                                       search_text="a zebra, Miso")))
         assert [m.search_text for m in (await RecallMemory(dbs[0], agents[1], TermFrequencies()).search(
-            "zebra Miso")).items] == ["a zebra, Miso"]
+            "zebra Miso", private=True)).items] == ["a zebra, Miso"]
     finally:
         for db in dbs:
             await db.close()
@@ -239,6 +241,7 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
             found = await conn.run_sync(_differences)
         kinds = {(d[0], d[2] if d[0] == "add_column" else d[1].name) for d in found}
         assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment"),
+                         ("add_column", "messages"), ("add_column", "sources"),
                          ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at"),
                          ("add_table", "wakeups"), ("add_index", "ix_wakeups_due"), ("add_index", "ix_wakeups_agent")}
     finally:

@@ -56,7 +56,7 @@ async def test_several_calls_in_one_reply_all_run_each_answered(service, model, 
     assert _replies(events) == ["Miso is a lovely name!"]
     assert _thoughts(events) == ["Worth keeping.", "Now answer."]
     assert len(model.requests) == 1  # neither asked for a heartbeat
-    assert "Miso" in (await service.memory(user("bea"))).blocks["human"][0]
+    assert "Miso" in (await service.memory(user("bea"))).blocks["private"][0]
     model.script(send("ok"))
     await collect(service.chat(user("bea"), "thanks"))
     sent = model.requests[-1]["messages"]
@@ -128,7 +128,7 @@ async def test_a_model_without_tools_is_offered_json_from_then_on(service, model
     # The history goes in plain roles: no tool_calls, no tool messages.
     assert all(m["role"] != "tool" and "tool_calls" not in m for m in asked[-1]["messages"])
     assert "Result of core_memory_append" in json.dumps(asked[-1]["messages"])
-    assert "Likes tea." in (await service.memory(user("fay"))).blocks["human"][0]
+    assert "Likes tea." in (await service.memory(user("fay"))).blocks["private"][0]
     model.script(_json_call("send_message", message="Still JSON."))
     assert _replies(await collect(service.chat(user("fay"), "and now?"))) == ["Still JSON."]
     assert "tools" not in model.requests[-1]

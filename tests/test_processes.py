@@ -53,7 +53,7 @@ async def test_two_processes_talking_to_one_agent_never_interleave_and_lose_noth
     db = await Database.open(database_url)
     try:
         rows = await db.rows(select(MessageRow.kind, MessageRow.content, MessageRow.tool_calls).order_by(MessageRow.id))
-        human = await db.scalar(select(BlockRow.value).where(BlockRow.label == "human"))
+        human = await db.scalar(select(BlockRow.value).where(BlockRow.label == "private"))  # said privately
     finally:
         await db.close()
     # Split into steps at each incoming event: every tag within a step is that step's own.

@@ -108,7 +108,7 @@ async def test_cancel_from_another_process_stops_the_chain_after_the_call_in_fli
         assert any(isinstance(e, SystemNote) and e.text == CANCELLED for e in events)
         assert not any(isinstance(e, AssistantMessage) for e in events)
         assert len(model.requests) == 1 and model.pending == 1  # the next call was never made
-        assert "Plays chess." in (await other.memory(user("ed"))).blocks["human"][0]  # what it did is kept
+        assert "Plays chess." in (await other.memory(user("ed"))).blocks["private"][0]  # what it did is kept
         assert await other.cancel(user("ed")) == NOTHING_RUNNING
         # The next message runs in full (the reply the cancelled chain did not ask for is still scripted).
         later = await collect(other.chat(user("ed"), "good game"))

@@ -31,11 +31,11 @@ async def test_search_for_one_agent_never_returns_anothers_better_matches(db: Da
     await store_messages(db, *(user_message(bob, f"the tabby cat again {i}") for i in range(30)))
     recall = RecallMemory(db, alice, TermFrequencies())
     for page_size in (1, 5, 50):
-        page = await recall.search("tabby cat mat sleeps", page_size=page_size)
+        page = await recall.search("tabby cat mat sleeps", page_size=page_size, private=True)
         assert [m.search_text for m in page.items] == ["my neighbour has a cat"]
         assert page.total == 1 and all(m.agent_id == alice for m in page.items)
-    assert (await recall.search("tabby")).total == 0
-    assert (await RecallMemory(db, bob, TermFrequencies()).search("neighbour")).total == 0
+    assert (await recall.search("tabby", private=True)).total == 0
+    assert (await RecallMemory(db, bob, TermFrequencies()).search("neighbour", private=True)).total == 0
 
 
 async def test_a_query_word_that_spells_an_agent_token_matches_only_text(db: Database):
@@ -44,9 +44,9 @@ async def test_a_query_word_that_spells_an_agent_token_matches_only_text(db: Dat
                          user_message(alice, f"room a{bob} is booked"))
     recall = RecallMemory(db, alice, TermFrequencies())
     # Alice's own token is in her every row's agent column, Bob's in his: neither is a word either wrote.
-    assert (await recall.search(f"a{alice}")).total == 0
-    assert [m.search_text for m in (await recall.search(f"a{bob}")).items] == [f"room a{bob} is booked"]
-    assert (await RecallMemory(db, bob, TermFrequencies()).search(f"a{bob}")).total == 0
+    assert (await recall.search(f"a{alice}", private=True)).total == 0
+    assert [m.search_text for m in (await recall.search(f"a{bob}", private=True)).items] == [f"room a{bob} is booked"]
+    assert (await RecallMemory(db, bob, TermFrequencies()).search(f"a{bob}", private=True)).total == 0
 
 
 def test_the_fts_query_names_the_agent_and_keeps_the_terms_to_the_text():

@@ -81,6 +81,19 @@ async def _store(db: Database, *messages: Message) -> None:
     await db.write(write)
 
 
+async def _store_old(db: Database, *messages: Message) -> None:
+    """In plain SQL, the columns 0002 had, one INSERT each in order (the trigger reads the rows before)."""
+    insert = text("INSERT INTO messages (agent_id, role, kind, content, search_text, created_at, in_context) "
+                  "VALUES (:agent_id, :role, :kind, :content, :search_text, :created_at, true)")
+
+    def write(session: Session) -> None:
+        for m in messages:
+            session.execute(insert, {"agent_id": m.agent_id, "role": m.role, "kind": m.kind, "content": m.content,
+                                     "search_text": m.search_text, "created_at": m.created_at})
+
+    await db.write(write)
+
+
 def _texts(page) -> list[str]:
     return [row.search_text for row in page.items]
 
@@ -91,7 +104,7 @@ async def test_finds_a_word_by_its_stem(db: Database):
                  user_message(agent, "I was painting the fence all morning"))
     recall = RecallMemory(db, agent, TermFrequencies())
     for query in ("paints", "painted", "PAINT", "fences"):
-        page = await recall.search(query)
+        page = await recall.search(query, private=True)
         assert _texts(page) == ["I was painting the fence all morning"] and page.total == 1, query
 
 
@@ -100,7 +113,7 @@ async def test_a_message_with_the_word_ranks_above_the_one_that_follows_it(db: D
     # The second message holds the first as its context (the previous message of the same role, weight B).
     await _store(db, user_message(agent, "We adopted a puppy"), assistant_message(agent, None, None, "Lovely!"),
                  user_message(agent, "It sleeps all day"))
-    page = await RecallMemory(db, agent, TermFrequencies()).search("puppy")
+    page = await RecallMemory(db, agent, TermFrequencies()).search("puppy", private=True)
     assert _texts(page) == ["We adopted a puppy", "It sleeps all day"] and page.total == 2
 
 
@@ -109,7 +122,7 @@ async def test_the_terms_are_or_ed_and_a_message_with_more_of_them_ranks_first(d
     await _store(db, user_message(agent, "I play the violin"), user_message(agent, "filler one"),
                  user_message(agent, "Our dog loves the park"), user_message(agent, "filler two"),
                  user_message(agent, "The dog listens when I play violin"))
-    page = await RecallMemory(db, agent, TermFrequencies()).search("What did the dog think of the violin?")
+    page = await RecallMemory(db, agent, TermFrequencies()).search("What did the dog think of the violin?", private=True)
     # Either word finds a message; the fillers are found by their context (the message before), and rank last.
     assert page.total == 5
     assert _texts(page)[0] == "The dog listens when I play violin"
@@ -124,7 +137,7 @@ async def test_the_terms_are_or_ed_and_a_message_with_more_of_them_ranks_first(d
 async def test_no_query_text_makes_the_search_fail(db: Database, query: str):
     agent = await _agent(db)
     await _store(db, user_message(agent, "cat and dog and bird, quoted twice, a word or two"))
-    page = await RecallMemory(db, agent, TermFrequencies()).search(query)
+    page = await RecallMemory(db, agent, TermFrequencies()).search(query, private=True)
     assert page.total == len(page.items) <= 1
 
 
@@ -133,7 +146,7 @@ async def test_terms_reach_the_database_only_as_bound_text(db: Database):
     agent = await _agent(db)
     await _store(db, user_message(agent, "a cat sat"))
     hostile = ["cat'", "') OR true --", "&|!():*<->", "\\", "a:*", "x" * 5_000, "the"]
-    rows = await db.read(lambda session: recall_pg.ranked(session, agent, hostile, 10, TermFrequencies()))
+    rows = await db.read(lambda session: recall_pg.ranked(session, agent, hostile, 10, TermFrequencies(), private=True))
     assert [row.search_text for row in rows] == ["a cat sat"]
 
 
@@ -142,12 +155,12 @@ async def test_pages_add_up_to_the_total_best_first_and_ties_to_the_newer(db: Da
     await _store(db, *(user_message(agent, f"note {i} about the garden") for i in range(22)),
                  user_message(agent, "garden garden garden, all about the garden"), user_message(agent, "unrelated"))
     recall = RecallMemory(db, agent, TermFrequencies())
-    pages = [await recall.search("gardens", page, 5) for page in range(6)]
+    pages = [await recall.search("gardens", page, 5, private=True) for page in range(6)]
     assert {page.total for page in pages} == {24}  # the unrelated message is found by its context
     assert [len(page.items) for page in pages] == [5, 5, 5, 5, 4, 0]
     ids = [row.id for page in pages for row in page.items]
-    assert len(set(ids)) == 24 and ids == [row.id for row in (await recall.search("gardens", 0, 50)).items]
-    rows = await db.read(lambda session: recall_pg.ranked(session, agent, ["gardens"], 50, TermFrequencies()))
+    assert len(set(ids)) == 24 and ids == [row.id for row in (await recall.search("gardens", 0, 50, private=True)).items]
+    rows = await db.read(lambda session: recall_pg.ranked(session, agent, ["gardens"], 50, TermFrequencies(), private=True))
     assert [row.id for row in rows] == ids
     order = [(-row.score, -row.id) for row in rows]
     assert order == sorted(order) and len({row.score for row in rows}) < len(rows)  # ties, newest first
@@ -165,13 +178,13 @@ async def test_every_page_of_a_search_split_into_rare_and_common_terms_has_the_s
                  user_message(agent, "a sunrise alone"))
     recall = RecallMemory(db, agent, TermFrequencies())
     # "hello" is common: the 11 sunrise messages are the results, those that also say hello first.
-    pages = [await recall.search("hello sunrise", page, 5) for page in range(4)]
+    pages = [await recall.search("hello sunrise", page, 5, private=True) for page in range(4)]
     assert {page.total for page in pages} == {11}
     found = [row.search_text for page in pages for row in page.items]
     assert len(set(found)) == 11 and all("sunrise" in found_text for found_text in found)
     # Too few rare hits: every term finds them (the 50 that say hello, one more by its context), the rare first.
     await _store(db, user_message(agent, "a moonrise"))
-    page = await recall.search("hello moonrise", 0, 5)
+    page = await recall.search("hello moonrise", 0, 5, private=True)
     assert page.total == 52 and page.items[0].search_text == "a moonrise"
 
 
@@ -182,9 +195,9 @@ async def test_never_another_agents_messages_not_even_as_context(db: Database):
     await _store(db, user_message(bob, "bob likes zebras and tulips"))
     await _store(db, user_message(alice, "the weather is fine"))
     alice_recall = RecallMemory(db, alice, TermFrequencies())
-    assert (await alice_recall.search("zebras")).total == 0
-    assert _texts(await alice_recall.search("tulips")) == ["my secret is tulips", "the weather is fine"]
-    assert _texts(await RecallMemory(db, bob, TermFrequencies()).search("tulips weather")) == [
+    assert (await alice_recall.search("zebras", private=True)).total == 0
+    assert _texts(await alice_recall.search("tulips", private=True)) == ["my secret is tulips", "the weather is fine"]
+    assert _texts(await RecallMemory(db, bob, TermFrequencies()).search("tulips weather", private=True)) == [
         "bob likes zebras and tulips"]
 
 
@@ -199,9 +212,9 @@ async def test_search_by_date_is_inclusive_oldest_first_and_one_agents(db: Datab
             messages.append(message)
     await _store(db, *messages)
     recall = RecallMemory(db, alice, TermFrequencies())
-    page = await recall.search_dates("2024-03-02", "2024-03-04", 0, 2)
+    page = await recall.search_dates("2024-03-02", "2024-03-04", 0, 2, private=True)
     assert page.total == 3 and _texts(page) == ["day 1 of alice", "day 2 of alice"]
-    assert _texts(await recall.search_dates("2024-03-02", "2024-03-04", 1, 2)) == ["day 3 of alice"]
+    assert _texts(await recall.search_dates("2024-03-02", "2024-03-04", 1, 2, private=True)) == ["day 3 of alice"]
 
 
 async def test_the_migration_gives_rows_already_there_the_vectors_the_trigger_gives(database_url: str):
@@ -224,7 +237,7 @@ async def test_the_migration_gives_rows_already_there_the_vectors_the_trigger_gi
         await migrate.downgrade(engine, "0002_leases")
         try:
             first, second = await _agent(db), await _agent(db)
-            await _store(db, *conversation(first))
+            await _store_old(db, *conversation(first))
         finally:
             await migrate.upgrade(engine)
         await _store(db, *conversation(second))

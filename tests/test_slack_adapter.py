@@ -270,6 +270,24 @@ async def test_mention_is_answered_in_its_thread(fake: FakeSlack, bot: str, mode
     assert second.params["thread_ts"] == root
 
 
+async def test_what_is_said_in_a_dm_never_reaches_a_channel(fake: FakeSlack, bot: str, model: ScriptedModel) -> None:
+    model.script(tool_call("core_memory_append", {"name": "human", "content": "Salary: 91234",
+                                                  "request_heartbeat": True}), send("Kept private."))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "my salary is 91234")))
+    await fake.wait_for_call("chat.postMessage", WAIT, text_is("Kept private."))
+    since = len(model.requests)
+    model.script(tool_call("conversation_search", {"query": "salary", "request_heartbeat": True}),
+                 send("Not here."))
+    await fake.post_event(bot, fake.event_payload(fake.mention_event("U1", "what is my salary?", channel="C1")))
+    await fake.wait_for_call("chat.postMessage", WAIT, text_is("Not here."))
+    public = str(model.requests[since:])
+    assert "91234" not in public and "<#C1>" in public
+    model.script(tool_call("conversation_search", {"query": "salary", "request_heartbeat": True}), send("It is 91234."))
+    await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "what is my salary?")))
+    await fake.wait_for_call("chat.postMessage", WAIT, text_is("It is 91234."))
+    assert "my salary is 91234" in str(model.requests[-1])
+
+
 async def test_retried_event_is_handled_once(
     fake: FakeSlack, bot: str, model: ScriptedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -584,7 +602,7 @@ QUOTA = "You have used today's 1,000 tokens; more at 00:00 UTC."
 async def test_a_reached_quota_is_told_privately(
     fake: FakeSlack, bot: str, service: BotService, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def chat(user: UserRef, text: str) -> AsyncIterator[Any]:
+    async def chat(user: UserRef, text: str, place: Any = None) -> AsyncIterator[Any]:
         raise QuotaReached(QUOTA)
         yield  # an async generator, as the service's own
 

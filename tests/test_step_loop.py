@@ -42,7 +42,7 @@ async def test_heartbeat_chains_and_send_ends(service, model, user):
     assert roles[-3:] == ["assistant", "tool", "user"]
     assert "Name: Alice" in model.requests[1]["messages"][0]["content"]
     report = await service.memory(user("alice"))
-    assert "Name: Alice" in report.blocks["human"][0]
+    assert "Name: Alice" in report.blocks["private"][0]
 
 
 async def test_chain_is_bounded(service, model, user):

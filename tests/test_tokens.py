@@ -19,7 +19,7 @@ def test_render_tools_shows_every_function_argument_and_choice() -> None:
     assert "type send_message = (_: {\n// The message text.\nmessage: string,\n}) => any;" in text
     thinking = render_tools(ToolRegistry(BASE_FUNCTIONS).schemas())
     assert "type send_message = (_: {\n// " in thinking and "inner_thoughts: string,\n// The message text." in thinking
-    assert 'name: "persona" | "human",' in text  # an enum becomes its choices
+    assert 'name: "persona" | "human" | "private",' in text  # an enum becomes its choices
     assert "request_heartbeat?: boolean," in text  # optional arguments are marked, required ones are not
     assert "minutes: number," in text
     for schema in SCHEMAS:

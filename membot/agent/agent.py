@@ -59,6 +59,7 @@ from membot.agent.notices import (
     PRESSURE_ALERT,
     trouble,
 )
+from membot.agent.place import PRIVATE, Place
 from membot.agent.sources.catalog import attached_names
 from membot.agent.step_write import StepWrite
 from membot.agent.store.leases import check
@@ -100,6 +101,8 @@ class Agent:
         #: stop (read back by each commit).
         self._spent = 0
         self._cancelled = False
+        #: Where the current step happens (agent/place.py): what it is shown, and what its messages record.
+        self.place = PRIVATE
 
     def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
@@ -111,8 +114,9 @@ class Agent:
 
     # ----- incoming events -------------------------------------------------------------------------------
 
-    def user_message(self, text: str, sender: str | None = None) -> AsyncIterator[Event]:
-        return self._step(msg.user_message(self.id, text, sender=sender))
+    def user_message(self, text: str, sender: str | None = None, place: Place = PRIVATE) -> AsyncIterator[Event]:
+        """A user's message, said in `place`: a step in a shared channel sees nothing private."""
+        return self._step(msg.user_message(self.id, text, sender=sender, where=place.label), place=place)
 
     def login(self) -> AsyncIterator[Event]:
         last = self.row.last_login_at
@@ -130,8 +134,9 @@ class Agent:
 
     # ----- the step loop ---------------------------------------------------------------------------------
 
-    async def _step(self, incoming: msg.Message, login: bool = False) -> AsyncIterator[Event]:
-        await self._store(StepWrite(self.id, self.engine.leases.holder, [incoming],
+    async def _step(self, incoming: msg.Message, login: bool = False, place: Place = PRIVATE) -> AsyncIterator[Event]:
+        self.place = place
+        await self._store(StepWrite(self.id, self.engine.leases.holder, self._here([incoming]),
                                     state={"last_login_at": incoming.created_at} if login else {}))
         if login:
             self.row.last_login_at = incoming.created_at
@@ -216,7 +221,7 @@ class Agent:
             yield Thought(self.id, result.reasoning)
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
                           heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model,
-                          announce_wakeup=self.engine.wakeups.announce)
+                          place=self.place, announce_wakeup=self.engine.wakeups.announce)
         rows: list[msg.Message] = []
         if result.tool_calls:
             async for event in self._calls(result, ctx, rows):
@@ -308,9 +313,15 @@ class Agent:
             "archival_passages": self.archival.own_count,
         }
         spent, self._spent = self._spent, 0
-        self._cancelled = await self._store(StepWrite(self.id, self.engine.leases.holder, rows, blocks, state,
-                                                      tokens=spent))
+        self._cancelled = await self._store(StepWrite(self.id, self.engine.leases.holder, self._here(rows), blocks,
+                                                      state, tokens=spent))
         self.context.extend(rows)
+
+    def _here(self, rows: list[msg.Message]) -> list[msg.Message]:
+        """The step's messages, each marked with where the step happens."""
+        for row in rows:
+            row.private, row.place = self.place.private, self.place.key
+        return rows
 
     async def _store(self, write: StepWrite) -> bool:
         """Commit one StepWrite; whether the step was asked to stop. If it fails, what this object holds is ahead
@@ -335,12 +346,18 @@ class Agent:
         return attached_names(session, [self.id]).get(self.id, [])
 
     def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
-        """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated)."""
-        head = [system_message(self.engine.system_prompt, self.core, stats)]
-        summary = summary_message(self.row.summary, self.row.summary_hidden)
+        """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated). In a
+        shared channel it holds nothing private: no private block, the shared summary, the shared messages."""
+        private = self.place.private
+        head = [system_message(self.engine.system_prompt, self.core, stats, private=private)]
+        if private:
+            summary = summary_message(self.row.summary, self.row.summary_hidden)
+        else:
+            summary = summary_message(self.row.shared_summary, self.row.shared_hidden)
         if summary:
             head.append(summary)
-        return head + self.context.forms, self.budget.size(head) + self.context.tokens
+        forms, tokens = self.context.seen(private)
+        return head + forms, self.budget.size(head) + tokens
 
     def prompt_tokens(self, stats: MemoryStats) -> int:
         """The corrected size of the next prompt, tools included."""
@@ -359,19 +376,24 @@ class Agent:
         return (*self._prompt(stats), note)
 
     async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
-        sizes = [self.calibration.correct(tokens) for tokens in self.context.sizes]
+        # What a shared channel's step does not see frees nothing of its prompt (agent/place.py): eviction goes
+        # on past it, oldest first, until the messages the step sees have made room.
+        shown = self.place.private
+        sizes = [self.calibration.correct(tokens) if shown or not row.private else 0
+                 for row, tokens in zip(self.context.rows, self.context.sizes, strict=True)]
         cut = choose_eviction(self.context.rows, sizes, to_free, self.engine.config.keep_recent_messages)
         if cut == 0:
             return "nothing could be evicted."
         evicted = self.context.rows[:cut]
-        if use_model:
-            summary, by_model = await summarise(
-                self.engine.model, self.row.summary, evicted,
-                words=self.engine.config.summary_word_limit, budget_tokens=self.budget.limit,
-            )
+        summary, by_model = await self._summarise(self.row.summary, evicted, use_model)
+        shared = [row for row in evicted if not row.private]
+        if not shared:
+            shared_summary = self.row.shared_summary
+        elif len(shared) == len(evicted) and self.row.shared_summary == self.row.summary:
+            shared_summary = summary  # nothing private in either: one summary serves both
         else:
-            summary, by_model = fallback_summary(self.row.summary, len(evicted)), False
-        hidden = self.row.summary_hidden + len(evicted)
+            shared_summary, _ = await self._summarise(self.row.shared_summary, shared, use_model)
+        hidden, shared_hidden = self.row.summary_hidden + len(evicted), self.row.shared_hidden + len(shared)
 
         def store(session: Session) -> None:
             check(session, self.id, self.engine.leases.holder)
@@ -379,15 +401,24 @@ class Agent:
             session.execute(
                 update(AgentRow)
                 .where(AgentRow.id == self.id)
-                .values(summary=summary, summary_hidden=hidden, pressure_alerted=False, version=AgentRow.version + 1)
+                .values(summary=summary, summary_hidden=hidden, shared_summary=shared_summary,
+                        shared_hidden=shared_hidden, pressure_alerted=False, version=AgentRow.version + 1)
             )
 
         await self.engine.db.write(store)
         self.row.version += 1
         self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
+        self.row.shared_summary, self.row.shared_hidden = shared_summary, shared_hidden
         self.context.drop_oldest(cut)
         how = "summarised" if by_model else "set aside (the summary model call failed)"
         return f"{len(evicted)} old messages {how} and evicted from context; {hidden} hidden in all."
+
+    async def _summarise(self, previous: str, rows: list[msg.Message], use_model: bool) -> tuple[str, bool]:
+        """The summary of `previous` and `rows`, and whether the model wrote it."""
+        if not use_model:
+            return fallback_summary(previous, len(rows)), False
+        return await summarise(self.engine.model, previous, rows, words=self.engine.config.summary_word_limit,
+                               budget_tokens=self.budget.limit)
 
     # ----- settings ----------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from membot.agent.memory.archival import agent_owner
 from membot.agent.memory.core import Block, CoreMemory
 from membot.agent.memory.recall import load_recall
 from membot.agent.memory.term_stats import TermFrequencies
+from membot.agent.place import PRIVATE_BLOCK
 from membot.agent.sources.catalog import SourceCatalog, attached_names
 from membot.agent.sources.loader import SourceLoader
 from membot.agent.store import wakeups
@@ -111,7 +112,7 @@ class Engine:
             row = AgentRow(name=name[:200], persona_name=persona, human_name=human)
             session.add(row)
             session.flush()
-            for label, value in (("persona", persona_text), ("human", human_text)):
+            for label, value in (("persona", persona_text), ("human", human_text), (PRIVATE_BLOCK, "")):
                 session.add(BlockRow(agent_id=row.id, label=label, value=value[:limit], char_limit=limit))
             session.flush()
             return row.id
@@ -129,7 +130,9 @@ class Engine:
             # between its archival insert (Milvus first) and its SQL commit: a passage newer than the last
             # commit was never seen stored by the agent, and goes.
             try:
-                await self.passages.delete_newer(agent_owner(agent_id), newest[1].replace(tzinfo=UTC).timestamp())
+                for private in (False, True):
+                    await self.passages.delete_newer(agent_owner(agent_id, private=private),
+                                                     newest[1].replace(tzinfo=UTC).timestamp())
             except PassageStoreError as exc:  # the agent can still talk; the next load tries again
                 log.warning("could not clear uncommitted passages of agent %s: %s", agent_id, exc)
         return agent

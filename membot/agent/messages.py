@@ -34,8 +34,10 @@ class Message:
     search_text: str | None = None  # plain text the conversation search indexes
     created_at: datetime = field(default_factory=utcnow)
     in_context: bool = True
+    #: Said in a private conversation, and where (see agent/place.py): stamped by the step that stores it.
+    private: bool = True
+    place: str | None = None
     id: int | None = None
-
 
 
 def format_time(moment: datetime) -> str:
@@ -46,9 +48,12 @@ def _packed(kind: str, created: datetime, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields, "time": format_time(created)}, ensure_ascii=False)
 
 
-def user_message(agent_id: int, text: str, *, sender: str | None = None) -> Message:
+def user_message(agent_id: int, text: str, *, sender: str | None = None, where: str | None = None) -> Message:
+    """A user's words; `where` tells the model where they were said (a DM, a channel)."""
     now = utcnow()
     extra = {"from": sender} if sender else {}
+    if where:
+        extra["where"] = where
     return Message(
         agent_id=agent_id,
         role="user",

@@ -23,7 +23,8 @@ from membot.agent.agent import Agent, MemoryReport
 from membot.agent.engine import Engine
 from membot.agent.events import ErrorMessage, Event
 from membot.agent.messages import describe
-from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo
+from membot.agent.place import PRIVATE, Place
+from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo, is_private_scope, may_add
 from membot.agent.sources.loader import FileOutcome, Progress
 from membot.agent.store import wakeups
 from membot.agent.store.leases import AgentBusy
@@ -163,8 +164,9 @@ class BotService:
 
     # ----- conversation ----------------------------------------------------------------------------------
 
-    async def chat(self, user: UserRef, text: str) -> AsyncIterator[Event]:
-        """Hand a user's message to their agent; yields the step's events in order."""
+    async def chat(self, user: UserRef, text: str, place: Place = PRIVATE) -> AsyncIterator[Event]:
+        """Hand a user's message, said in `place`, to their agent; yields the step's events in order. A step in a
+        shared channel sees nothing said privately (agent/place.py): adapters name the place of every message."""
         if len(text) > MAX_MESSAGE_CHARS:
             # Kept whole up to a sane bound; the context window cuts further (and says so to the model).
             text = text[:MAX_MESSAGE_CHARS] + f"\n[… {len(text) - MAX_MESSAGE_CHARS} characters cut]"
@@ -173,7 +175,7 @@ class BotService:
         async with self._user_locks.setdefault(user.key, asyncio.Lock()):
             agent_id, _ = await self.agent_id(user)
             await self.quotas.admit(agent_id)  # QuotaReached: the adapter tells the user privately
-            step = self._run(agent_id, lambda agent: agent.user_message(text, sender=user.display_name or None))
+            step = self._run(agent_id, lambda agent: agent.user_message(text, user.display_name or None, place))
             async with aclosing(step) as events:
                 async for event in events:
                     yield event
@@ -305,9 +307,9 @@ class BotService:
             raise CommandError(f"{user.display_name or user.user_id} has no agent yet.")
         async with self.using(agent_id) as agent:
             if archival:
-                hits = await agent.archival.search(query, 0, limit)
+                hits = await agent.archival.search(query, 0, limit, private=True)
                 return [hit.describe() for hit in hits.items]
-            rows = await agent.recall.search(query, 0, limit)
+            rows = await agent.recall.search(query, 0, limit, private=True)
             return [describe(row) for row in rows.items]
 
     async def reminders(self, user: UserRef) -> list[wakeups.Reminder]:
@@ -348,16 +350,23 @@ class BotService:
     # ----- data sources ----------------------------------------------------------------------------------
 
     async def sources(self, user: UserRef) -> list[SourceInfo]:
-        """Sources in the user's scope (for listings and autocomplete)."""
-        return await self.engine.catalog.list(user.source_scope)
+        """The sources the user may see (for listings and autocomplete): the shared ones of their scope and
+        their own private ones; never another user's private source (catalog.visible)."""
+        return await self.engine.catalog.list(user.source_scope, viewer=uploader(user))
 
     async def attach(self, user: UserRef, name: str) -> tuple[str, AsyncIterator[Event]]:
-        """Link a source of the user's scope to their agent. Returns a note for the user and the agent's
+        """Link a source the user may see to their agent. Returns a note for the user and the agent's
         reaction to the news (a system event naming the source and its size)."""
+        return await self._attach_source(user, await self._visible_source(user, name))
+
+    async def _visible_source(self, user: UserRef, name: str) -> SourceRow:
+        """The source `name` as the user may see it; one they may not see is answered like a missing one."""
         try:
-            source = await self.engine.catalog.require(user.source_scope, name)
+            return await self.engine.catalog.resolve(user.source_scope, uploader(user), name)
         except SourceError as exc:
             raise CommandError(str(exc)) from None
+
+    async def _attach_source(self, user: UserRef, source: SourceRow) -> tuple[str, AsyncIterator[Event]]:
         agent_id, _ = await self.agent_id(user)
         info = await self.engine.catalog.info(source.id)
         if not await self.engine.catalog.attach(agent_id, source.id):
@@ -372,10 +381,7 @@ class BotService:
         return note, self.notify(agent_id, event)
 
     async def detach(self, user: UserRef, name: str) -> str:
-        try:
-            source = await self.engine.catalog.require(user.source_scope, name)
-        except SourceError as exc:
-            raise CommandError(str(exc)) from None
+        source = await self._visible_source(user, name)
         agent_id = await find_agent(self.engine.db, user)  # someone with no agent yet gets none made for this
         if agent_id is None or not await self.engine.catalog.detach(agent_id, source.id):
             return f"{source.name} was not attached."
@@ -389,21 +395,35 @@ class BotService:
         *,
         source_name: str | None = None,
         progress: Progress | None = None,
+        is_admin: bool = False,
     ) -> tuple[FileOutcome, AsyncIterator[Event]]:
         """Load an upload as a source (named after the file unless given) and attach it to the uploader's
-        agent. A failed file changes nothing and its outcome says why."""
+        agent. A failed file changes nothing and its outcome says why.
+
+        A new name makes a new source owned by the uploader: private when their scope is a DM's, shared
+        otherwise. An existing source takes the file only as catalog.may_add says: a shared one from its owner
+        and the bot's operators (`is_admin`: DISCORD_ADMIN_IDS / SLACK_ADMIN_IDS, as the adapter knows them),
+        one from before owners were kept from operators only. Anyone else is refused (CommandError) before
+        anything is read: their passages would reach the memory of everyone who attached the source."""
+        me = uploader(user)
         try:
             # A file names its source when none is given; long file names are common, so it is cut to fit.
             default = " ".join(filename.split())[:MAX_NAME]
-            source = await self.engine.catalog.get_or_create(user.source_scope, source_name or default)
+            source = await self.engine.catalog.get_or_create(
+                user.source_scope, source_name or default, owner=me, private=is_private_scope(user.source_scope)
+            )
         except SourceError as exc:
             raise CommandError(str(exc)) from None
+        if not may_add(source, me, is_admin=is_admin):
+            audit.warning("upload of %s into source %s (%s) by %s refused: not its owner", filename, source.id,
+                          source.name, me)
+            raise CommandError(not_yours(source.name))
         async with self._uploads.hold(user.key):
             outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
         if outcome.failed:
             await self._drop_if_empty(source)
             return outcome, _no_events()
-        _, events = await self.attach(user, source.name)
+        _, events = await self._attach_source(user, source)
         return outcome, events
 
     async def _drop_if_empty(self, source: SourceRow) -> None:
@@ -413,6 +433,18 @@ class BotService:
                 await self.engine.catalog.delete(source.scope, source.name)
             except PassageStoreError as exc:  # an empty source left behind is harmless; the outcome says why
                 log.warning("could not drop the empty source %s: %s", source.name, exc)
+
+
+def uploader(user: UserRef) -> str:
+    """The user as a source's owner is recorded: "platform:scope:user_id" (stable; no display name)."""
+    return ":".join(user.key)
+
+
+def not_yours(name: str) -> str:
+    return (
+        f"The source {name!r} belongs to someone else: only they and the bot's operators can add files to it. "
+        "Nothing was loaded; upload your file under another name (rename it, or give /attach another source name)."
+    )
 
 
 async def undelivered(events: AsyncIterator[Event], whom: str) -> None:

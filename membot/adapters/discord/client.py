@@ -14,7 +14,7 @@ from discord import app_commands
 
 from membot.adapters.discord.commands import add_commands
 from membot.adapters.discord.monologue import Monologue
-from membot.adapters.discord.people import PLATFORM, origin, person
+from membot.adapters.discord.people import PLATFORM, origin, person, said_in
 from membot.adapters.discord.relay import Say, relay
 from membot.adapters.discord.render import strip_mentions
 from membot.adapters.discord.uploads import load_upload
@@ -195,7 +195,7 @@ class MembotClient(discord.Client):
                 elif message.attachments and self._mentions_me(message):
                     await say(GUILD_UPLOAD_HINT)
                 if text:
-                    await relay(self.service.chat(user, text), say, self.monologue, user)
+                    await relay(self.service.chat(user, text, said_in(message)), say, self.monologue, user)
         except CommandError as exc:
             await self._try(say, str(exc))
         except QuotaReached as exc:

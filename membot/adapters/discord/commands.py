@@ -89,6 +89,11 @@ def matching(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]
 def may_see_others(interaction: discord.Interaction) -> bool:
     """Only the bot's operators (DISCORD_ADMIN_IDS) see another user's memory: a guild's Administrator runs a
     server, not this bot, and a member's agent holds what they said in DMs too."""
+    return is_operator(interaction)
+
+
+def is_operator(interaction: discord.Interaction) -> bool:
+    """One of the bot's operators (DISCORD_ADMIN_IDS): they may also add to a shared source of someone else's."""
     return str(interaction.user.id) in _bot(interaction).settings.discord_admin_ids
 
 
@@ -122,7 +127,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
 
             await load_upload(
                 bot.service, user, file, max_bytes=bot.max_upload_bytes, source_name=source, post=post,
-                after=lambda events: relay(events, say, bot.monologue, user),
+                after=lambda events: relay(events, say, bot.monologue, user), is_admin=is_operator(interaction),
             )
 
     @attach.autocomplete("source")

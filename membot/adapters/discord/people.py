@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import discord
 
+from membot.agent.place import Place
 from membot.bot.access import Origin
 from membot.bot.identity import UserRef
 
@@ -44,3 +45,18 @@ def origin(
         PLATFORM, str(user.id), role_ids=roles, guild_id=None if guild_id is None else str(guild_id),
         channel_id=None if channel_id is None else str(channel_id), is_dm=guild_id is None,
     )
+
+
+def said_in(message: discord.Message) -> Place:
+    """Where a message was said, for the agent (agent/place.py): a DM is private; a guild channel or thread is
+    shared, and named so the agent can tell conversations apart."""
+    if message.guild is None:
+        return Place.direct("a direct message on Discord")
+    channel = message.channel
+    name = getattr(channel, "name", None) or "a channel"
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent.name if channel.parent is not None else "a channel"
+        label = f"the thread '{name}' in #{parent} on {message.guild.name}"
+    else:
+        label = f"#{name} on {message.guild.name}"
+    return Place.shared(f"discord:{message.guild.id}/{channel.id}", label)

@@ -16,7 +16,7 @@ import discord
 from membot.agent.events import Event
 from membot.agent.sources.loader import FileOutcome
 from membot.bot.identity import UserRef
-from membot.bot.service import BotService
+from membot.bot.service import BotService, CommandError
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,11 @@ async def load_upload(
     post: Post,
     after: After,
     source_name: str | None = None,
+    is_admin: bool = False,
 ) -> bool:
     """Load one attachment into a source (named after the file unless given) and attach it to the user's
-    agent; the agent's reaction goes to `after`. True when the file is now in the source."""
+    agent; the agent's reaction goes to `after`. True when the file is now in the source. `is_admin`: the user
+    is one of the bot's operators, who may add to a shared source of someone else's."""
     filename = attachment.filename
     if attachment.size > max_bytes:
         # Checked before downloading: Discord says the size, no need to fetch what we would refuse.
@@ -122,8 +124,11 @@ async def load_upload(
         return False
     try:
         outcome, events = await service.load_file(
-            user, filename, data, source_name=source_name, progress=progress.update
+            user, filename, data, source_name=source_name, progress=progress.update, is_admin=is_admin
         )
+    except CommandError as exc:  # refused (a bad name, someone else's source): the status says why
+        await progress.finish(str(exc))
+        return False
     except BaseException:
         await progress.finish(f"Could not load {filename}. Nothing was changed.")
         raise

@@ -30,6 +30,7 @@ from membot.adapters.slack.posting import Place, Poster
 from membot.adapters.slack.render import escape, plain_text
 from membot.adapters.slack.uploads import Uploads
 from membot.agent.events import Event
+from membot.agent.place import Place as Said
 from membot.bot.access import AccessPolicy, not_open_text
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
@@ -207,7 +208,7 @@ class SlackAdapter:
             return
         try:
             user = await self.people.user(client, team_id, user_id)
-            await self.poster.deliver(client, place, user_id, self.service.chat(user, text))
+            await self.poster.deliver(client, place, user_id, self.service.chat(user, text, said_in(team_id, place)))
         except CommandError as exc:  # e.g. a first contact with a misconfigured default persona
             await self.poster.say(client, place, str(exc))
         except QuotaReached as exc:
@@ -236,3 +237,13 @@ def build_app(
 ) -> AsyncApp:
     """The bolt app for these settings, ready to be served over HTTP or Socket Mode."""
     return SlackAdapter(service, settings, file_shared_grace=file_shared_grace).app
+
+
+def said_in(team_id: str, place: Place) -> Said:
+    """Where a message was said, for the agent (agent/place.py): an IM is private; a channel (a group DM too:
+    others read it) is shared, with its thread, so the agent can tell conversations apart."""
+    if place.channel.startswith("D"):
+        return Said.direct("a direct message on Slack")
+    key = f"slack:{team_id}/{place.channel}" + (f"/{place.thread_ts}" if place.thread_ts else "")
+    label = f"the Slack channel <#{place.channel}>" + (", in a thread" if place.thread_ts else "")
+    return Said.shared(key, label)

@@ -59,15 +59,23 @@ class People:
             self._cache.popitem(last=False)
         return person
 
-    async def user(self, client: AsyncWebClient, team_id: str, user_id: str) -> UserRef:
-        """The bot-service identity of a Slack user: one agent per user per workspace."""
+    async def user(self, client: AsyncWebClient, team_id: str, user_id: str, *, in_dm: bool = False) -> UserRef:
+        """The bot-service identity of a Slack user: one agent per user per workspace. `in_dm`: for a file sent
+        in a DM, whose source is then the sender's alone (see `source_scope`)."""
         person = await self.lookup(client, user_id)
-        return UserRef(PLATFORM, team_id, user_id, person.name)
+        return UserRef(PLATFORM, team_id, user_id, person.name, source_scope=source_scope(team_id, user_id, in_dm))
 
     def is_admin(self, user_id: str) -> bool:
         """The bot's operators: SLACK_ADMIN_IDS only. A workspace admin runs the workspace, not this bot, and a
         member's agent holds what they said in DMs too."""
         return user_id in self.admin_ids
+
+
+def source_scope(team_id: str, user_id: str, in_dm: bool = False) -> str:
+    """Where a user's uploads become sources: the workspace's, shared with its members; a file sent in a DM is
+    private to its sender, as on Discord. Commands use the workspace's, and the service adds the user's own
+    private sources to what they may attach."""
+    return f"{PLATFORM}:{team_id}:dm:{user_id}" if in_dm else f"{PLATFORM}:{team_id}"
 
 
 def origin(team_id: str, user_id: str, channel: str) -> Origin:

@@ -102,9 +102,9 @@ class Uploads:
         except UploadError as exc:
             await self.poster.say(client, place, f"{name}: {exc} Nothing was loaded.")
             return
-        user = await self.people.user(client, team_id, user_id)
+        user = await self.people.user(client, team_id, user_id, in_dm=in_dm)
         try:
-            outcome, events = await self.service.load_file(user, name, data)
+            outcome, events = await self.service.load_file(user, name, data, is_admin=self.people.is_admin(user_id))
         except CommandError as exc:
             await self.poster.say(client, place, str(exc))
             return

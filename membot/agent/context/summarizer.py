@@ -7,6 +7,7 @@ full context can always be relieved.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN
@@ -51,7 +52,16 @@ def transcript(rows: Sequence[Message], max_chars: int) -> str:
     return text[-max_chars:] if len(text) > max_chars else text
 
 
+_SET_ASIDE = re.compile(r"\((\d+) further messages were set aside without a summary; [^)]*\)$")
+
+
 def fallback_summary(previous: str, evicted: int) -> str:
+    """The summary when the model could not write one: the previous one and a count of what was set aside. The
+    count of consecutive failures is added up in one note, so a summariser that stays down cannot grow it."""
+    earlier = _SET_ASIDE.search(previous)
+    if earlier:
+        evicted += int(earlier.group(1))
+        previous = previous[: earlier.start()].rstrip()
     note = f"({evicted} further messages were set aside without a summary; search them with conversation_search.)"
     return f"{previous} {note}".strip()
 

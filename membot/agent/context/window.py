@@ -23,7 +23,8 @@ class MemoryStats:
     sources: Sequence[str] = ()
 
 
-def system_message(instructions: str, core: CoreMemory, stats: MemoryStats) -> dict[str, Any]:
+def system_message(instructions: str, core: CoreMemory, stats: MemoryStats, *, private: bool) -> dict[str, Any]:
+    """Instructions, memory statistics and core memory; a shared channel's has no private block."""
     sources = f" Attached data sources: {', '.join(stats.sources)}." if stats.sources else ""
     text = (
         f"{instructions}\n\n"
@@ -31,7 +32,7 @@ def system_message(instructions: str, core: CoreMemory, stats: MemoryStats) -> d
         f"{stats.recall_messages} messages in recall memory (conversation_search); "
         f"{stats.archival_passages} passages in archival memory (archival_memory_search).{sources}\n\n"
         "### Core memory (limits in characters)\n"
-        f"{core.render()}"
+        f"{core.render(private=private)}"
     )
     return {"role": "system", "content": text}
 
@@ -134,6 +135,15 @@ class ContextQueue:
     def extend(self, rows: Sequence[Message]) -> None:
         for row in rows:
             self.append(row)
+
+    def seen(self, private: bool) -> tuple[list[dict[str, Any]], int]:
+        """The prompt forms and their tokens as a step sees them: all of them in a private step, none of the
+        private messages in a shared channel. A step's messages share its place, so a call and its results are
+        kept or left out together."""
+        if private:
+            return self.forms, self.tokens
+        shown = [i for i, row in enumerate(self.rows) if not row.private]
+        return [self.forms[i] for i in shown], sum(self.sizes[i] for i in shown)
 
     def drop_oldest(self, count: int) -> list[Message]:
         """Take the `count` oldest messages out of the queue; returns them."""

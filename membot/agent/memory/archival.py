@@ -1,7 +1,8 @@
 """Archival memory of one agent: its own passages plus the data sources attached to it.
 
-The owners an agent may see are worked out here, from its id and its attachments in SQL, for every call:
-callers cannot widen them.
+The owners an agent may see are worked out here, from its id, its attachments in SQL and whether the step is
+private, for every call: callers cannot widen them. What the agent stores in a private conversation goes to
+an owner of its own (`agent:<id>:private`), searched only in private steps, as are private sources.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from membot.agent.store.passages import PassageHit, PassageRow, PassageStore
 from membot.agent.store.schema import AttachmentRow, DocumentRow, SourceRow
 
 
-def agent_owner(agent_id: int) -> str:
-    return f"agent:{agent_id}"
+def agent_owner(agent_id: int, *, private: bool = False) -> str:
+    return f"agent:{agent_id}:private" if private else f"agent:{agent_id}"
 
 
 def source_owner(source_id: int) -> str:
@@ -48,8 +49,9 @@ class ArchivalMemory:
         #: The agent's own passages; the agent persists it with the step that inserted them.
         self.own_count = own_count
 
-    async def _attached(self) -> list[tuple[int, str, int]]:
-        """(source id, name, passages) of the sources attached to this agent; the counts come from SQL."""
+    async def _attached(self, private: bool) -> list[tuple[int, str, int]]:
+        """(source id, name, passages) of the sources attached to this agent that a step may search (a private
+        source only in a private step); the counts come from SQL."""
         query = (
             select(SourceRow.id, SourceRow.name, func.coalesce(func.sum(DocumentRow.passages), 0))
             .join(AttachmentRow, AttachmentRow.source_id == SourceRow.id)
@@ -57,20 +59,30 @@ class ArchivalMemory:
             .where(AttachmentRow.agent_id == self.agent_id)
             .group_by(SourceRow.id)
         )
+        if not private:
+            query = query.where(SourceRow.private.is_(False))
         rows = await self.db.rows(query)
         return [(sid, name, int(count)) for sid, name, count in rows]
 
-    async def insert(self, text: str) -> int:
+    async def insert(self, text: str, *, private: bool) -> int:
+        """Store a passage: the agent's own, or its private one when said in a private step."""
         embedding = await self.embedder.embed_one(text)
-        ids = await self.store.insert(agent_owner(self.agent_id), [PassageRow(text=text, embedding=embedding)])
+        owner = agent_owner(self.agent_id, private=private)
+        ids = await self.store.insert(owner, [PassageRow(text=text, embedding=embedding)])
         # Sealed at once: Milvus Lite scans unsealed rows in Python, ~1 s per search at 5,000 of them.
         await self.store.flush()
         self.own_count += 1
         return ids[0]
 
-    async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[ArchivalHit]:
-        attached = await self._attached()
+    async def search(
+        self, query: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
+    ) -> Page[ArchivalHit]:
+        """The agent's passages and its attached sources' that a step in a private conversation (or not) may
+        see, best first."""
+        attached = await self._attached(private)
         scope: dict[str, str | None] = {agent_owner(self.agent_id): None}
+        if private:
+            scope[agent_owner(self.agent_id, private=True)] = None
         scope.update({source_owner(sid): name for sid, name, _ in attached})
         owners = list(scope)
         # Totals from our own counts: a filtered count(*) in Milvus Lite costs ~1 s at 10,000 rows.

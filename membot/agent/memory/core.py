@@ -1,14 +1,32 @@
-"""Core memory: the `persona` and `human` blocks held in the prompt. Pure logic, no I/O.
+"""Core memory: the `persona`, `human` and `private` blocks held in the prompt. Pure logic, no I/O.
 
 A write that would pass a block's limit is refused with a message that says the limit and the current size;
 nothing is ever cut silently.
+
+`private` holds what the agent learnt in private conversations and is shown only there (agent/place.py);
+`human` is shown everywhere, so only a step in a shared channel may change it. In a private step an edit of
+`human` goes to `private` instead, and the function's result says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BLOCK_LABELS = ("persona", "human")
+from membot.agent.place import PRIVATE_BLOCK
+
+BLOCK_LABELS = ("persona", "human", PRIVATE_BLOCK)
+NOT_HERE = (
+    "The 'private' block holds what the user said in private conversations; it is not available in a shared "
+    "channel. Use 'human' for what may be said here."
+)
+REDIRECTED = (
+    "Saved to the 'private' block: in a private conversation, what you learn about the user stays private. "
+    "'human' is shown in shared channels and changes only there."
+)
+HUMAN_IS_SHARED = (
+    "That text is in the 'human' block, which shared channels show; it can change only in a shared channel. "
+    "Note the correction in the 'private' block instead."
+)
 
 
 class CoreMemoryError(ValueError):
@@ -32,7 +50,8 @@ class CoreMemory:
 
     @classmethod
     def new(cls, persona: str, human: str, limit: int) -> CoreMemory:
-        return cls({"persona": Block("persona", persona, limit), "human": Block("human", human, limit)})
+        values = {"persona": persona, "human": human, PRIVATE_BLOCK: ""}
+        return cls({label: Block(label, value, limit) for label, value in values.items()})
 
     def block(self, name: str) -> Block:
         if name not in self.blocks:
@@ -46,6 +65,29 @@ class CoreMemory:
                 f"{block.limit} (it holds {block.size} now). Shorten or replace existing content first, or store "
                 "the detail in archival memory."
             )
+
+    def target(self, name: str, *, private: bool) -> str:
+        """The block an edit of `name` lands in, in a private step or not (see the module's docstring)."""
+        if name == PRIVATE_BLOCK and not private:
+            raise CoreMemoryError(NOT_HERE)
+        if name == "human" and private:
+            return PRIVATE_BLOCK
+        return name
+
+    def edit_append(self, name: str, content: str, *, private: bool) -> str | None:
+        """`append`, where the step may write; what to tell the model (None: nothing to add)."""
+        target = self.target(name, private=private)
+        self.append(target, content)
+        return REDIRECTED if target != name else None
+
+    def edit_replace(self, name: str, old_content: str, new_content: str, *, private: bool) -> str | None:
+        """`replace`, where the step may write; what to tell the model (None: nothing to add)."""
+        target = self.target(name, private=private)
+        if target != name and old_content and old_content not in self.block(target).value \
+                and old_content in self.block(name).value:
+            raise CoreMemoryError(HUMAN_IS_SHARED)
+        self.replace(target, old_content, new_content)
+        return REDIRECTED if target != name else None
 
     def append(self, name: str, content: str) -> str:
         block = self.block(name)
@@ -71,10 +113,19 @@ class CoreMemory:
         block.value = new_value
         return new_value
 
-    def render(self) -> str:
+    def render(self, *, private: bool = True) -> str:
+        """The blocks as the prompt shows them; a shared channel's prompt has no `private` block."""
         parts = []
-        for block in self.blocks.values():
+        for label in sorted(self.blocks, key=_order):
+            block = self.blocks[label]
+            if label == PRIVATE_BLOCK and not private:
+                continue
             parts.append(
                 f'<{block.label} characters="{block.size}/{block.limit}">\n{block.value}\n</{block.label}>'
             )
         return "\n".join(parts)
+
+
+def _order(label: str) -> tuple[int, str]:
+    """persona, human, private, then any other block by name (the database hands them over by name)."""
+    return (BLOCK_LABELS.index(label) if label in BLOCK_LABELS else len(BLOCK_LABELS), label)

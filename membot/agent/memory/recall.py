@@ -1,7 +1,8 @@
 """Recall memory: every message an agent ever saw or wrote, in SQL, never deleted.
 
 A `RecallMemory` is built for one agent and every query it runs filters on that agent's id: this is where
-isolation between agents is enforced, not in callers.
+isolation between agents is enforced, not in callers. Every search also says whether the step asking is private
+(agent/place.py): a step in a shared channel finds nothing said in a private conversation.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _FTS_RANKED = text(
          SELECT id, score, count(*) OVER () AS total FROM (
            SELECT m.id AS id, bm25(messages_fts, 1.0, 0.5, 0.0) AS score FROM messages_fts
            CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-           WHERE messages_fts MATCH :query AND m.agent_id = :agent_id)
+           WHERE messages_fts MATCH :query AND m.agent_id = :agent_id AND (:private OR NOT m.private))
          ORDER BY score, id DESC LIMIT :limit) AS t
        CROSS JOIN messages AS m ON m.id = t.id
        ORDER BY t.score, t.id DESC"""
@@ -146,47 +147,54 @@ class RecallMemory:
             .values(in_context=False)
         )
 
-    async def search(self, query: str, page: int = 0, page_size: int = PAGE_SIZE) -> Page[Message]:
+    async def search(
+        self, query: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
+    ) -> Page[Message]:
         """Ranked full-text search, best first, ties to the newer message: BM25 on SQLite's FTS5, an IDF-weighted
-        ts_rank on PostgreSQL (see recall_pg)."""
+        ts_rank on PostgreSQL (see recall_pg). `private`: the step asking is private, and may find private
+        messages."""
         terms = query_terms(query)
         if not terms:
             return Page([], 0, page, page_size)
         search = self._search_fts if self.db.is_sqlite else self._search_postgres
-        return await self.db.read(partial(search, terms, page, page_size))
+        return await self.db.read(partial(search, terms, page, page_size, private))
 
-    def _search_fts(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
+    def _search_fts(self, terms: list[str], page: int, page_size: int, private: bool, session: Session) -> Page[Message]:
         window = (page + 1) * page_size
         # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
         # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
         split = self.terms.split(session, terms)
-        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0))
+        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0), private)
         if split.common and len(ranked) < window:
             split = TermSplit(terms, {})
-            ranked = self._ranked(session, terms, window)
+            ranked = self._ranked(session, terms, window, private)
         total = ranked[0].total if ranked else 0
         by_id = {row.id: row for row in ranked}
         ids = rerank([(row.id, row.search_text or "", row.score) for row in ranked], split.common)
         return Page([self._message(by_id[i]) for i in ids[page * page_size : window]], total, page, page_size)
 
-    def _ranked(self, session: Session, terms: list[str], limit: int) -> Sequence[Row[Any]]:
-        params = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id, "limit": limit}
+    def _ranked(self, session: Session, terms: list[str], limit: int, private: bool) -> Sequence[Row[Any]]:
+        params = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id, "limit": limit,
+                  "private": private}
         return session.execute(_FTS_RANKED, params).all()
 
     def _message(self, row: Row[Any]) -> Message:
         return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
                        search_text=row.search_text, created_at=row.created_at, in_context=bool(row.in_context))
 
-    def _search_postgres(self, terms: list[str], page: int, page_size: int, session: Session) -> Page[Message]:
+    def _search_postgres(
+        self, terms: list[str], page: int, page_size: int, private: bool, session: Session
+    ) -> Page[Message]:
         window = (page + 1) * page_size
-        rows = recall_pg.ranked(session, self.agent_id, terms, window, self.terms)
+        rows = recall_pg.ranked(session, self.agent_id, terms, window, self.terms, private=private)
         total = rows[0].total if rows else 0
         return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
 
     async def search_dates(
-        self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE
+        self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
     ) -> Page[Message]:
-        """Messages from start to end, both days included (UTC), oldest first."""
+        """Messages from start to end, both days included (UTC), oldest first; private ones only for a private
+        step."""
         first, last = parse_day(start, "start_date"), parse_day(end, "end_date")
         if last < first:
             raise ValueError(f"end_date {end} is before start_date {start}")
@@ -198,6 +206,8 @@ class RecallMemory:
             MessageRow.created_at >= lo,
             MessageRow.created_at < hi,
         )
+        if not private:
+            where = (*where, MessageRow.private.is_(False))
 
         def read(session: Session) -> Page[Message]:
             total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0

@@ -35,25 +35,26 @@ ENOUGH_RARE_HITS = 10
 
 
 def ranked(
-    session: Session, agent_id: int, terms: list[str], limit: int, stats: TermFrequencies, *, split: bool = True
+    session: Session, agent_id: int, terms: list[str], limit: int, stats: TermFrequencies, *, private: bool,
+    split: bool = True,
 ) -> Sequence[Row[Any]]:
     """This agent's best `limit` messages for the terms, best first (ties to the newer message), each row with
-    the number of hits in all (`total`) and the message's columns. `split=False` (for the benchmark) has every
-    term find the messages."""
+    the number of hits in all (`total`) and the message's columns; private messages only if `private` (the step
+    asking is private). `split=False` (for the benchmark) has every term find the messages."""
     counts = stats.counts(session, terms)
     # Rare terms find the candidates and every term ranks them (see term_stats): a common word's hits are
     # then neither read from the index nor scored, unless the rare ones find too few.
     rare = [term for term in terms if not counts.common(term)]
     if split and rare and len(rare) < len(terms):
         ordered = rare + [term for term in terms if counts.common(term)]
-        rows = session.execute(_statement(len(terms), len(rare)), _params(agent_id, ordered, counts, limit)).all()
+        rows = session.execute(_statement(len(terms), len(rare)), _params(agent_id, ordered, counts, limit, private)).all()
         if rows and rows[0].total >= ENOUGH_RARE_HITS:
             return rows
-    return session.execute(_statement(len(terms), len(terms)), _params(agent_id, terms, counts, limit)).all()
+    return session.execute(_statement(len(terms), len(terms)), _params(agent_id, terms, counts, limit, private)).all()
 
 
-def _params(agent_id: int, terms: list[str], counts: TermCounts, limit: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"agent_id": agent_id, "limit": limit}
+def _params(agent_id: int, terms: list[str], counts: TermCounts, limit: int, private: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"agent_id": agent_id, "limit": limit, "private": private}
     for i, term in enumerate(terms):
         params[f"t{i}"] = term
         params[f"w{i}"] = counts.idf(term)
@@ -80,7 +81,8 @@ def _statement(terms: int, finding: int) -> TextClause:
         FROM (
           SELECT id, score, count(*) OVER () AS total FROM (
             SELECT m.id AS id, {score} AS score FROM messages AS m, (SELECT {queries}) AS q
-            WHERE m.agent_id = :agent_id AND m.search_vector @@ ({any_term})) AS hits
+            WHERE m.agent_id = :agent_id AND m.search_vector @@ ({any_term})
+              AND (CAST(:private AS boolean) OR NOT m.private)) AS hits
           ORDER BY score DESC, id DESC LIMIT :limit) AS t
         JOIN messages AS m ON m.id = t.id
         ORDER BY t.score DESC, t.id DESC"""

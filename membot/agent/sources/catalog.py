@@ -2,6 +2,11 @@
 
 Attaching links a source to an agent; passages are never copied (MemGPT copied them, and large sources hit
 that wall). The passages themselves live in the archival store under the owner `source:<id>`.
+
+Who sees and adds to a source (`visible`, `may_add`): a source loaded in a DM lives in its sender's private
+scope (`<platform>:…:dm:<user>`) and is theirs alone; a shared one (loaded in a channel, a guild) is seen by
+everyone of its scope, but only its owner and the bot's operators may add files to it, since its passages reach
+the memory of every agent that attached it.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, false, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +24,8 @@ from membot.agent.store.passages import PassageStore
 from membot.agent.store.schema import AgentRow, AttachmentRow, DocumentRow, SourceRow
 
 MAX_NAME = 100
+#: What marks a private scope, one person's DMs: `discord:dm:<user>`, `slack:<team>:dm:<user>`.
+PRIVATE_MARK = ":dm:"
 
 
 class SourceError(ValueError):
@@ -33,6 +40,30 @@ class SourceInfo:
     files: int
     documents: int
     passages: int
+    private: bool = False
+
+
+def is_private_scope(scope: str) -> bool:
+    """A DM's scope: what is loaded there is its sender's alone."""
+    return PRIVATE_MARK in scope
+
+
+def visible(scope: str, viewer: str) -> ColumnElement[bool]:
+    """The sources `viewer` (an owner key, "platform:scope:user") may list and attach from `scope`: the shared
+    ones of that scope, and their own private ones wherever they were loaded. A private source with no owner
+    (loaded in a DM before owners were kept) is seen only from its own scope, which is its sender's DM."""
+    here = and_(SourceRow.scope == scope, or_(SourceRow.private == false(), SourceRow.owner.is_(None)))
+    return or_(here, and_(SourceRow.private == true(), SourceRow.owner == viewer))
+
+
+def may_add(source: SourceRow, viewer: str, *, is_admin: bool) -> bool:
+    """Whether `viewer` may add files to `source`. A private source: its owner (one with no owner lives in the
+    DM scope of the one who loaded it, so whoever reaches it is them). A shared source: its owner and the bot's
+    operators; one from before owners were kept (owner None), operators only. Anyone else could slip passages
+    into the memory of every agent that attached it."""
+    if source.private:
+        return source.owner is None or source.owner == viewer
+    return is_admin or (source.owner is not None and source.owner == viewer)
 
 
 def clean_name(name: str) -> str:
@@ -82,13 +113,29 @@ class SourceCatalog:
             raise SourceError(f"There is no source called {name[:MAX_NAME]!r}.{known}")
         return source
 
-    async def get_or_create(self, scope: str, name: str) -> SourceRow:
+    async def resolve(self, scope: str, viewer: str, name: str) -> SourceRow:
+        """The source called `name` that `viewer` may see from `scope` (see `visible`); one of that scope
+        before one of their private ones elsewhere. A source they may not see is reported like a missing one."""
+        cleaned = clean_name(name)
+        query = select(SourceRow).where(SourceRow.name == cleaned, visible(scope, viewer))
+        found = sorted(await self.db.read(lambda session: list(session.scalars(query))), key=lambda s: s.scope != scope)
+        if not found:
+            names = sorted({s.name for s in await self.list(scope, viewer=viewer)}, key=str.lower)
+            known = f" Sources you can attach: {', '.join(names)}." if names else " There are no sources here yet."
+            raise SourceError(f"There is no source called {name[:MAX_NAME]!r}.{known}")
+        return found[0]
+
+    async def get_or_create(
+        self, scope: str, name: str, *, owner: str | None = None, private: bool = False
+    ) -> SourceRow:
+        """The source `name` of `scope`, made for `owner` if new. An existing one is returned whoever owns it:
+        the caller decides (`may_add`) whether they may add to it."""
         name = clean_name(name)
         existing = await self.find(scope, name)
         if existing:
             return existing
         try:
-            row = SourceRow(scope=scope, name=name)
+            row = SourceRow(scope=scope, name=name, owner=owner, private=private)
             await self.db.add(row)
             return row
         except IntegrityError:  # created meanwhile by another task or process
@@ -96,7 +143,10 @@ class SourceCatalog:
             assert found is not None
             return found
 
-    async def list(self, scope: str | None = None, *, source_id: int | None = None) -> list[SourceInfo]:
+    async def list(
+        self, scope: str | None = None, *, source_id: int | None = None, viewer: str | None = None
+    ) -> list[SourceInfo]:
+        """Sources with their sizes: all of `scope`, or with `viewer`, those they may see from it (`visible`)."""
         query = (
             select(
                 SourceRow.id,
@@ -105,12 +155,15 @@ class SourceCatalog:
                 func.count(DocumentRow.id),
                 func.coalesce(func.sum(DocumentRow.documents), 0),
                 func.coalesce(func.sum(DocumentRow.passages), 0),
+                SourceRow.private,
             )
             .outerjoin(DocumentRow, DocumentRow.source_id == SourceRow.id)
             .group_by(SourceRow.id)
             .order_by(SourceRow.scope, SourceRow.name)
         )
-        if scope is not None:
+        if viewer is not None:
+            query = query.where(visible(scope or "", viewer))
+        elif scope is not None:
             query = query.where(SourceRow.scope == scope)
         if source_id is not None:
             query = query.where(SourceRow.id == source_id)

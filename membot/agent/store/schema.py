@@ -18,6 +18,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,6 +64,9 @@ class AgentRow(Base):
     # Recursive summary of everything evicted from the context window, and how many messages it hides.
     summary: Mapped[str] = mapped_column(words(), default="")
     summary_hidden: Mapped[int] = mapped_column(Integer, default=0)
+    # The same for shared channels: built from the evicted messages said outside DMs only (see agent/place.py).
+    shared_summary: Mapped[str] = mapped_column(words(), default="", server_default=text("''"))
+    shared_hidden: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeats_paused_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     # The agent's own archival passages, counted here with each step's commit: Milvus Lite needs ~1 s to
@@ -123,6 +128,11 @@ class MessageRow(Base):
     search_text: Mapped[str | None] = mapped_column(words(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     in_context: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Said in a private conversation (a DM, the terminal): shown to the model, and found by its searches, only
+    # in private steps (agent/place.py). Messages from before places were kept count as private.
+    private: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Where: "dm", or the shared channel's key as its adapter names it.
+    place: Mapped[str | None] = mapped_column(words(300), nullable=True)
 
     __table_args__ = (
         Index("ix_messages_agent_ctx", "agent_id", "in_context", "id"),
@@ -157,6 +167,11 @@ class SourceRow(Base):
     scope: Mapped[str] = mapped_column(words(200))
     name: Mapped[str] = mapped_column(words(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Who loaded it ("platform:scope:user"; None for sources from before owners were kept, and the CLI's):
+    # only they and the operators may add to a shared source.
+    owner: Mapped[str | None] = mapped_column(words(300), nullable=True)
+    # Sent in a DM: its owner's alone, and searched only in private steps.
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (UniqueConstraint("scope", "name"),)
 

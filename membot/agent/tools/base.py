@@ -12,7 +12,7 @@ from membot.agent.store import wakeups
 from membot.agent.store.schema import utcnow
 from membot.agent.tools.context import ToolContext
 
-BlockName = Literal["persona", "human"]
+BlockName = Literal["persona", "human", "private"]
 
 MAX_MESSAGE_CHARS = 20_000
 MAX_PASSAGE_CHARS = 20_000
@@ -49,13 +49,13 @@ async def core_memory_append(
     """Append a line to a core memory block.
 
     Args:
-        name: persona or human.
+        name: The block.
         content: The text to add.
         request_heartbeat: True to wake again right after, to keep working.
     """
-    ctx.core.append(name, content)
+    note = ctx.core.edit_append(name, content, private=ctx.place.private)
     ctx.core_changed = True
-    return None
+    return note
 
 
 async def core_memory_replace(
@@ -64,14 +64,14 @@ async def core_memory_replace(
     """Replace exact text in a core memory block; empty new_content deletes it.
 
     Args:
-        name: persona or human.
+        name: The block.
         old_content: The exact text to replace.
         new_content: The new text.
         request_heartbeat: True to wake again right after, to keep working.
     """
-    ctx.core.replace(name, old_content, new_content)
+    note = ctx.core.edit_replace(name, old_content, new_content, private=ctx.place.private)
     ctx.core_changed = True
-    return None
+    return note
 
 
 async def conversation_search(
@@ -84,7 +84,7 @@ async def conversation_search(
         page: Result page, from 0.
         request_heartbeat: True to wake again right after, to keep working.
     """
-    results = await ctx.recall.search(query, check_page(page))
+    results = await ctx.recall.search(query, check_page(page), private=ctx.place.private)
     lines = [results.describe("results")] + [describe(row) for row in results.items]
     return "\n".join(lines)
 
@@ -100,7 +100,7 @@ async def conversation_search_date(
         page: Result page, from 0.
         request_heartbeat: True to wake again right after, to keep working.
     """
-    results = await ctx.recall.search_dates(start_date, end_date, check_page(page))
+    results = await ctx.recall.search_dates(start_date, end_date, check_page(page), private=ctx.place.private)
     lines = [results.describe("messages")] + [describe(row) for row in results.items]
     return "\n".join(lines)
 
@@ -118,7 +118,7 @@ async def archival_memory_insert(ctx: ToolContext, content: str, request_heartbe
         raise ValueError(
             f"content is {len(content)} characters; store at most {MAX_PASSAGE_CHARS} at a time (split it)"
         )
-    await ctx.archival.insert(content)
+    await ctx.archival.insert(content, private=ctx.place.private)
     return None
 
 
@@ -132,7 +132,7 @@ async def archival_memory_search(
         page: Result page, from 0.
         request_heartbeat: True to wake again right after, to keep working.
     """
-    results = await ctx.archival.search(query, check_page(page))
+    results = await ctx.archival.search(query, check_page(page), private=ctx.place.private)
     lines = [results.describe("passages")] + [hit.describe() for hit in results.items]
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from membot.agent.memory.core import CoreMemory
 from membot.agent.memory.recall import RecallMemory
+from membot.agent.place import Place
 
 if TYPE_CHECKING:
     from membot.agent.config import EngineConfig
@@ -25,6 +26,8 @@ class ToolContext:
     config: EngineConfig
     #: The model endpoint, for message_chatgpt.
     model: ModelClient
+    #: Where the step happens: a shared channel's step reaches nothing private (agent/place.py).
+    place: Place
     #: Messages sent to the user by this call (send_message), in order.
     outbox: list[str] = field(default_factory=list)
     core_changed: bool = False
