@@ -1,8 +1,13 @@
-"""Turning a search request into terms: words, lower-cased, without stop words (kept when nothing else is)."""
+"""Turning a search request into terms: words, lower-cased, without stop words (kept when nothing else is).
+
+A word in Chinese, Japanese or Korean becomes the bigrams (or the one character) the indexes hold for it
+(see cjk.py): "花生过敏" is searched as 花生, 生过, 过敏, any of which finds a message."""
 
 from __future__ import annotations
 
 import re
+
+from membot.agent.memory.cjk import query_pieces
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -18,5 +23,6 @@ def query_terms(query: str, limit: int = 32) -> list[str]:
     kept = [w for w in words if w not in STOP_WORDS] or words
     seen: dict[str, None] = {}
     for word in kept:
-        seen.setdefault(word, None)
+        for term in query_pieces(word):
+            seen.setdefault(term, None)
     return list(seen)[:limit]

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
+from membot.agent.memory.cjk import has_cjk
+
 # Below this many messages holding it, a term is ranked in full whatever the size of the index.
 COMMON_MIN_DOCS = 2_000
 # Above one message in this many, a term is common.
@@ -105,7 +107,10 @@ class TermSplit:
 
 
 def _inflections(term: str) -> re.Pattern[str]:
-    """The term's light stem with any of the suffixes `light_stem` strips, as a whole word."""
+    """The term's light stem with any of the suffixes `light_stem` strips, as a whole word; a CJK term (a
+    bigram or character, see cjk.py) anywhere, as it stands inside unspaced text."""
+    if has_cjk(term):
+        return re.compile(re.escape(term))
     alternatives = "|".join(_SUFFIXES)
     return re.compile(rf"\b{re.escape(light_stem(term))}(?:{alternatives})?\b", re.IGNORECASE)
 

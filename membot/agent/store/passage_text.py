@@ -19,6 +19,10 @@ Every membot process over one Milvus Lite file opens this file too (they share M
 lets readers go on beside one writer, writers begin IMMEDIATE and wait for each other (busy_timeout), and
 which owner has which table is read from the file in the same transaction as the rows, never remembered, so
 one process sees the tables another made or dropped.
+
+Chinese, Japanese and Korean text has no spaces for FTS5 to cut at: each row also indexes, in its `cjk` column,
+the characters and overlapping bigrams of its CJK runs (memory/cjk.py), which queries are cut into the same way.
+A file of the format before that column is emptied when opened, and refilled from Milvus like a missing one.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from membot.agent.memory.cjk import index_tokens
 from membot.agent.memory.query import query_terms
 
 log = logging.getLogger(__name__)
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 BUSY_MS = 30_000  # another process's write transaction is short; a bulk load commits per batch
+# The tables' layout; a file of another format is emptied on open, to be refilled from Milvus (see open_lite).
+FORMAT = "2"  # 2: the `cjk` column
 _OWNER = re.compile(r"(?:[a-z][a-z0-9]*:)?[a-z]+:\d+")
 
 
@@ -104,7 +111,9 @@ class PassageText:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.probe USING fts5(x, tokenize='{TOKENIZER}')")
             db.execute("DROP TABLE temp.probe")
-            return cls(db)
+            text = cls(db)
+            text._check_format()
+            return text
         except sqlite3.OperationalError as exc:
             db.close()
             if "fts5" in str(exc).lower() or "no such module" in str(exc).lower():
@@ -129,10 +138,16 @@ class PassageText:
     def reset(self) -> None:
         """Forget everything (the collection it mirrors is being rebuilt)."""
         with self._lock, self._transaction():
-            for (table,) in self._db.execute("SELECT tbl FROM owners").fetchall():
-                self._db.execute(f'DROP TABLE IF EXISTS "{table}"')
-            self._db.execute("DELETE FROM owners")
-            self._db.execute("DELETE FROM meta")
+            self._empty()
+
+    def _check_format(self) -> None:
+        """Empty a file of an earlier format (its tables lack a column) and record this one. One write
+        transaction: of processes opening the file at once, one empties it and the others find it emptied."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None or row[0] != FORMAT:
+                self._empty()
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('format', ?)", (FORMAT,))
 
     # ----- writes -------------------------------------------------------------------------------------------
 
@@ -142,9 +157,10 @@ class PassageText:
         with self._lock, self._transaction():
             table = self._table(owner, create=True)
             self._db.executemany(
-                f'INSERT OR REPLACE INTO "{table}"(rowid, text, filename, page, doc_hash, created_at) '
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.id, r.text, r.filename, r.page, r.doc_hash, r.created_at) for r in rows],
+                f'INSERT OR REPLACE INTO "{table}"(rowid, text, cjk, filename, page, doc_hash, created_at) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.text, index_tokens(r.text) or "", r.filename, r.page, r.doc_hash, r.created_at)
+                 for r in rows],
             )
 
     def delete(self, owner: str, doc_hash: str | None = None, after: float | None = None) -> None:
@@ -202,11 +218,18 @@ class PassageText:
         if not create:
             return None
         self._db.execute(
-            f'CREATE VIRTUAL TABLE IF NOT EXISTS "{table}" USING fts5(text, filename UNINDEXED, page UNINDEXED, '
+            f'CREATE VIRTUAL TABLE IF NOT EXISTS "{table}" USING fts5(text, cjk, filename UNINDEXED, page UNINDEXED, '
             f"doc_hash UNINDEXED, created_at UNINDEXED, tokenize='{TOKENIZER}')"
         )
         self._db.execute("INSERT OR REPLACE INTO owners(owner, tbl) VALUES (?, ?)", (owner, table))
         return table
+
+    def _empty(self) -> None:
+        """Every owner's table and the `complete` mark gone (inside a transaction); the format stays."""
+        for (table,) in self._db.execute("SELECT tbl FROM owners").fetchall():
+            self._db.execute(f'DROP TABLE IF EXISTS "{table}"')
+        self._db.execute("DELETE FROM owners")
+        self._db.execute("DELETE FROM meta WHERE key <> 'format'")
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[None]:
