@@ -49,7 +49,7 @@ async def test_a_second_process_remembers_and_users_stay_apart(model, home):
     assert "No passages found" in model.requests[-1]["messages"][-1]["content"] or "No passages found" in err
 
     code, out, err = await membot(model, home, "memory", "show", "--user", "alice")
-    assert code == 0 and "Name: Alice" in out and "Archival memory: 1 passages" in out
+    assert code == 0 and "Name: Alice" in out and "Archival memory: 1 passage of its own" in out
     code, out, err = await membot(model, home, "memory", "search", "--user", "alice", "--limit", "3", "cat")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 3 and all("UTC" in line for line in lines)
@@ -71,7 +71,7 @@ async def test_load_directory_and_sources(model, home, tmp_path):
     assert "broken.pdf" in err and "Traceback" not in err
     code, out, err = await membot(model, home, "load", "directory", "--name", "memgpt_research_paper",
                                   "--input-files", str(PAPER))
-    assert code == 0 and out.strip() == "Loaded 0 passages and 13 documents from memgpt_research_paper"
+    assert code == 0 and out.strip() == "Nothing new loaded into memgpt_research_paper: 1 file was already there"
     code, out, err = await membot(model, home, "sources")
     assert "memgpt_research_paper" in out and "13 documents" in out
 

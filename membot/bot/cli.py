@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,18 +20,24 @@ from membot.agent.store.db import sqlite_engine
 from membot.agent.store.passages import PassageStoreError
 from membot.bot.configure import add_arguments as add_configure_arguments
 from membot.bot.configure import run as run_configure
+from membot.bot.errors import ConfigurationError
 from membot.bot.home import private_umask, secure_home
 from membot.bot.identity import UserRef
 from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load_directory
-from membot.bot.serve import ConfigurationError, serve
+from membot.bot.log_setup import configure_logging
+from membot.bot.memory_cli import add_arguments as add_memory_file_arguments
+from membot.bot.memory_cli import run as run_memory_file
+from membot.bot.serve import serve
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
+from membot.bot.version import membot_version
 from membot.bot.views import memory_text
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="membot", description="Persistent, self-editing memory agents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {membot_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help="talk to a user's agent in the terminal")
@@ -44,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     directory = load.add_parser("directory", help="files or a folder of PDF, text and Markdown files")
     directory.add_argument("--name", required=True, help="the data source to load into (created if new)")
     inputs = directory.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--input-files", nargs="+", type=Path, metavar="FILE")
-    inputs.add_argument("--input-dir", type=Path, metavar="DIR")
+    inputs.add_argument("--input-files", nargs="+", type=Path, metavar="FILE", help="the files to load")
+    inputs.add_argument("--input-dir", type=Path, metavar="DIR", help="load every supported file in this folder")
     directory.add_argument("--recursive", action="store_true", help="descend into sub-folders of --input-dir")
     directory.add_argument("--extensions", help="comma-separated, default .pdf,.txt,.md,.markdown")
     directory.add_argument("--scope", default=TERMINAL_SCOPE, help="where the source lives (default: %(default)s)")
@@ -54,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sources.add_argument("--scope", help="only this scope (e.g. terminal:local, discord:GUILD, slack:TEAM)")
     sources_sub = sources.add_subparsers(dest="action")
     delete = sources_sub.add_parser("delete", help="delete a source and its passages")
-    delete.add_argument("name")
+    delete.add_argument("name", help="the source's name, as `membot sources` lists it")
     delete.add_argument("--scope", dest="delete_scope", help=f"where the source lives (default: {TERMINAL_SCOPE})")
 
     sub.add_parser("serve", help="run the Discord and/or Slack adapters whose tokens are set")
@@ -70,16 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="migrate the database to this release (membot also does it at start)")
     db.add_parser("current", help="which schema revision the database is at")
 
-    memory = sub.add_parser("memory", help="inspect an agent's memory").add_subparsers(dest="action", required=True)
+    memory = sub.add_parser("memory", help="inspect, export, import or delete an agent's memory").add_subparsers(dest="action", required=True)
     for action in ("show", "search"):
-        p = memory.add_parser(action)
-        p.add_argument("--user", required=True)
+        p = memory.add_parser(action, help="show an agent's memory" if action == "show" else "search an agent's memory")
+        p.add_argument("--user", required=True, help="whose agent (the name given to `membot chat --user`, or a platform id)")
         p.add_argument("--platform", default="terminal", help="terminal, discord or slack (default: terminal)")
         p.add_argument("--scope", default=None, help="guild or workspace id, for platform users")
         if action == "search":
             p.add_argument("--archival", action="store_true", help="search archival memory, not the conversation")
-            p.add_argument("--limit", type=int, default=10)
-            p.add_argument("query", nargs="+")
+            p.add_argument("--limit", type=int, default=10, help="at most this many results (default: %(default)s)")
+            p.add_argument("query", nargs="+", help="the words to search for")
+    add_memory_file_arguments(memory)
     return parser
 
 
@@ -106,6 +112,8 @@ async def _discord_sync(settings: Settings, guild: int | None) -> int:
 
 
 async def _memory(service: BotService, args: argparse.Namespace) -> int:
+    if args.action in ("export", "import", "forget"):
+        return await run_memory_file(service, args)
     user = _user(args)
     if args.action == "show":
         # The shell is an admin's seat: it sees any agent but creates none.
@@ -114,6 +122,9 @@ async def _memory(service: BotService, args: argparse.Namespace) -> int:
         return 0
     query = " ".join(args.query)
     lines = await service.search_memory(user, query, archival=args.archival, limit=max(1, args.limit))
+    if not lines:  # said, so that an empty answer is not taken for a failure
+        where = "archival memory" if args.archival else "conversation"
+        print(f"Nothing in {args.user}'s {where} matches {query!r}.")
     for line in lines:
         print(line)
     return 0
@@ -161,19 +172,10 @@ async def _db_action(engine: AsyncEngine, where: str, action: str) -> int:
         await engine.dispose()
 
 
-def _logging(command: str, verbose: bool) -> None:
-    """A running bot says what it does at INFO (its own loggers only: libraries stay at WARNING); the terminal
-    chat and the one-shot commands keep stderr for what the user asked. -v: DEBUG, everything."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if command == "serve" else None)
-    if command == "serve" and not verbose:
-        logging.getLogger("membot").setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     private_umask()  # before anything is created: every file of this process and its children is private
     args = _parser().parse_args(argv)
-    _logging(args.command, args.verbose)
+    configure_logging(args.command, args.verbose)
     if args.command == "configure":  # before Settings(): it is how a broken .env gets fixed
         return run_configure(args)
     try:
@@ -185,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         secure_home(settings)
+    except ConfigurationError as exc:
+        print(f"membot: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"membot: MEMBOT_HOME ({settings.home_dir}) is not usable: {exc.strerror or exc}", file=sys.stderr)
+        print(f"membot: MEMBOT_HOME ({settings.home_dir}) is not usable ({exc.strerror or exc}): point MEMBOT_HOME "
+              "at a folder this account can write to.", file=sys.stderr)
         return 2
     try:
         if args.command == "chat":

@@ -10,3 +10,11 @@ class ConfigurationError(ValueError):
 
 class QuotaReached(Exception):
     """A user's quota is used up; the message says which and when it resets."""
+
+
+class CommandError(ValueError):
+    """Bad input to a command; the message is for the user."""
+
+
+#: A command that needs the agent while another process runs a long step of it.
+BUSY_COMMAND = "Your agent is busy with a long step in another process; try again in a minute."

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from membot.bot.errors import ConfigurationError
 from membot.bot.settings import Settings
 
 PRIVATE_UMASK = 0o077
@@ -73,10 +74,48 @@ def tighten(paths: Iterable[Path]) -> list[str]:
     return changed
 
 
+def usable_home(home: Path) -> None:
+    """Makes MEMBOT_HOME if missing; a home membot cannot write to stops here, in one sentence naming the variable,
+    instead of as the database driver's words at the first write."""
+    if home.exists() and not home.is_dir():
+        raise ConfigurationError(
+            f"MEMBOT_HOME ({home}) is a file, not a folder: point MEMBOT_HOME at a folder (membot makes it if missing)."
+        )
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a parent folder should be
+        raise ConfigurationError(
+            f"MEMBOT_HOME ({home}) cannot be made: part of its path is a file. Point MEMBOT_HOME at a folder."
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"MEMBOT_HOME ({home}) cannot be made ({exc.strerror or exc}): point MEMBOT_HOME at a folder this "
+            "account can write to."
+        ) from None
+    if not os.access(home, os.W_OK | os.X_OK):  # also False on a read-only file system, even for root
+        raise ConfigurationError(
+            f"MEMBOT_HOME ({home}) is read-only for this account, and membot keeps its memory there: make it "
+            "writable (chmod u+w) or point MEMBOT_HOME at another folder."
+        )
+
+
+def read_only_files(settings: Settings) -> list[Path]:
+    """The database and Milvus Lite files that exist but cannot be written: every step writes to them."""
+    return [path for path in known_files(settings)
+            if path.exists() and not path.is_symlink() and not os.access(path, os.W_OK)]
+
+
 def secure_home(settings: Settings) -> list[str]:
-    """Creates MEMBOT_HOME private if missing and tightens it, its top-level entries and the known files."""
+    """Creates MEMBOT_HOME private if missing and tightens it, its top-level entries and the known files.
+    Raises ConfigurationError, naming the variable, for a home or memory file membot cannot write."""
     home = settings.home_dir
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    usable_home(home)
+    stuck = read_only_files(settings)
+    if stuck:
+        raise ConfigurationError(
+            f"{', '.join(map(str, stuck))}: read-only for this account, and membot writes its memory there. Make "
+            "it writable (chmod u+w), or point MEMBOT_HOME (MEMBOT_DATABASE_URL, MEMBOT_MILVUS_URI) elsewhere."
+        )
     if home.resolve() in (Path.home().resolve(), Path(home.anchor)):
         # Not a folder of membot's own: closing it, or everything in it, is not membot's call.
         log.warning("MEMBOT_HOME is %s; give membot a folder of its own so that it can keep it private", home)

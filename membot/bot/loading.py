@@ -10,7 +10,10 @@ from tqdm import tqdm
 
 from membot.agent.sources.catalog import SourceError
 from membot.agent.sources.documents import SUPPORTED_EXTENSIONS, collect_paths
+from membot.agent.store.passages import PassageStoreError
+from membot.agent.store.schema import SourceRow
 from membot.bot.service import BotService, CommandError
+from membot.bot.wording import counted
 
 TERMINAL_SCOPE = "terminal:local"
 
@@ -48,22 +51,44 @@ async def load_directory(
         source = await service.engine.catalog.get_or_create(scope, name)
     except SourceError as exc:
         raise CommandError(str(exc)) from None
-    passages = documents = failed = 0
+    passages = documents = failed = already = 0
     bar = tqdm(paths, desc="Loading files", unit="file", file=sys.stderr, disable=None)
     for path in bar:
         outcome = await service.engine.loader.load_path(source, path)
         if outcome.failed:
             failed += 1
             tqdm.write(f"Skipped {outcome.reason}", file=sys.stderr)
-        elif outcome.status == "duplicate":
+        elif outcome.status == "duplicate":  # not loaded now: it is not counted as loaded
+            already += 1
             tqdm.write(f"{path.name} is already in {source.name}; nothing added", file=sys.stderr)
-        passages += outcome.passages
-        documents += outcome.documents
+        else:
+            passages += outcome.passages
+            documents += outcome.documents
     bar.close()
-    print(f"Loaded {passages} passages and {documents} documents from {source.name}")
+    if not (passages or documents or already):
+        await _drop_if_empty(service, source)  # a load that failed leaves no empty source behind
+    print(load_summary(source.name, passages, documents, already))
     if failed:
-        print(f"{failed} of {len(paths)} files failed (reasons above)", file=sys.stderr)
+        print(f"{failed} of {counted(len(paths), 'file')} failed (reasons above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def load_summary(name: str, passages: int, documents: int, already: int) -> str:
+    """What a load added, in words: files that were already there are said apart, never counted as loaded."""
+    there = f"{counted(already, 'file')} {'was' if already == 1 else 'were'} already there"
+    if not (passages or documents):
+        return f"Nothing new loaded into {name}: {there}" if already else f"Nothing loaded into {name}"
+    loaded = f"Loaded {counted(passages, 'passage')} and {counted(documents, 'document')} from {name}"
+    return f"{loaded} ({there})" if already else loaded
+
+
+async def _drop_if_empty(service: BotService, source: SourceRow) -> None:
+    """Deletes a source without files (made by this load, whose files all failed)."""
+    try:
+        if (await service.engine.catalog.info(source.id)).files == 0:
+            await service.engine.catalog.delete(source.scope, source.name)
+    except (SourceError, PassageStoreError) as exc:  # harmless to leave; the failures were said already
+        print(f"Could not delete the empty source {source.name}: {exc}", file=sys.stderr)
 
 
 async def list_sources(service: BotService, scope: str | None) -> int:
@@ -73,7 +98,8 @@ async def list_sources(service: BotService, scope: str | None) -> int:
         return 0
     width = max(len(i.name) for i in items)
     for item in items:
-        print(f"{item.name:<{width}}  {item.documents:>6} documents  {item.passages:>7} passages  ({item.scope})")
+        print(f"{item.name:<{width}}  {counted(item.documents, 'document'):>15}  {counted(item.passages, 'passage'):>16}  "
+              f"({item.scope})")
     return 0
 
 
@@ -82,5 +108,5 @@ async def delete_source(service: BotService, name: str, scope: str) -> int:
         info = await service.engine.catalog.delete(scope, name)
     except SourceError as exc:
         raise CommandError(str(exc)) from None
-    print(f"Deleted {info.name} and its {info.passages} passages")
+    print(f"Deleted {info.name} and its {counted(info.passages, 'passage')}")
     return 0

@@ -4,6 +4,7 @@ render the same data in their own formats)."""
 from __future__ import annotations
 
 from membot.agent.agent import MemoryReport
+from membot.bot.wording import counted
 
 # Said when answering a message failed on our side (the error itself goes to the log, not to the user).
 SORRY_ANSWERING = "Sorry, something went wrong on my side while answering. Please try again."
@@ -17,12 +18,12 @@ def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
         lines += [f"--- {label} ({len(value)}/{limit} characters)", shown or "(empty)"]
     lines += [
         "---",
-        f"Recall memory: {report.recall_messages} messages",
-        f"Archival memory: {report.archival_passages} passages of its own",
+        f"Recall memory: {counted(report.recall_messages, 'message')}",
+        f"Archival memory: {counted(report.archival_passages, 'passage')} of its own",
         f"Attached sources: {', '.join(report.sources) if report.sources else 'none'}",
         f"Context: {report.context_tokens} of {report.context_window} tokens ({pct}%), "
-        f"{report.context_messages} messages in context",
+        f"{counted(report.context_messages, 'message')} in context",
     ]
     if report.summary_hidden:
-        lines.append(f"Summary of {report.summary_hidden} earlier messages: {report.summary}")
+        lines.append(f"Summary of {counted(report.summary_hidden, 'earlier message')}: {report.summary}")
     return "\n".join(lines)

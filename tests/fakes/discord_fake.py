@@ -48,8 +48,10 @@ class FakeDiscord(DiscordState):
         rate_limits: bool | Mapping[str, Limit | None] = True,
         global_limit: Limit | None = GLOBAL_LIMIT,
         clock: Clock = time.time,
+        port: int = 0,
     ) -> None:
-        """``rate_limits``/``global_limit``: Discord's real limits by default (see discord_fake_limits.py);
+        """``port``: where to listen (0: any free port; a fixed one lets a test start Discord late).
+        ``rate_limits``/``global_limit``: Discord's real limits by default (see discord_fake_limits.py);
         False turns every limit off, a mapping overrides single routes. ``clock`` is what the limits
         count time with (epoch seconds; a ``ratelimit.ManualClock`` lets a test skip the waits)."""
         super().__init__(bot_user_id=bot_user_id, application_id=application_id, bot_name=bot_name)
@@ -63,6 +65,8 @@ class FakeDiscord(DiscordState):
         self.identify: dict[str, Any] | None = None
         self.sessions: dict[str, int] = {}  # gateway session id -> last sequence number
         self.connection: GatewayConnection | None = None
+        self.port = port
+        self.refuse_token = False  # True: GET /users/@me answers 401, as Discord does for a wrong bot token
         self._runner: web.AppRunner | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -74,7 +78,7 @@ class FakeDiscord(DiscordState):
         # Short shutdown timeout: a client that is still connected must not stall teardown for a minute.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.api_url = self.base_url + API_PREFIX

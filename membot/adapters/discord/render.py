@@ -11,6 +11,7 @@ import discord
 from membot.agent.agent import MemoryReport
 from membot.agent.events import Event
 from membot.bot.monologue import monologue_line as plain_monologue_line
+from membot.bot.wording import counted
 
 #: Discord's limit for a message's content.
 MESSAGE_LIMIT = 2000
@@ -158,17 +159,17 @@ def _fields(report: MemoryReport, block_chars: int) -> Iterator[tuple[str, str]]
     for label, (value, limit) in report.blocks.items():
         shown = value if len(value) <= block_chars else value[: block_chars - 1] + "…"
         yield f"{label} ({len(value)}/{limit} characters)", shown or "(empty)"
-    yield "Recall memory", f"{report.recall_messages} messages"
-    yield "Archival memory", f"{report.archival_passages} passages of its own"
+    yield "Recall memory", counted(report.recall_messages, "message")
+    yield "Archival memory", f"{counted(report.archival_passages, 'passage')} of its own"
     yield "Attached sources", _clip(", ".join(report.sources), FIELD_LIMIT) if report.sources else "none"
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     yield (
         "Context window",
         f"{report.context_tokens:,} of {report.context_window:,} tokens ({pct}%), "
-        f"{report.context_messages} messages in context",
+        f"{counted(report.context_messages, 'message')} in context",
     )
     if report.summary_hidden:
-        yield f"Summary of {report.summary_hidden} earlier messages", _clip(report.summary, block_chars) or "(empty)"
+        yield f"Summary of {counted(report.summary_hidden, 'earlier message')}", _clip(report.summary, block_chars) or "(empty)"
 
 
 def memory_embed(report: MemoryReport, whose: str) -> discord.Embed:

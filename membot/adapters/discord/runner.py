@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,10 @@ NO_INTENT = (
 )
 #: How long a stopping client may take to disconnect before its task is cancelled.
 CLOSE_SECONDS = 15.0
+#: How long the gateway may take to accept a connection at start.
+GATEWAY_TIMEOUT = 10.0
+#: The gateway's close code for a token it refuses.
+AUTHENTICATION_FAILED = 4004
 
 
 class ShardedMembotClient(MembotClient, discord.AutoShardedClient):
@@ -74,15 +79,51 @@ def discord_endpoints(settings: Settings) -> Iterator[None]:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
 
 
-def _clear(exc: BaseException) -> BaseException:
-    """The error to stop with: setup mistakes in words, the rest as they are."""
+def _clear(exc: BaseException, client: discord.Client | None = None) -> BaseException:
+    """The error to stop with: setup mistakes (ConfigurationError) and an unreachable Discord (ConnectionError,
+    which `membot serve` retries) in words, the rest as they are."""
+    if type(exc) is ConnectionError:  # said in words already (reach_gateway)
+        return exc
     if isinstance(exc, discord.LoginFailure):
         return ConfigurationError(BAD_TOKEN)
     if isinstance(exc, discord.PrivilegedIntentsRequired):
         return ConfigurationError(NO_INTENT)
+    if isinstance(exc, discord.ConnectionClosed) and exc.code == AUTHENTICATION_FAILED:
+        return ConfigurationError(BAD_TOKEN)
+    if isinstance(exc, discord.DiscordServerError):
+        return ConnectionError(f"Discord is failing ({exc.status} at {discord.http.Route.BASE}): {exc.text or exc}")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return ConnectionError(f"Could not reach Discord at {discord.http.Route.BASE}: {exc}")
+    if isinstance(exc, AttributeError) and client is not None and client.ws is None:
+        # discord.py cannot retry a first gateway connection that failed: its reconnect path reads the
+        # websocket it never got. That is an unreachable gateway, and `membot serve` retries it.
+        return ConnectionError(f"Could not reach the Discord gateway at {gateway_url()}")
     return exc
+
+
+def gateway_url() -> yarl.URL:
+    return discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
+async def reach_gateway(within: float = GATEWAY_TIMEOUT) -> None:
+    """Opens (and closes) a TCP connection to the gateway before the client connects, since discord.py does not
+    retry a first connection that fails (see `_clear`). Raises ConnectionError, in words."""
+    url = gateway_url()
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), within)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(f"Could not reach the Discord gateway at {url}: {str(exc) or 'no answer'}") from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def _start(client: MembotClient, token: str) -> None:
+    """Log in (checks the token over HTTP), check the gateway is there, then connect; discord.py reconnects by
+    itself from then on."""
+    await client.login(token)
+    await reach_gateway()
+    await client.connect(reconnect=True)
 
 
 async def run_discord(
@@ -93,11 +134,11 @@ async def run_discord(
     token = _token(settings)
     shards = settings.discord_shards()  # wrong shard settings stop here, before anything connects
     if shards is not None:
-        log.warning("Discord: running shard(s) %s of %d", ", ".join(map(str, shards[0])), shards[1])
+        log.info("Discord: running shard(s) %s of %d", ", ".join(map(str, shards[0])), shards[1])
     with discord_endpoints(settings):
         client = make_client(service, settings, guild_ready_timeout=guild_ready_timeout)
         service.outlets["discord"] = client.deliver_privately  # reminders and heartbeats reach DMs
-        running = asyncio.create_task(client.start(token), name="discord-client")
+        running = asyncio.create_task(_start(client, token), name="discord-client")
         stopping = asyncio.create_task(stop.wait(), name="discord-stop")
         try:
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -112,7 +153,7 @@ async def run_discord(
                     await asyncio.gather(running, return_exceptions=True)
         exc = None if running.cancelled() else running.exception()
         if exc is not None and not stop.is_set():
-            raise _clear(exc) from None
+            raise _clear(exc, client) from None
         if exc is not None:  # failing while being stopped is not worth more than a note
             log.debug("discord client ended with %r while stopping", exc)
 

@@ -14,6 +14,7 @@ from membot.agent.agent import MemoryReport
 from membot.agent.events import Event
 from membot.agent.sources.loader import FileOutcome
 from membot.bot.monologue import monologue_line
+from membot.bot.wording import counted
 
 #: Slack truncates chat.postMessage text past 40,000 characters and advises staying under 4,000;
 #: a little headroom keeps every piece readable as one message.
@@ -133,11 +134,11 @@ def upload_summary(outcome: FileOutcome, name: str) -> str:
     if outcome.status == "duplicate":
         return f"{name} was loaded before; it is attached to your agent."
     pages = (
-        f" from {outcome.pages} page{'s' if outcome.pages != 1 else ''}"
+        f" from {counted(outcome.pages, 'page')}"
         if name.lower().endswith(".pdf")
         else ""
     )
-    return f"Loaded {name}: {outcome.passages} passages{pages}, attached to your agent."
+    return f"Loaded {name}: {counted(outcome.passages, 'passage')}{pages}, attached to your agent."
 
 
 def memory_blocks(report: MemoryReport, owner: str) -> list[dict[str, Any]]:
@@ -167,17 +168,17 @@ def memory_blocks(report: MemoryReport, owner: str) -> list[dict[str, Any]]:
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     sources = ", ".join(report.sources) if report.sources else "none"
     fields = [
-        f"*Recall memory*\n{report.recall_messages:,} messages",
-        f"*Archival memory*\n{report.archival_passages:,} passages of its own",
+        f"*Recall memory*\n{counted(report.recall_messages, 'message')}",
+        f"*Archival memory*\n{counted(report.archival_passages, 'passage')} of its own",
         f"*Attached sources*\n{escape(sources)}",
         f"*Context*\n{report.context_tokens:,} of {report.context_window:,} tokens ({pct}%), "
-        f"{report.context_messages} messages",
+        f"{counted(report.context_messages, 'message')}",
     ]
     blocks.append({"type": "divider"})
     blocks.append(
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, FIELD_LIMIT)} for f in fields]}
     )
     if report.summary_hidden:
-        summary = f"*Summary of {report.summary_hidden:,} earlier messages*\n{escape(report.summary)}"
+        summary = f"*Summary of {counted(report.summary_hidden, 'earlier message')}*\n{escape(report.summary)}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(summary, SECTION_LIMIT)}})
     return blocks
