@@ -197,7 +197,22 @@ def chain_responder(body: dict[str, Any]) -> ChatReply:
     )
 
 
-RESPONDERS = {"ok": ok_responder, "chain": chain_responder}
+#: What the `chain_long` responder finally sends: three sentences, which a streaming adapter shows as they come.
+LONG_REPLY = (
+    "Noted: you like tea, and I will remember it next time we talk. Green or black, I would like to know which "
+    "you prefer, and when you drink it. Tell me more whenever you want; I am keeping track of it all for you."
+)
+
+
+def chain_long_responder(body: dict[str, Any]) -> ChatReply:
+    """`chain`, with a reply of a few sentences (LONG_REPLY) for the streaming measurements."""
+    reply = chain_responder(body)
+    if body.get("tools") and _last_event_type(body) == "heartbeat":
+        return send(LONG_REPLY)
+    return reply
+
+
+RESPONDERS = {"ok": ok_responder, "chain": chain_responder, "chain_long": chain_long_responder}
 
 
 # ----- the service and the model -----------------------------------------------------------------------------
@@ -206,12 +221,12 @@ RESPONDERS = {"ok": ok_responder, "chain": chain_responder}
 @asynccontextmanager
 async def scripted_model(
     responder: str = "ok", latency: float = 0.0, embedding_latency: float = 0.0, port: int = 0,
-    reuse_port: bool = False, record: bool = True,
+    reuse_port: bool = False, record: bool = True, stream_delay: float = 0.0,
 ) -> AsyncIterator[ScriptedModel]:
     """The scripted server in this process and on this event loop (its requests can be inspected unless
-    `record` is off); `port`, `reuse_port` and `record` as ScriptedModel takes them."""
+    `record` is off); `port`, `reuse_port`, `record` and `stream_delay` as ScriptedModel takes them."""
     async with ScriptedModel(latency=latency, embedding_latency=embedding_latency, default=RESPONDERS[responder],
-                             port=port, reuse_port=reuse_port, record=record) as model:
+                             port=port, reuse_port=reuse_port, record=record, stream_delay=stream_delay) as model:
         yield model
 
 
@@ -239,13 +254,16 @@ class _UrlOnly:
         return cls(model) if isinstance(model, str) else model
 
 
-def _serve_model(conn: Connection, responder: str, latency: float, embedding_latency: float, port: int) -> None:
+def _serve_model(
+    conn: Connection, responder: str, latency: float, embedding_latency: float, port: int, stream_delay: float = 0.0
+) -> None:
     """Body of a model-server process: serve until the parent closes its end of the pipe."""
 
     async def main() -> None:
         # Every process sets reuse_port, the first too: the kernel shares a port only among sockets that all ask.
         # Nobody reads its requests, and keeping them all makes its collector pause (see ScriptedModel).
-        async with scripted_model(responder, latency, embedding_latency, port, reuse_port=True, record=False) as model:
+        async with scripted_model(responder, latency, embedding_latency, port, reuse_port=True, record=False,
+                                  stream_delay=stream_delay) as model:
             conn.send(model.base_url)
             # Blocking on the pipe in a thread keeps the server's event loop free to answer requests.
             await asyncio.to_thread(_wait_closed, conn)
@@ -261,7 +279,9 @@ def _wait_closed(conn: Connection) -> None:
 
 
 @asynccontextmanager
-async def model_process(responder: str = "ok", latency: float = 0.0, processes: int = 1) -> AsyncIterator[str]:
+async def model_process(
+    responder: str = "ok", latency: float = 0.0, processes: int = 1, stream_delay: float = 0.0
+) -> AsyncIterator[str]:
     """The scripted server in processes of its own, sharing one port; yields its base URL.
 
     Where many requests run at once, a server in our own process would spend our CPU and event loop
@@ -276,7 +296,8 @@ async def model_process(responder: str = "ok", latency: float = 0.0, processes: 
         for _ in range(processes):
             parent, child = ctx.Pipe()
             port = urlsplit(url).port or 0  # the first process picks a free port; the others share it
-            proc = ctx.Process(target=_serve_model, args=(child, responder, latency, 0.0, port), daemon=True)
+            proc = ctx.Process(target=_serve_model, args=(child, responder, latency, 0.0, port, stream_delay),
+                               daemon=True)
             proc.start()
             child.close()
             started.append((parent, proc))

@@ -17,6 +17,11 @@ After each group, the monologue queue gets a bounded drain (wait until nothing i
 counters say what became of every line: delivered to the channel, logged instead, dropped, or still pending.
 429s are those the fakes answered, over every route the bot used during the group and its drain, per 100
 messages posted (replies and monologue posts).
+
+Streamed (MEMBOT_STREAM, on as in production): the model thinks STREAM_LATENCY, then writes its call over
+about a second, chunk by chunk, and its reply is three sentences (LONG_REPLY). The reply then shows as a post
+that is edited in place; "first words" is the post, "final text" the post or edit that carries the whole
+reply. Each user sends their next message once the final text is there.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import Row, Target, log, model_process, ms, open_service, percentile
+from bench import LONG_REPLY, Row, Target, log, model_process, ms, open_service, percentile
 from membot.adapters.discord.client import MembotClient
 from membot.adapters.discord.people import AGENT_SCOPE
 from membot.adapters.discord.people import PLATFORM as DISCORD
@@ -56,6 +61,8 @@ REPLY_TIMEOUT = 120.0
 COOLDOWN = 5.5
 #: The issue's targets for the time other users add to a reply's p99.
 ADDED_P99_TARGET = {12: 0.3, 50: 1.0}
+#: The streamed model: seconds before its first chunk, and between chunks (about 40 chunks a call).
+STREAM_LATENCY, STREAM_DELAY = 0.5, 0.025
 
 
 @dataclass
@@ -74,6 +81,8 @@ class Group:
     log_429: int = 0  # 429s answered to posts in the monologue channel
     cpu: float = 0.0  # CPU seconds this process spent while the users wrote (bot, fakes: one event loop)
     lag: float = 0.0  # the event loop's worst lateness meanwhile (seconds a ready task waited for its turn)
+    finals: list[float] = field(default_factory=list)  # streamed: seconds to the whole reply, every message
+    edits: int = 0  # streamed: edits of posted replies
 
 
 class Stamped(list[Any]):
@@ -100,11 +109,18 @@ class Platform:
     log_major: Hashable  # the monologue channel, as the fake's counters key it
     send: Callable[[Any, str], Any]  # (user, text) -> awaitable
     register: Callable[[int], tuple[Any, UserRef, Hashable]]  # serial -> (user, identity, dm channel)
+    edit_route: str = ""
     arrivals: dict[Hashable, asyncio.Queue[float]] = field(default_factory=lambda: defaultdict(asyncio.Queue))
+    #: When a reply's whole text was there (a post or an edit carrying LONG_REPLY), per channel.
+    finals: dict[Hashable, asyncio.Queue[float]] = field(default_factory=lambda: defaultdict(asyncio.Queue))
 
     def arrived(self, channel: Hashable) -> None:
         if channel in self.arrivals:
             self.arrivals[channel].put_nowait(time.perf_counter())
+
+    def whole(self, channel: Hashable, text: Any) -> None:
+        if channel in self.finals and text == LONG_REPLY:
+            self.finals[channel].put_nowait(time.perf_counter())
 
 
 # ----- the two bots ----------------------------------------------------------------------------------------
@@ -141,11 +157,16 @@ async def discord_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
                 return user_id, UserRef(DISCORD, AGENT_SCOPE, str(user_id)), FakeDiscord.dm_channel_id(user_id)
 
             platform = Platform("Discord", service, queue, fake.limits.counters, POST_MESSAGE, str(LOG_CHANNEL),
-                                fake.send_dm, register)
+                                fake.send_dm, register, "PATCH /channels/{channel_id}/messages/{message_id}")
 
             def seen(call: Any) -> None:
-                if call.method == "POST" and call.status == 200 and call.path.endswith("/messages"):
-                    platform.arrived(int(call.path.split("/")[2]))
+                if call.status != 200 or "/messages" not in call.path:
+                    return
+                channel = int(call.path.split("/")[2])
+                if call.method == "POST" and call.path.endswith("/messages"):
+                    platform.arrived(channel)
+                if call.method in ("POST", "PATCH"):
+                    platform.whole(channel, (call.json or {}).get("content"))
 
             fake.calls = Stamped(seen)
             try:
@@ -178,11 +199,14 @@ async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
                     raise RuntimeError(f"the Slack app answered {status} to an event")
 
             platform = Platform("Slack", service, adapter.poster.monologue, fake.limits.counters,
-                                "chat.postMessage", SLACK_LOG, send, register)
+                                "chat.postMessage", SLACK_LOG, send, register, "chat.update")
 
             def seen(call: Any) -> None:
-                if call.method == "chat.postMessage" and call.status == 200:
+                if call.status != 200 or call.method not in ("chat.postMessage", "chat.update"):
+                    return
+                if call.method == "chat.postMessage":
                     platform.arrived(call.params.get("channel"))
+                platform.whole(call.params.get("channel"), call.params.get("text"))
 
             fake.calls = Stamped(seen)
             try:
@@ -196,14 +220,16 @@ async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
 # ----- one group of users at once --------------------------------------------------------------------------
 
 
-async def _group(bot: Platform, first_serial: int, users: int, drain_bound: float) -> Group:
+async def _group(bot: Platform, first_serial: int, users: int, drain_bound: float, streamed: bool = False) -> Group:
     people = [bot.register(first_serial + i) for i in range(users)]
     for _, identity, _ in people:
         await bot.service.agent_id(identity)  # created before the clock starts
     for _, _, channel in people:
         bot.arrivals[channel] = asyncio.Queue()
+        bot.finals[channel] = asyncio.Queue()
     before_requests = _snapshot(bot.counters)
     before_queue = QueueCounters(**vars(bot.queue.counters))
+    finals: list[float] = []
 
     async def person(user: Any, channel: Hashable) -> list[float]:
         samples = []
@@ -212,6 +238,8 @@ async def _group(bot: Platform, first_serial: int, users: int, drain_bound: floa
             await bot.send(user, f"Message {index}: I like tea.")
             arrived = await asyncio.wait_for(bot.arrivals[channel].get(), REPLY_TIMEOUT)
             samples.append(arrived - sent)
+            if streamed:
+                finals.append(await asyncio.wait_for(bot.finals[channel].get(), REPLY_TIMEOUT) - sent)
         return samples
 
     lateness: list[float] = []
@@ -239,9 +267,11 @@ async def _group(bot: Platform, first_serial: int, users: int, drain_bound: floa
 
     for channel in [c for _, _, c in people]:
         bot.arrivals.pop(channel, None)
+        bot.finals.pop(channel, None)
     return Group(users, [t for samples in per_user for t in samples], wall, drain, monologue, bot.queue.pending,
                  requests, requests.get(bot.post_route, (0, 0))[0], new_429s(("global", None)),
-                 new_429s((bot.post_route, bot.log_major)), cpu, max(lateness, default=0.0))
+                 new_429s((bot.post_route, bot.log_major)), cpu, max(lateness, default=0.0), finals,
+                 requests.get(bot.edit_route, (0, 0))[0])
 
 
 async def _watch_loop(lateness: list[float], tick: float = 0.01) -> None:
@@ -278,24 +308,46 @@ async def run(quick: bool) -> list[Row]:
             for opener in (discord_bot, slack_bot):
                 async with opener(url) as bot:
                     rows += await _measure(bot, sizes, delay, drain_bound)
+    async with model_process("chain_long", STREAM_LATENCY, processes=2, stream_delay=STREAM_DELAY) as url:
+        for opener in (discord_bot, slack_bot):
+            async with opener(url) as bot:
+                rows += await _measure(bot, sizes, STREAM_LATENCY, drain_bound, streamed=True)
     return rows
 
 
-async def _measure(bot: Platform, sizes: tuple[int, ...], delay: float, drain_bound: float) -> list[Row]:
-    tag = f"{bot.name}, model {ms(delay):.0f} ms/call"
+async def _measure(
+    bot: Platform, sizes: tuple[int, ...], delay: float, drain_bound: float, streamed: bool = False
+) -> list[Row]:
+    tag = f"{bot.name}, model {ms(delay):.0f} ms/call" + (", streamed over ~1 s" if streamed else "")
     log(f"{tag}: one user alone")
-    alone = await _group(bot, 0, 1, drain_bound)
+    alone = await _group(bot, 0, 1, drain_bound, streamed)
     _report(tag, alone)
     rows: list[Row] = []
     serial = 1
     for users in sizes:
         await asyncio.sleep(COOLDOWN)
         log(f"{tag}: {users} users at once")
-        group = await _group(bot, serial, users, drain_bound)
+        group = await _group(bot, serial, users, drain_bound, streamed)
         serial += users
         _report(tag, group)
         rows += _rows(tag, group, alone, delay)
+        if streamed:
+            rows += _streamed_rows(tag, group, alone)
     return rows
+
+
+def _streamed_rows(tag: str, group: Group, alone: Group) -> list[Row]:
+    """The whole reply's times beside the first words', and how many edits showed it growing."""
+    n, name = group.users, f"{NAME}, {tag}"
+    p99, p99_1 = percentile(group.finals, 99), percentile(alone.finals, 99)
+    first = percentile(group.latencies, 50)
+    return [
+        Row(name, f"{n} users: final text p50", ms(percentile(group.finals, 50)), "ms",
+            ms(percentile(alone.finals, 50)), "one user alone, p50", note=f"first words p50: {ms(first):.0f} ms"),
+        Row(name, f"{n} users: final text p99", ms(p99), "ms", ms(p99_1), "one user alone, p99"),
+        Row(name, f"{n} users: edits per reply", group.edits / max(len(group.finals), 1), "edits",
+            note=f"{group.edits} edits for {len(group.finals)} replies"),
+    ]
 
 
 def _report(tag: str, group: Group) -> None:

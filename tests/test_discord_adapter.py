@@ -176,6 +176,24 @@ async def test_reminders_lists_and_cancels_privately(fake, bot, model, service):
     assert await service.reminders(alice_ref()) == []
 
 
+async def test_heartbeats_switches_and_shows_them_privately(fake, model, home):
+    settings = make_settings(home, model, DISCORD_TOKEN="fake-token", MEMBOT_DISCORD_API_URL=fake.api_url,
+                             MEMBOT_DISCORD_GATEWAY_URL=fake.gateway_url, MEMBOT_HEARTBEAT_MINUTES=30)
+    service = await BotService.open(settings)
+    try:
+        async with serving(service, settings, fake):
+            off = await (await slash(fake, ALICE, "heartbeats", [{"name": "state", "type": 3, "value": "off"}])) \
+                .wait_followup()
+            assert off["flags"] & EPHEMERAL and off["content"].startswith("Timed heartbeats are off for your agent")
+            shown = await (await slash(fake, ALICE, "heartbeats")).wait_followup()
+            assert shown["flags"] & EPHEMERAL and "/heartbeats on" in shown["content"]
+            on = await (await slash(fake, ALICE, "heartbeats", [{"name": "state", "type": 3, "value": "on"}])) \
+                .wait_followup()
+            assert "Timed heartbeats are on" in on["content"] and "The next is due" in on["content"]
+    finally:
+        await service.close()
+
+
 async def test_a_slow_reply_shows_the_typing_indicator(fake, bot, model):
     async def slow(body: dict[str, Any]) -> Any:
         await asyncio.sleep(TYPING_DELAY + 0.3)
@@ -278,6 +296,19 @@ async def test_guild_mention_is_answered_in_the_channel(fake, bot, model):
     assert "/attach" in hint["content"] and len(model.requests) == 2
 
 
+async def test_a_slow_reply_streams_into_one_message_edited_to_the_exact_text(fake, bot, model):
+    text = "Streaming works." + " Every word arrives a little later than the one before it." * 8
+    model.stream_delay = 0.02  # about 3 s for the whole call
+    model.script(send(text))
+    await fake.send_dm(ALICE, "talk to me slowly")
+    await fake.wait_for_message(dm(ALICE))  # the first part shows while the model still writes
+    assert model.pending == 0 and len(fake.calls_to("PATCH", "/channels/{id}/messages/{id}")) == 0
+    await fake.wait_until(lambda: fake.messages_in(dm(ALICE))[0]["content"] == text or None, 10, "the final text")
+    assert len(fake.messages_in(dm(ALICE))) == 1  # one message, edited in place
+    edits = fake.calls_to("PATCH", "/channels/{id}/messages/{id}")
+    assert 1 <= len(edits) <= 5 and not fake.rate_limited_calls
+
+
 async def test_what_is_said_in_a_dm_never_reaches_a_guild_channel(fake, bot, model):
     model.script(tool_call("core_memory_append", {"name": "human", "content": "Diagnosis: ZEBRAPOX",
                                                   "request_heartbeat": True}), send("Kept private."))
@@ -295,6 +326,34 @@ async def test_what_is_said_in_a_dm_never_reaches_a_guild_channel(fake, bot, mod
     await fake.send_dm(ALICE, "what is my diagnosis?")
     assert (await fake.wait_for_message(dm(ALICE), 2))["content"] == "ZEBRAPOX."
     assert "a direct message on Discord" in json.dumps(model.requests[-1])
+
+
+async def test_a_thread_started_with_a_mention_goes_on_without_one(fake, model, service, settings):
+    thread = int(fake.add_thread(GUILD, GENERAL, "planning")["id"])
+    async with serving(service, settings, fake):
+        model.script(send("Here, in the thread."), send("Still following."))
+        await fake.send_guild_message(GUILD, thread, ALICE, "help me plan", mentions_bot=True)
+        assert (await fake.wait_for_message(thread))["content"] == "Here, in the thread."
+        await fake.send_guild_message(GUILD, thread, BOB, "just us talking")  # not his conversation
+        await fake.send_guild_message(GUILD, GENERAL, ALICE, "outside the thread")  # no mention, no thread
+        await fake.send_guild_message(GUILD, thread, ALICE, "and the budget?")
+        assert (await fake.wait_for_message(thread, 2))["content"] == "Still following."
+        assert len(model.requests) == 2 and "the thread 'planning' in #general" in json.dumps(model.requests[1])
+
+
+async def test_with_discord_threads_on_a_mention_opens_a_thread(fake, model, service, settings):
+    settings = settings.model_copy(update={"discord_threads": True})
+    async with serving(service, settings, fake):
+        model.script(send("Let's talk here."), send("Go on."))
+        await fake.send_guild_message(GUILD, GENERAL, ALICE, "shall we plan the trip?", mentions_bot=True)
+        made = await fake.wait_until(
+            lambda: next((c for i, c in fake.guilds[GUILD].channels.items() if c["type"] == 11), None), 10, "a thread")
+        thread = int(made["id"])
+        assert made["name"] == "shall we plan the trip?" and int(made["parent_id"]) == GENERAL
+        assert (await fake.wait_for_message(thread))["content"] == "Let's talk here."
+        assert not fake.messages_in(GENERAL)  # the channel itself stays quiet
+        await fake.send_guild_message(GUILD, thread, ALICE, "two weeks in May")
+        assert (await fake.wait_for_message(thread, 2))["content"] == "Go on."
 
 
 async def test_two_users_stay_apart_and_a_slow_agent_blocks_no_one(fake, bot, model):
@@ -383,6 +442,39 @@ async def test_memory_is_private_and_only_operators_see_others(fake, bot, caplog
         followup = await allowed.wait_followup()
     assert followup["flags"] & EPHEMERAL and "alice" in followup["embeds"][0]["title"]
     assert f"memory of discord::{ALICE} viewed by discord::{ADMIN}" in caplog.text
+
+
+async def test_an_operator_role_in_the_operator_guild_sees_memory_from_any_server(fake, service, settings):
+    ops, role = 700, 901
+    fake.add_guild(ops, "Operators", channels=[{"id": 701, "name": "ops"}], roles=[{"id": role, "name": "ops"}],
+                   members=[{"user": {"id": MOD, "username": "mod"}, "roles": [str(role)]}, {"id": BOB}])
+    settings = settings.model_copy(update={"discord_operator_guild_id": ops, "discord_operator_role_ids": [str(role)]})
+    about_alice = [{"name": "user", "type": 6, "value": str(ALICE)}]
+    async with serving(service, settings, fake):
+        await (await slash(fake, ALICE, "memory")).wait_followup()  # alice has an agent
+        seen = await slash(fake, MOD, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                           resolved=_user_option(fake, ALICE))
+        assert "alice" in (await seen.wait_followup())["embeds"][0]["title"]
+        refused = await slash(fake, BOB, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                              resolved=_user_option(fake, ALICE))  # in the guild, without the role
+        assert not (await refused.wait_followup())["embeds"]
+
+
+async def test_allowed_server_admins_see_only_what_a_member_said_in_their_server(fake, service, settings, model):
+    settings = settings.model_copy(update={"guild_admins_see_guild": True})
+    about_alice = [{"name": "user", "type": 6, "value": str(ALICE)}]
+    async with serving(service, settings, fake):
+        model.script(send("Noted."), send("Kept private."))
+        await fake.send_guild_message(GUILD, GENERAL, ALICE, "the roadmap is due Friday", mentions_bot=True)
+        await fake.wait_for_message(GENERAL)
+        await fake.send_dm(ALICE, "my diagnosis is ZEBRAPOX")
+        await fake.wait_for_message(dm(ALICE))
+        shown = await slash(fake, MOD, "memory", about_alice, guild_id=GUILD, channel_id=GENERAL,
+                            resolved=_user_option(fake, ALICE), member_permissions=str(1 << 3))
+        followup = await shown.wait_followup()
+        assert followup["flags"] & EPHEMERAL and not followup["embeds"]
+        assert "the roadmap is due Friday" in followup["content"] and "ZEBRAPOX" not in followup["content"]
+        assert "Test Guild" in followup["content"]
 
 
 async def test_attach_command_loads_a_file_autocompletes_sources_and_detach_undoes_it(fake, bot, model, service):
@@ -636,7 +728,7 @@ async def test_rejected_token_stops_with_what_to_set(model, home, service):
 
 
 async def test_sync_registers_the_commands_globally_or_in_one_guild(fake, settings):
-    commands = ["attach", "cancel", "detach", "memory", "persona", "reminders"]
+    commands = ["attach", "cancel", "detach", "forget", "heartbeats", "memory", "persona", "reminders"]
     assert await sync_commands(settings) == commands
     assert sorted(c["name"] for c in fake.global_commands) == commands
     assert await sync_commands(settings, GUILD) == commands
@@ -656,10 +748,10 @@ async def test_cli_discord_sync(fake, model, home):
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == (
-        f"Synced 6 commands in guild {GUILD}: /attach, /cancel, /detach, /memory, /persona, /reminders"
+        f"Synced 8 commands in guild {GUILD}: /attach, /cancel, /detach, /forget, /heartbeats, /memory, /persona, /reminders"
     )
     assert sorted(c["name"] for c in fake.guild_commands[GUILD]) == [
-        "attach", "cancel", "detach", "memory", "persona", "reminders"]
+        "attach", "cancel", "detach", "forget", "heartbeats", "memory", "persona", "reminders"]
 
 
 # ----- pure helpers ----------------------------------------------------------------------------------------

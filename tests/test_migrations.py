@@ -243,7 +243,8 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
         assert kinds == {("add_table", "agent_leases"), ("add_column", "agents"), ("add_table", "deployment"),
                          ("add_column", "messages"), ("add_column", "sources"),
                          ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at"),
-                         ("add_table", "wakeups"), ("add_index", "ix_wakeups_due"), ("add_index", "ix_wakeups_agent")}
+                         ("add_table", "wakeups"), ("add_index", "ix_wakeups_due"), ("add_index", "ix_wakeups_agent"),
+                         ("add_table", "conversation_threads"), ("add_index", "ix_conversation_threads_joined_at")}
     finally:
         await engine.dispose()
 

@@ -234,6 +234,25 @@ async def test_reminders_command_lists_and_cancels_privately(
     assert (await command(fake, bot, "/reminders", "", "U1"))["text"] == "No pending reminders."
 
 
+async def test_heartbeats_command_switches_and_shows_them_privately(
+    fake: FakeSlack, home: Path, model: ScriptedModel
+) -> None:
+    settings = slack_settings(home, model, fake, MEMBOT_SLACK_PORT=0, MEMBOT_HEARTBEAT_MINUTES=30)
+    service = await BotService.open(settings)
+    try:
+        async with serving(service, settings) as url:
+            off = await command(fake, url, "/heartbeats", "off", "U1")
+            assert off["response_type"] == "ephemeral"
+            assert off["text"].startswith("Timed heartbeats are off for your agent")
+            assert "/heartbeats on" in (await command(fake, url, "/heartbeats", "", "U1"))["text"]
+            on = await command(fake, url, "/heartbeats", "on", "U1")
+            assert "Timed heartbeats are on" in on["text"] and "The next is due" in on["text"]
+            wrong = await command(fake, url, "/heartbeats", "maybe", "U1")
+            assert "does not know" in wrong["text"] and "try again" not in wrong["text"]
+    finally:
+        await service.close()
+
+
 async def test_a_message_that_cannot_be_answered_gets_a_reason_not_silence(
     fake: FakeSlack, home: Path, model: ScriptedModel
 ) -> None:
@@ -270,6 +289,20 @@ async def test_mention_is_answered_in_its_thread(fake: FakeSlack, bot: str, mode
     assert second.params["thread_ts"] == root
 
 
+async def test_a_slow_reply_streams_into_one_message_updated_to_the_exact_text(
+    fake: FakeSlack, bot: str, model: ScriptedModel
+) -> None:
+    text = "Streaming works." + " Every word arrives a little later than the one before it." * 8
+    model.stream_delay = 0.02  # about 3 s for the whole call
+    model.script(send(text))
+    await fake.post_event(bot, fake.event_payload(fake.mention_event("U1", "talk slowly", channel="C1")))
+    first = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "C1")
+    assert model.pending == 0 and first.params["text"] != text and first.params["thread_ts"]
+    await fake.wait_for_call("chat.update", WAIT, lambda c: c.params.get("text") == text)
+    assert len(posts_to(fake, "C1")) == 1  # one message, updated in place, in the mention's thread
+    assert fake.messages[("C1", first.response["ts"])]["text"] == text and not fake.rate_limited_calls
+
+
 async def test_what_is_said_in_a_dm_never_reaches_a_channel(fake: FakeSlack, bot: str, model: ScriptedModel) -> None:
     model.script(tool_call("core_memory_append", {"name": "human", "content": "Salary: 91234",
                                                   "request_heartbeat": True}), send("Kept private."))
@@ -286,6 +319,25 @@ async def test_what_is_said_in_a_dm_never_reaches_a_channel(fake: FakeSlack, bot
     await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "what is my salary?")))
     await fake.wait_for_call("chat.postMessage", WAIT, text_is("It is 91234."))
     assert "my salary is 91234" in str(model.requests[-1])
+
+
+async def test_a_thread_started_with_a_mention_goes_on_without_one(
+    fake: FakeSlack, bot: str, model: ScriptedModel
+) -> None:
+    model.script(send("In a thread now."), send("Still here."))
+    top = fake.mention_event("U1", "let's talk", channel="C1")
+    await fake.post_event(bot, fake.event_payload(top))
+    first = await fake.wait_for_call("chat.postMessage", WAIT, text_is("In a thread now."))
+    assert first.params["thread_ts"] == top["ts"]
+    # Bob in the same thread, and Alice outside it, without a mention: not for the bot.
+    for user, thread in (("U2", top["ts"]), ("U1", None)):
+        message = channel_message(fake, user, "chatting among ourselves", "C1")
+        await fake.post_event(bot, fake.event_payload({**message, "thread_ts": thread} if thread else message))
+    follow_up = {**channel_message(fake, "U1", "and one more thing", "C1"), "thread_ts": top["ts"]}
+    await fake.post_event(bot, fake.event_payload(follow_up))
+    second = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Still here."))
+    assert second.params["thread_ts"] == top["ts"] and len(model.requests) == 2
+    assert "and one more thing" in last_user_content(model) and "in a thread" in last_user_content(model)
 
 
 async def test_retried_event_is_handled_once(
@@ -453,7 +505,7 @@ async def test_file_shared_event_alone_loads_the_file(
     model.script(send("Got your notes."))
     shared = fake.file_shared_event(hosted, "U2", "C1")
     await fake.post_event(bot, fake.event_payload(shared))
-    done = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Loaded notes.md: 1 passages"))
+    done = await fake.wait_for_call("chat.postMessage", WAIT, text_is("Loaded notes.md: 1 passage,"))
     assert done.params["channel"] == "C1"
     assert [s.name for s in await service.sources(BOB)] == ["notes.md"]
     assert (await service.memory(BOB)).sources == ["notes.md"]

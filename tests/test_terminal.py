@@ -9,7 +9,14 @@ import time
 from types import SimpleNamespace
 
 from membot.adapters.terminal import Terminal
-from membot.agent.events import AssistantMessage, FunctionCall, FunctionResult
+from membot.agent.events import (
+    AssistantMessage,
+    DraftDropped,
+    FunctionCall,
+    FunctionResult,
+    ReplyDraft,
+    Thought,
+)
 from membot.agent.store import wakeups
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
@@ -125,6 +132,20 @@ async def test_the_thinking_indicator_is_wiped_before_the_reply():
     shown = out.getvalue()
     assert "thinking…" in shown
     assert shown.endswith("\r\033[Kdone\n")
+
+
+async def test_a_streamed_reply_prints_as_it_is_written_and_the_monologue_waits_for_its_line():
+    out, err = io.StringIO(), io.StringIO()
+    terminal = Terminal(None, None, out, err, io.StringIO())  # type: ignore[arg-type]
+    await terminal.show(_events(
+        ReplyDraft(1, "1.0", "Hel"), ReplyDraft(1, "1.0", "Hello, wor"),
+        Thought(1, "greeting"),  # arrives mid-line: held until the line ends
+        AssistantMessage(1, "Hello, world!", draft="1.0"),
+        ReplyDraft(1, "2.0", "Broken repl"), DraftDropped(1, "2.0"),
+        AssistantMessage(1, "Fine."),
+    ))
+    assert out.getvalue() == "Hello, world!\nBroken repl\nFine.\n"
+    assert err.getvalue().splitlines() == ["💭 greeting", "(that reply was withdrawn: the model's call was malformed)"]
 
 
 class _NoWakeups:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from membot.agent.events import Event, FunctionResult
+from membot.agent.events import AssistantMessage, DraftDropped, Event, FunctionResult, ReplyDraft
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.monologue import monologue_line
@@ -29,6 +29,9 @@ HELP = """In-chat commands:
   /detach SOURCE   take a data source away
   /cancel          stop the agent's current reply (while it replies here, press Ctrl-C)
   /reminders       the reminders your agent set; /reminders cancel N drops reminder N
+  /heartbeats      whether timed heartbeats run, the next one due; /heartbeats on|off switches them
+  /memory export   write everything the agent holds to a file here (`membot memory import` restores it)
+  /forget          delete the agent and everything it holds (asks first)
   /help            this list
   /exit            leave (also Ctrl-D, or Ctrl-C at the prompt; Ctrl-C during a reply stops it)"""
 PROMPT = "> "
@@ -105,6 +108,9 @@ class Terminal:
         self.out, self.err, self.inp = out, err, inp
         self._dim = err.isatty()
         self._thinking = Thinking(out)
+        #: The reply being printed as it is written: its draft key and what is printed of it.
+        self._drafting: tuple[str, str] | None = None
+        self._held: list[Event] = []
         self._reader = LineReader(inp, err, history) if inp.isatty() and err.isatty() else None
 
     def _log(self, text: str) -> None:
@@ -116,6 +122,12 @@ class Terminal:
         self.out.flush()
 
     def _print(self, event: Event) -> None:
+        if isinstance(event, ReplyDraft | DraftDropped | AssistantMessage) and self._draft(event):
+            self._release()
+            return
+        if self._drafting is not None and not event.visible:
+            self._held.append(event)  # the monologue waits for the line being written to end
+            return
         if event.visible:
             self._say(getattr(event, "text", ""))
         elif isinstance(event, FunctionResult) and event.ok and event.result.strip() in ("", "None"):
@@ -123,15 +135,54 @@ class Terminal:
         elif (line := monologue_line(event)) is not None:
             self._log(line)
 
+    def _draft(self, event: ReplyDraft | DraftDropped | AssistantMessage) -> bool:
+        """A reply printed as it is written: each draft adds what is new, its final text ends the line; a
+        dropped one is said to be. Whether the event was handled here."""
+        key, printed = self._drafting or ("", "")
+        if isinstance(event, ReplyDraft):
+            if event.draft != key:
+                self._end_draft()
+                key, printed = event.draft, ""
+            if event.text.startswith(printed):
+                self.out.write(event.text[len(printed):])
+                self.out.flush()
+                self._drafting = (key, event.text)
+            return True
+        if event.draft is None or event.draft != key:
+            return False
+        self._drafting = None
+        if isinstance(event, DraftDropped):
+            self.out.write("\n")
+            self._log("(that reply was withdrawn: the model's call was malformed)")
+        elif event.text.startswith(printed):
+            self._say(event.text[len(printed):])
+        else:
+            self._say("\n" + event.text)
+        return True
+
+    def _end_draft(self) -> None:
+        if self._drafting is not None:
+            self._drafting = None
+            self._say("")
+        self._release()
+
+    def _release(self) -> None:
+        if self._drafting is None:
+            held, self._held = self._held, []
+            for event in held:
+                self._print(event)
+
     async def show(self, events: AsyncIterator[Event]) -> None:
         self._thinking.start()
         try:
             async for event in events:
                 self._thinking.stop()
                 self._print(event)
-                self._thinking.start()
+                if self._drafting is None:  # never over a line being written
+                    self._thinking.start()
         finally:
             self._thinking.stop()
+            self._end_draft()
 
     async def _readline(self) -> str | None:
         if self._reader is not None:
@@ -148,6 +199,10 @@ class Terminal:
         try:
             if name == "help":
                 self._log(HELP)
+            elif name == "memory" and arg.split()[:1] == ["export"]:
+                await self._export()
+            elif name == "forget":
+                return await self._forget()
             elif name == "memory":
                 self._log(memory_text(await self.service.memory(self.user)))
             elif name == "persona":
@@ -160,6 +215,8 @@ class Terminal:
                 self._log(await self.service.detach(self.user, arg))
             elif name == "reminders":
                 await self._reminders(arg)
+            elif name == "heartbeats":
+                await self._heartbeats(arg)
             elif name == "cancel":
                 # At the prompt nothing of ours is running; the service still says so, as on the platforms.
                 self._log(await self.service.cancel(self.user))
@@ -171,6 +228,33 @@ class Terminal:
 
     async def _reminders(self, arg: str) -> None:
         self._log(await self.service.reminders_command(self.user, arg))
+
+    async def _heartbeats(self, arg: str) -> None:
+        self._log(await self.service.heartbeats_command(self.user, arg))
+
+    async def _export(self) -> None:
+        """The export, as a file in the folder the chat was started from (private: the process's umask)."""
+        name, raw = await self.service.export_memory(self.user)
+        path = Path.cwd() / name
+        try:
+            await asyncio.to_thread(path.write_bytes, raw)
+        except OSError as exc:
+            raise CommandError(f"Could not write {path}: {exc.strerror or exc}; start the chat in a folder you "
+                               "may write to, or use `membot memory export`.") from None
+        self._log(f"Wrote everything your agent holds to {path}. `membot memory import` restores it.")
+
+    async def _forget(self) -> bool:
+        """Delete the agent after a typed confirmation; the chat ends with it (False), as its agent is gone."""
+        self._log("This deletes your agent and everything it holds: core memory, every message, its archival "
+                  "passages, reminders and files. It cannot be undone (/memory export keeps a copy first). "
+                  "Type yes to delete it:")
+        answer = await self._readline()
+        if (answer or "").strip().lower() != "yes":
+            self._log("Nothing was deleted.")
+            return True
+        self._log(await self.service.forget(self.user))
+        self._log("The chat ends here; `membot chat` starts a new agent.")
+        return False
 
     async def deliver(self, agent_id: int, events: AsyncIterator[Event]) -> None:
         """A wake-up's step (a reminder, a timed heartbeat), fired by the scheduler while the chat is open: what

@@ -10,6 +10,8 @@ commit checks it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -22,22 +24,21 @@ from sqlalchemy.orm import Session
 
 from membot.agent import messages as msg
 from membot.agent import prompts
-from membot.agent.context.summarizer import fallback_summary, summarise
 from membot.agent.context.tokens import TokenCalibration
 from membot.agent.context.window import (
     ContextQueue,
     MemoryStats,
     PromptBudget,
-    choose_eviction,
-    summary_message,
-    system_message,
 )
+from membot.agent.drafts import Drafts
 from membot.agent.events import (
     AssistantMessage,
+    DraftDropped,
     ErrorMessage,
     Event,
     FunctionCall,
     FunctionResult,
+    ReplyDraft,
     SystemNote,
     Thought,
 )
@@ -45,8 +46,11 @@ from membot.agent.llm.client import (
     ChatResult,
     ContextOverflow,
     ModelUnavailable,
+    OnChunk,
     ToolsUnsupported,
 )
+from membot.agent.llm.reply import EMPTY
+from membot.agent.llm.stream import StreamedReply
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory
 from membot.agent.memory.recall import RecallMemory, RecallState
@@ -60,20 +64,20 @@ from membot.agent.notices import (
     trouble,
 )
 from membot.agent.place import PRIVATE, Place
-from membot.agent.sources.catalog import attached_names
 from membot.agent.step_write import StepWrite
 from membot.agent.store.leases import check
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.json_mode import chat_in_json
 from membot.agent.tools.run import run_tool
+from membot.agent.window_upkeep import WindowUpkeep
 
 if TYPE_CHECKING:
     from membot.agent.engine import Engine
 
 log = logging.getLogger(__name__)
 
-class Agent:
+class Agent(WindowUpkeep):
     def __init__(self, engine: Engine, row: AgentRow, core: CoreMemory) -> None:
         self.engine = engine
         self.row = row
@@ -97,6 +101,12 @@ class Agent:
         self._gave_up = False
         #: What a model call has to say in the monologue (a switch to JSON mode), said after it.
         self._notes: list[str] = []
+        #: The model calls of this agent so far (for draft keys), the last call's result and drafts, and which
+        #: of its sent replies a draft showed (position in the outbox -> draft key).
+        self._model_calls = 0
+        self._result: ChatResult = EMPTY
+        self._drafts = Drafts(row.id, "0")
+        self._sent_drafts: dict[int, str] = {}
         #: Model tokens spent since the last commit (committed with it), and whether /cancel asked the step to
         #: stop (read back by each commit).
         self._spent = 0
@@ -158,7 +168,9 @@ class Agent:
                 summarised = True
                 yield SystemNote(self.id, fitted)
             try:
-                result = await self._call_model(prompt, size)
+                async for event in self._call_model(prompt, size):
+                    yield event
+                result = self._result
             except ContextOverflow:
                 if summarised:
                     yield ErrorMessage(self.id, "Sorry, my memory is too full to answer that right now.")
@@ -167,7 +179,9 @@ class Agent:
                 summarised = True
                 yield SystemNote(self.id, f"The server said the prompt was too long; {note}")
                 try:
-                    result = await self._call_model(*self._prompt(stats))
+                    async for event in self._call_model(*self._prompt(stats)):
+                        yield event
+                    result = self._result
                 except (ContextOverflow, ModelUnavailable) as exc:
                     yield ErrorMessage(self.id, trouble(exc))
                     return
@@ -187,12 +201,38 @@ class Agent:
                 return
         yield SystemNote(self.id, f"Chain cut after {config.max_chain} model calls (the bound); what was sent stands.")
 
-    async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> ChatResult:
+    async def _call_model(self, prompt: list[dict[str, Any]], estimate: int) -> AsyncIterator[Event]:
+        """One model call: yields the drafts of the replies it writes as they stream in (agent/drafts.py), then
+        leaves the result in `self._result` (and its drafts in `self._drafts`). Raises what the call raised."""
+        self._model_calls += 1
+        self._drafts = drafts = Drafts(self.id, str(self._model_calls))
+        if not self.engine.config.stream:
+            self._result = await self._ask_model(prompt, estimate, None)
+            return
+        shown: asyncio.Queue[ReplyDraft | None] = asyncio.Queue()
+
+        def grew(reply: StreamedReply) -> None:
+            for draft in drafts.update(reply):
+                shown.put_nowait(draft)
+
+        call = asyncio.create_task(self._ask_model(prompt, estimate, grew))
+        call.add_done_callback(lambda _: shown.put_nowait(None))
+        try:
+            while (draft := await shown.get()) is not None:
+                yield draft
+        finally:
+            if not call.done():  # the listener stopped early: the call goes with it
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+        self._result = call.result()
+
+    async def _ask_model(self, prompt: list[dict[str, Any]], estimate: int, grew: OnChunk | None) -> ChatResult:
         engine = self.engine
         choice = "required" if self._force_call else "auto"
         if not engine.json_mode:
             try:
-                result = await engine.model.chat(prompt, engine.tools.schemas(), tool_choice=choice)
+                result = await engine.model.chat(prompt, engine.tools.schemas(), tool_choice=choice, on_chunk=grew)
             except ToolsUnsupported as exc:
                 if engine.config.tool_mode != "auto":
                     raise
@@ -215,7 +255,7 @@ class Agent:
 
     async def _act(self, result: ChatResult, stats: MemoryStats) -> AsyncIterator[Event]:
         """Run what the model asked for and commit it; sets self._continue."""
-        self._continue = False
+        self._continue, self._sent_drafts = False, {}
         forced, self._force_call = self._force_call, False
         if result.reasoning:  # a reasoning model's: monologue, never shown, never sent back
             yield Thought(self.id, result.reasoning)
@@ -238,8 +278,8 @@ class Agent:
         stats.recall_messages += len(rows)
         self._recall_count = stats.recall_messages
         # Shown once stored: a reply the user saw is always in recall memory.
-        for text in ctx.outbox:
-            yield AssistantMessage(self.id, text)
+        for position, text in enumerate(ctx.outbox):
+            yield AssistantMessage(self.id, text, draft=self._sent_drafts.get(position))
         if self._gave_up:
             self._gave_up = False
             yield ErrorMessage(self.id, NO_REPLY)
@@ -251,7 +291,7 @@ class Agent:
             yield Thought(self.id, result.content)
         calls, results, thoughts = [], [], [result.content] if result.content else []
         failed = heartbeat = False
-        for call in result.tool_calls:
+        for position, call in enumerate(result.tool_calls):
             call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
             tool = self.engine.tools.get(call.name)
             thought, shown = tool.split_thought(call.arguments) if tool else (None, call.arguments)
@@ -259,7 +299,14 @@ class Agent:
                 thoughts.append(thought)
                 yield Thought(self.id, thought)
             yield FunctionCall(self.id, call.name, shown)
+            sent = len(ctx.outbox)
             ok, output, asked = await run_tool(self.engine.tools, ctx, call)
+            draft = self._drafts.key(position)
+            if draft in self._drafts.shown:
+                if len(ctx.outbox) > sent:
+                    self._sent_drafts[sent] = draft
+                else:  # shown as it was written, then refused: it goes
+                    yield DraftDropped(self.id, draft)
             yield FunctionResult(self.id, call.name, ok, output or "None")
             calls.append({"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
             results.append(msg.tool_result(self.id, call_id, call.name, ok, output))
@@ -329,96 +376,6 @@ class Agent:
         cancelled = await self.engine.db.write(write)
         self.row.version += 1
         return cancelled
-
-    # ----- the context window ----------------------------------------------------------------------------
-
-    async def _stats(self) -> MemoryStats:
-        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
-
-    async def _source_names(self) -> list[str]:
-        """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
-        changes = self.engine.catalog.changes
-        if self._sources[0] != changes:
-            self._sources = (changes, await self.engine.db.read(self._attached))
-        return list(self._sources[1])
-
-    def _attached(self, session: Session) -> list[str]:
-        return attached_names(session, [self.id]).get(self.id, [])
-
-    def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
-        """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated). In a
-        shared channel it holds nothing private: no private block, the shared summary, the shared messages."""
-        private = self.place.private
-        head = [system_message(self.engine.system_prompt, self.core, stats, private=private)]
-        if private:
-            summary = summary_message(self.row.summary, self.row.summary_hidden)
-        else:
-            summary = summary_message(self.row.shared_summary, self.row.shared_hidden)
-        if summary:
-            head.append(summary)
-        forms, tokens = self.context.seen(private)
-        return head + forms, self.budget.size(head) + tokens
-
-    def prompt_tokens(self, stats: MemoryStats) -> int:
-        """The corrected size of the next prompt, tools included."""
-        return self.calibration.correct(self._prompt(stats)[1])
-
-    async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], int, str | None]:
-        """The prompt for the next call and its size, after summarising and evicting if it would not fit."""
-        prompt, raw = self._prompt(stats)
-        size = self.calibration.correct(raw)
-        if size <= self.budget.limit:
-            return prompt, raw, None
-        # Free half of the room the queue may use, so that summaries are rare, not every turn.
-        fixed = self.calibration.correct(self.budget.size(prompt[:1]))
-        target = fixed + max(0, self.budget.limit - fixed) // 2
-        note = await self._evict(size - target, stats, use_model=not summarised)
-        return (*self._prompt(stats), note)
-
-    async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
-        # What a shared channel's step does not see frees nothing of its prompt (agent/place.py): eviction goes
-        # on past it, oldest first, until the messages the step sees have made room.
-        shown = self.place.private
-        sizes = [self.calibration.correct(tokens) if shown or not row.private else 0
-                 for row, tokens in zip(self.context.rows, self.context.sizes, strict=True)]
-        cut = choose_eviction(self.context.rows, sizes, to_free, self.engine.config.keep_recent_messages)
-        if cut == 0:
-            return "nothing could be evicted."
-        evicted = self.context.rows[:cut]
-        summary, by_model = await self._summarise(self.row.summary, evicted, use_model)
-        shared = [row for row in evicted if not row.private]
-        if not shared:
-            shared_summary = self.row.shared_summary
-        elif len(shared) == len(evicted) and self.row.shared_summary == self.row.summary:
-            shared_summary = summary  # nothing private in either: one summary serves both
-        else:
-            shared_summary, _ = await self._summarise(self.row.shared_summary, shared, use_model)
-        hidden, shared_hidden = self.row.summary_hidden + len(evicted), self.row.shared_hidden + len(shared)
-
-        def store(session: Session) -> None:
-            check(session, self.id, self.engine.leases.holder)
-            self.recall.evict(session, [row.id for row in evicted])
-            session.execute(
-                update(AgentRow)
-                .where(AgentRow.id == self.id)
-                .values(summary=summary, summary_hidden=hidden, shared_summary=shared_summary,
-                        shared_hidden=shared_hidden, pressure_alerted=False, version=AgentRow.version + 1)
-            )
-
-        await self.engine.db.write(store)
-        self.row.version += 1
-        self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
-        self.row.shared_summary, self.row.shared_hidden = shared_summary, shared_hidden
-        self.context.drop_oldest(cut)
-        how = "summarised" if by_model else "set aside (the summary model call failed)"
-        return f"{len(evicted)} old messages {how} and evicted from context; {hidden} hidden in all."
-
-    async def _summarise(self, previous: str, rows: list[msg.Message], use_model: bool) -> tuple[str, bool]:
-        """The summary of `previous` and `rows`, and whether the model wrote it."""
-        if not use_model:
-            return fallback_summary(previous, len(rows)), False
-        return await summarise(self.engine.model, previous, rows, words=self.engine.config.summary_word_limit,
-                               budget_tokens=self.budget.limit)
 
     # ----- settings ----------------------------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class EngineConfig:
     #: How functions are offered: the tools API ("tools"), a JSON object in the text for models without tool
     #: support ("json"), or the tools API until the server refuses it, then JSON ("auto").
     tool_mode: Literal["auto", "tools", "json"] = "auto"
+    #: Stream model calls, so that a reply is shown while the model writes it (MEMBOT_STREAM).
+    stream: bool = True
 
     @property
     def sandbox_root(self) -> Path:

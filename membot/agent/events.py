@@ -36,10 +36,30 @@ class FunctionResult(Event):
 
 @dataclass(frozen=True)
 class AssistantMessage(Event):
-    """Text the agent sent with send_message: the only thing the user sees of a step."""
+    """Text the agent sent with send_message: the only thing the user sees of a step. `draft`: the key of the
+    ReplyDraft events that showed it while the model wrote it, if any (this text is their final form)."""
 
     text: str
+    draft: str | None = None
     visible = True
+
+
+@dataclass(frozen=True)
+class ReplyDraft(Event):
+    """A reply as far as the model has written it (a streamed send_message): all of its text so far, each time
+    it grows. Its AssistantMessage (same `draft` key) follows once the step has stored it; an adapter that does
+    not stream ignores drafts and posts that."""
+
+    draft: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DraftDropped(Event):
+    """The send_message a draft showed failed (malformed, refused): whatever showed it goes, and no
+    AssistantMessage follows for it."""
+
+    draft: str
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
-"""The scheduler: fires agents' wake-ups (store/wakeups.py) when they fall due: reminders the agents set, and
-timed heartbeats (MEMBOT_HEARTBEAT_MINUTES).
+"""The scheduler: fires agents' wake-ups (store/wakeups.py) when they fall due: reminders the agents set, timed
+heartbeats (MEMBOT_HEARTBEAT_MINUTES, unless the user turned them off) and reflections once a conversation rests
+(MEMBOT_REFLECT_AFTER_MINUTES).
 
 A fired wake-up is an event for the agent through a normal step (`BotService.wake`): bounded like any step, its
 tokens counted against the user's daily quota. The step's events go to the `deliver(agent_id, events)` callback
 the scheduler is given: the adapter that can reach the user (the terminal prints what the agent sends). Each
 wake-up fires once across every process of the bot (see `wakeups.claim`); one that fell due while nothing ran
-fires at the next start.
+fires at the next start; one whose process died mid-step is fired once more (marked finished only when its step
+ended). Heartbeats and reflections are unsolicited: held back in quiet hours and capped per day
+(bot/unsolicited.py); reminders never are.
 
 The clock is a parameter: `tick(now)` fires what is due at `now` (tests drive it with their own times, never
 sleeping); `run()` is the production loop, which ticks, then sleeps until the next due time or POLL_SECONDS (other
@@ -18,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +33,7 @@ from membot.agent.store.db import Database
 from membot.agent.store.schema import utcnow
 from membot.agent.store.usage import today, tokens_on
 from membot.bot.service import BotService
+from membot.bot.unsolicited import capped
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,12 @@ CONCURRENCY = 8
 BATCH = 100
 PRUNE_EVERY = timedelta(hours=1)
 HEARTBEAT_TEXT = "Timed heartbeat: {minutes} minutes since the last activity."
+REFLECTION_TEXT = (
+    "Reflection: the conversation has rested for {minutes} minutes and nobody is waiting for an answer. Tidy your "
+    "memory now: bring core memory up to date with what you learnt (facts about the user, corrections, what is "
+    "out of date), and save durable facts and decisions to archival memory. Say in your thoughts what you "
+    "changed. Send the user nothing unless something is important for them to hear now."
+)
 REMINDER_TEXT = "Reminder you scheduled for {when}: {note}"
 OVER_QUOTA = "Reminder ({when}): {note}\n(Your agent did not wake for it: today's token quota is used up.)"
 
@@ -98,35 +109,59 @@ class Scheduler:
         return sum(await asyncio.gather(*(fire_all(items) for items in by_agent.values())))
 
     async def _fire(self, wakeup: wakeups.Wakeup, now: datetime) -> bool:
-        heartbeat = wakeup.kind == wakeups.HEARTBEAT
-        minutes = self.service.settings.heartbeat_minutes
+        """Claim and run one wake-up; whether it was claimed here."""
+        zone = wakeups.zone_or_utc(await self.db.read(partial(wakeups.agent_zone, agent_id=wakeup.agent_id)))
+        quiet = self.service.settings.quiet_hours
+        if wakeup.kind in wakeups.UNSOLICITED and wakeup.attempts == 0 and quiet is not None:
+            if (end := quiet.end_after(now, zone)) is not None:  # the user's quiet hours: wait for their end
+                await self.db.write(partial(wakeups.move, wakeup_id=wakeup.id, due_at=end))
+                return False
         if not await self.db.write(partial(wakeups.claim, wakeup=wakeup, now=now, holder=self.holder)):
             return False  # another process has it, or a pause moved it
-        if heartbeat and minutes is None:  # timed heartbeats were switched off since it was scheduled
-            return False
         try:
-            zone_name = await self.db.read(partial(wakeups.agent_zone, agent_id=wakeup.agent_id))
-            when = wakeups.local_text(wakeup.due_at, wakeups.zone_or_utc(zone_name))
-            if await self._over_quota(wakeup.agent_id, now):
-                if heartbeat:
-                    log.info("agent %s: timed heartbeat skipped, daily token quota used up", wakeup.agent_id)
-                else:
-                    notice = OVER_QUOTA.format(when=when, note=wakeup.note)
-                    await self._deliver(wakeup.agent_id, _events(ErrorMessage(wakeup.agent_id, notice)))
-                return True
-            if heartbeat:
-                text, kind = HEARTBEAT_TEXT.format(minutes=minutes), "heartbeat"
-            else:
-                text, kind = REMINDER_TEXT.format(when=when, note=wakeup.note), "reminder"
-            await self._deliver(wakeup.agent_id, self.service.wake(wakeup.agent_id, text, kind))
-            return True
+            await self._run(wakeup, now, zone)
         except Exception:  # one failed wake-up never stops the others
             log.exception("agent %s: wake-up %s failed", wakeup.agent_id, wakeup.id)
-            return True
-        finally:
-            if heartbeat:
-                with contextlib.suppress(Exception):
-                    await self.service.schedule_heartbeat(wakeup.agent_id, now)
+        # Not reached when cancelled mid-step (shutdown): left unfinished, the wake-up is fired again later.
+        try:
+            await self.db.write(partial(wakeups.finish, wakeup_id=wakeup.id, now=now))
+        except Exception:  # it may be fired once more: better than lost
+            log.warning("agent %s: wake-up %s not marked finished", wakeup.agent_id, wakeup.id, exc_info=True)
+        if wakeup.kind == wakeups.HEARTBEAT:
+            with contextlib.suppress(Exception):
+                await self.service.schedule_heartbeat(wakeup.agent_id, now)
+        return True
+
+    async def _run(self, wakeup: wakeups.Wakeup, now: datetime, zone: ZoneInfo) -> None:
+        settings = self.service.settings
+        minutes = {wakeups.HEARTBEAT: settings.heartbeat_minutes,
+                   wakeups.REFLECTION: settings.reflect_after_minutes}.get(wakeup.kind)
+        if wakeup.kind in wakeups.UNSOLICITED and minutes is None:
+            return  # switched off since it was scheduled
+        when = wakeups.local_text(wakeup.due_at, zone)
+        if await self._over_quota(wakeup.agent_id, now):
+            if wakeup.kind == wakeups.REMINDER:
+                notice = OVER_QUOTA.format(when=when, note=wakeup.note)
+                await self._deliver(wakeup.agent_id, _events(ErrorMessage(wakeup.agent_id, notice)))
+            else:
+                log.info("agent %s: %s skipped, daily token quota used up", wakeup.agent_id, wakeup.kind)
+            return
+        if wakeup.kind == wakeups.HEARTBEAT:
+            text = HEARTBEAT_TEXT.format(minutes=minutes)
+        elif wakeup.kind == wakeups.REFLECTION:
+            text = REFLECTION_TEXT.format(minutes=minutes)
+        else:
+            text = REMINDER_TEXT.format(when=when, note=wakeup.note)
+        events = self.service.wake(wakeup.agent_id, text, wakeup.kind)
+        if wakeup.kind in wakeups.UNSOLICITED:
+            day = now.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d")  # the user's day
+            take = partial(wakeups.take_unsolicited, agent_id=wakeup.agent_id, day=day, cap=settings.unsolicited_per_day)
+
+            async def allow() -> bool:
+                return await self.db.write(take)
+
+            events = capped(events, allow, f"agent {wakeup.agent_id}")
+        await self._deliver(wakeup.agent_id, events)
 
     async def _deliver(self, agent_id: int, events: AsyncIterator[Event]) -> None:
         try:

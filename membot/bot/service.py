@@ -22,19 +22,22 @@ from membot.agent import prompts
 from membot.agent.agent import Agent, MemoryReport
 from membot.agent.engine import Engine
 from membot.agent.events import ErrorMessage, Event
-from membot.agent.messages import describe
+from membot.agent.memory.said_in import said_in
+from membot.agent.messages import describe, format_time
 from membot.agent.place import PRIVATE, Place
-from membot.agent.sources.catalog import MAX_NAME, SourceError, SourceInfo, is_private_scope, may_add
-from membot.agent.sources.loader import FileOutcome, Progress
 from membot.agent.store import wakeups
-from membot.agent.store.leases import AgentBusy
-from membot.agent.store.passages import PassageStoreError
-from membot.agent.store.schema import SourceRow, utcnow
+from membot.agent.store.leases import AgentBusy, NoSuchAgent
+from membot.agent.store.schema import utcnow
 from membot.agent.store.seen import claim, forget_old
+from membot.bot import heartbeats
+from membot.bot.errors import BUSY_COMMAND, CommandError
 from membot.bot.identity import UserRef, create_linked, find_agent, owner
+from membot.bot.ownership import MemoryOwnership
 from membot.bot.quotas import Quotas
 from membot.bot.settings import Settings
 from membot.bot.slots import KeyedSlots
+from membot.bot.source_commands import SourceCommands
+from membot.bot.threads import Threads
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("membot.audit")
@@ -43,7 +46,6 @@ MAX_MESSAGE_CHARS = 200_000
 #: Every so many event claims, a process forgets the keys too old to be redelivered.
 PRUNE_EVERY = 500
 CRASHED = "Sorry, something went wrong on my side while answering. Please try again."
-BUSY_COMMAND = "Your agent is busy with a long step in another process; try again in a minute."
 CANCELLING = "Stopping your agent's current reply after its current model call; what it did so far is kept."
 NOTHING_RUNNING = "Nothing is running for you right now."
 BUSY = "Sorry, I'm still busy with an earlier message of yours. Your new one was not taken; send it again in a minute."
@@ -53,11 +55,7 @@ BUSY = "Sorry, I'm still busy with an earlier message of yours. Your new one was
 Outlet = Callable[[UserRef, AsyncIterator[Event]], Awaitable[None]]
 
 
-class CommandError(ValueError):
-    """Bad input to a command; the message is for the user."""
-
-
-class BotService:
+class BotService(SourceCommands, MemoryOwnership):
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
@@ -74,6 +72,8 @@ class BotService:
         #: platform -> how its adapter reaches a user privately; adapters add theirs when they start.
         self.outlets: dict[str, Outlet] = {}
         self.quotas = Quotas(engine.db, settings.user_messages_per_minute, settings.user_tokens_per_day)
+        #: The platform threads users talk with the bot in (their messages there need no mention).
+        self.threads = Threads(engine.db)
 
     @classmethod
     async def open(cls, settings: Settings) -> BotService:
@@ -173,13 +173,21 @@ class BotService:
         # The user's lock is taken before anything else awaits, so their messages keep their arrival order
         # (asyncio locks are fair) even while the agent is still being looked up or created.
         async with self._user_locks.setdefault(user.key, asyncio.Lock()):
-            agent_id, _ = await self.agent_id(user)
-            await self.quotas.admit(agent_id)  # QuotaReached: the adapter tells the user privately
-            step = self._run(agent_id, lambda agent: agent.user_message(text, user.display_name or None, place))
-            async with aclosing(step) as events:
-                async for event in events:
-                    yield event
-            await self.schedule_heartbeat(agent_id)
+            for fresh in (False, True):
+                agent_id, _ = await self.agent_id(user)
+                await self.quotas.admit(agent_id)  # QuotaReached: the adapter tells the user privately
+                step = self._run(agent_id, lambda agent: agent.user_message(text, user.display_name or None, place),
+                                 gone=not fresh)
+                try:
+                    async with aclosing(step) as events:
+                        async for event in events:
+                            yield event
+                    break
+                except NoSuchAgent:
+                    # Another process deleted or replaced the agent this one had linked (forget, import): the
+                    # user's agent is looked up (or made) afresh, and the message goes to it.
+                    self._unlink(user, agent_id)
+            await self.after_conversation(agent_id)
 
     async def cancel(self, user: UserRef) -> str:
         """Ask the user's running step (in any process) to stop after its current model call; what to tell them."""
@@ -233,7 +241,24 @@ class BotService:
         )
         self.engine.wakeups.announce()
 
-    async def _run(self, agent_id: int, start: Callable[[Agent], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+    async def after_conversation(self, agent_id: int) -> None:
+        """The user just talked: the next timed heartbeat counts from now, and so does the reflection once the
+        conversation rests (MEMBOT_REFLECT_AFTER_MINUTES): one per quiet spell, set again only by new talk."""
+        await self.schedule_heartbeat(agent_id)
+        minutes = self.settings.reflect_after_minutes
+        if minutes is None:
+            return
+        now = utcnow()
+        await self.engine.db.write(
+            partial(wakeups.set_reflection, agent_id=agent_id, due_at=now + timedelta(minutes=minutes), now=now)
+        )
+        self.engine.wakeups.announce()
+
+    async def _run(
+        self, agent_id: int, start: Callable[[Agent], AsyncIterator[Event]], *, gone: bool = False
+    ) -> AsyncIterator[Event]:
+        """The step `start` makes, under the agent's lock and lease. `gone`: an agent deleted meanwhile raises
+        NoSuchAgent (before any event) for the caller to look its user up again; else it is a failed step."""
         async with self._lock(agent_id):
             closing = False  # the listener stopped early: nothing more may be yielded
             try:
@@ -252,6 +277,12 @@ class BotService:
                 log.warning("agent %s: busy in another process for too long", agent_id)
                 if not closing:
                     yield ErrorMessage(agent_id, BUSY)
+            except NoSuchAgent:
+                self._drop(agent_id)
+                if gone:
+                    raise
+                if not closing:
+                    yield ErrorMessage(agent_id, CRASHED)
             except Exception:
                 # The agent never crashes the bot: report, and load it afresh from what was committed.
                 log.exception("agent %s failed during a step", agent_id)
@@ -298,6 +329,22 @@ class BotService:
                 raise CommandError(f"{who.display_name or who.user_id} has no agent yet.")
         async with self.using(agent_id) as agent:
             return await agent.report()
+
+    async def said_in(self, requester: UserRef, target: UserRef, prefix: str, where: str, limit: int = 20) -> str:
+        """What `target` said in the shared place `prefix` names (a server), for its admins when the operator
+        allows it (MEMBOT_GUILD_ADMINS_SEE_GUILD): their own messages there, never DMs, never their agent's
+        memory. Audited as any look at someone else's memory."""
+        agent_id = await find_agent(self.engine.db, target)
+        audit.warning("messages of %s:%s:%s said in %s viewed by %s:%s:%s", *target.key, prefix, *requester.key)
+        name = target.display_name or target.user_id
+        if agent_id is None:
+            return f"{name} has not talked with the bot here."
+        said = await self.engine.db.read(partial(said_in, agent_id=agent_id, prefix=prefix, limit=limit))
+        if not said:
+            return f"{name} has not talked with the bot in {where}."
+        lines = [f"What {name} said to the bot in {where} (newest {len(said)}; DMs are never shown):"]
+        lines += [f"[{format_time(m.created_at)}] {m.search_text or ''}" for m in said]
+        return "\n".join(lines)
 
     async def search_memory(self, user: UserRef, query: str, *, archival: bool = False, limit: int = 10) -> list[str]:
         """The top results of the agent's conversation (or archival) search, best first, each with its time:
@@ -347,104 +394,29 @@ class BotService:
                 return f"Cancelled reminder {number} ({reminder.when}: {reminder.note})."
         return f"You have no pending reminder {number}; /reminders lists them."
 
-    # ----- data sources ----------------------------------------------------------------------------------
-
-    async def sources(self, user: UserRef) -> list[SourceInfo]:
-        """The sources the user may see (for listings and autocomplete): the shared ones of their scope and
-        their own private ones; never another user's private source (catalog.visible)."""
-        return await self.engine.catalog.list(user.source_scope, viewer=uploader(user))
-
-    async def attach(self, user: UserRef, name: str) -> tuple[str, AsyncIterator[Event]]:
-        """Link a source the user may see to their agent. Returns a note for the user and the agent's
-        reaction to the news (a system event naming the source and its size)."""
-        return await self._attach_source(user, await self._visible_source(user, name))
-
-    async def _visible_source(self, user: UserRef, name: str) -> SourceRow:
-        """The source `name` as the user may see it; one they may not see is answered like a missing one."""
-        try:
-            return await self.engine.catalog.resolve(user.source_scope, uploader(user), name)
-        except SourceError as exc:
-            raise CommandError(str(exc)) from None
-
-    async def _attach_source(self, user: UserRef, source: SourceRow) -> tuple[str, AsyncIterator[Event]]:
-        agent_id, _ = await self.agent_id(user)
-        info = await self.engine.catalog.info(source.id)
-        if not await self.engine.catalog.attach(agent_id, source.id):
-            return f"{info.name} is already attached.", _no_events()
-        note = (
-            f"Attached {info.name} ({info.passages} passages from {info.documents} documents) to your agent."
+    async def heartbeats_command(self, user: UserRef, arg: str = "") -> str:
+        """`/heartbeats [on|off]` on any platform: turn timed heartbeats off for the user's agent (the pending one
+        is dropped) or back on (MEMBOT_HEARTBEAT_MINUTES from now); alone, whether they run and the next one due."""
+        choice = arg.strip().lower()
+        if choice not in ("", "on", "off"):
+            raise CommandError(f"/heartbeats does not know {arg.strip()[:40]!r}. {heartbeats.USAGE}")
+        if choice:
+            agent_id: int | None = (await self.agent_id(user))[0]
+            await self.engine.db.write(partial(wakeups.set_heartbeats_on, agent_id=agent_id, on=choice == "on"))
+        else:
+            agent_id = await find_agent(self.engine.db, user)
+        minutes = self.settings.heartbeat_minutes
+        if minutes is None:
+            return heartbeats.not_offered(choice)
+        if choice == "on" and agent_id is not None:
+            await self.schedule_heartbeat(agent_id)
+        state = None if agent_id is None else await self.engine.db.read(
+            partial(wakeups.heartbeat_state, agent_id=agent_id)
         )
-        event = (
-            f"The data source {info.name!r} was attached to your archival memory: {info.passages} passages "
-            f"from {info.documents} documents. archival_memory_search now searches it too."
-        )
-        return note, self.notify(agent_id, event)
-
-    async def detach(self, user: UserRef, name: str) -> str:
-        source = await self._visible_source(user, name)
-        agent_id = await find_agent(self.engine.db, user)  # someone with no agent yet gets none made for this
-        if agent_id is None or not await self.engine.catalog.detach(agent_id, source.id):
-            return f"{source.name} was not attached."
-        return f"Detached {source.name}; its passages are no longer searched by your agent."
-
-    async def load_file(
-        self,
-        user: UserRef,
-        filename: str,
-        data: bytes,
-        *,
-        source_name: str | None = None,
-        progress: Progress | None = None,
-        is_admin: bool = False,
-    ) -> tuple[FileOutcome, AsyncIterator[Event]]:
-        """Load an upload as a source (named after the file unless given) and attach it to the uploader's
-        agent. A failed file changes nothing and its outcome says why.
-
-        A new name makes a new source owned by the uploader: private when their scope is a DM's, shared
-        otherwise. An existing source takes the file only as catalog.may_add says: a shared one from its owner
-        and the bot's operators (`is_admin`: DISCORD_ADMIN_IDS / SLACK_ADMIN_IDS, as the adapter knows them),
-        one from before owners were kept from operators only. Anyone else is refused (CommandError) before
-        anything is read: their passages would reach the memory of everyone who attached the source."""
-        me = uploader(user)
-        try:
-            # A file names its source when none is given; long file names are common, so it is cut to fit.
-            default = " ".join(filename.split())[:MAX_NAME]
-            source = await self.engine.catalog.get_or_create(
-                user.source_scope, source_name or default, owner=me, private=is_private_scope(user.source_scope)
-            )
-        except SourceError as exc:
-            raise CommandError(str(exc)) from None
-        if not may_add(source, me, is_admin=is_admin):
-            audit.warning("upload of %s into source %s (%s) by %s refused: not its owner", filename, source.id,
-                          source.name, me)
-            raise CommandError(not_yours(source.name))
-        async with self._uploads.hold(user.key):
-            outcome = await self.engine.loader.load_bytes(source, filename, data, progress)
-        if outcome.failed:
-            await self._drop_if_empty(source)
-            return outcome, _no_events()
-        _, events = await self._attach_source(user, source)
-        return outcome, events
-
-    async def _drop_if_empty(self, source: SourceRow) -> None:
-        info = await self.engine.catalog.info(source.id)
-        if info.files == 0:
-            try:
-                await self.engine.catalog.delete(source.scope, source.name)
-            except PassageStoreError as exc:  # an empty source left behind is harmless; the outcome says why
-                log.warning("could not drop the empty source %s: %s", source.name, exc)
+        return heartbeats.state_text(state, minutes, self.settings.quiet_hours)
 
 
-def uploader(user: UserRef) -> str:
-    """The user as a source's owner is recorded: "platform:scope:user_id" (stable; no display name)."""
-    return ":".join(user.key)
 
-
-def not_yours(name: str) -> str:
-    return (
-        f"The source {name!r} belongs to someone else: only they and the bot's operators can add files to it. "
-        "Nothing was loaded; upload your file under another name (rename it, or give /attach another source name)."
-    )
 
 
 async def undelivered(events: AsyncIterator[Event], whom: str) -> None:
@@ -454,7 +426,3 @@ async def undelivered(events: AsyncIterator[Event], whom: str) -> None:
             if event.visible:
                 log.warning("not delivered to %s: %s", whom, getattr(event, "text", ""))
 
-
-async def _no_events() -> AsyncIterator[Event]:
-    return
-    yield  # an empty async generator

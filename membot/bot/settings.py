@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from membot.agent.config import EngineConfig, known_context_window
 from membot.bot.errors import ConfigurationError
+from membot.bot.unsolicited import QuietHours
 
 
 def _ids(value: object) -> object:
@@ -66,11 +67,19 @@ class Settings(BaseSettings):
     sandbox_max_files: int = Field(default=200, validation_alias="MEMBOT_SANDBOX_MAX_FILES")
     inner_thoughts: Literal["arguments", "content"] = Field(default="arguments", validation_alias="MEMBOT_INNER_THOUGHTS")
     tool_mode: Literal["auto", "tools", "json"] = Field(default="auto", validation_alias="MEMBOT_TOOL_MODE")
+    # Replies shown as the model writes them (edited in place on Discord and Slack); false: whole, when done.
+    stream: bool = Field(default=True, validation_alias="MEMBOT_STREAM")
     # Per-user quotas, counted in the database (all processes together); unset means none.
     user_messages_per_minute: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_MESSAGES_PER_MINUTE")
     user_tokens_per_day: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_USER_TOKENS_PER_DAY")
     # Timed heartbeats: each agent that has talked is woken this many minutes after its last activity; unset: off.
     heartbeat_minutes: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_HEARTBEAT_MINUTES")
+    # Limits on what heartbeats and reflections send unasked (bot/unsolicited.py): hours in the user's time zone
+    # when none start ("22-08"; unset: none), and how many of their messages reach a user a day.
+    quiet_hours: QuietHours | None = Field(default=None, validation_alias="MEMBOT_QUIET_HOURS")
+    unsolicited_per_day: int = Field(default=3, ge=0, validation_alias="MEMBOT_UNSOLICITED_PER_DAY")
+    # Memory tidied at rest: a conversation quiet this many minutes gets one reflection event; unset: off.
+    reflect_after_minutes: int | None = Field(default=None, ge=1, validation_alias="MEMBOT_REFLECT_AFTER_MINUTES")
 
     # Who may talk to the bot, by platform ids (comma-separated; empty restricts nothing; see bot/access.py),
     # and the channels where it answers every message without a mention.
@@ -85,9 +94,19 @@ class Settings(BaseSettings):
     # Discord.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
     discord_monologue_channel_id: int | None = Field(default=None, validation_alias="DISCORD_MONOLOGUE_CHANNEL_ID")
+    # A mention in a server channel opens a thread for the conversation (else the bot answers in the channel).
+    discord_threads: bool = Field(default=False, validation_alias="MEMBOT_DISCORD_THREADS")
     discord_admin_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="DISCORD_ADMIN_IDS"
     )
+    # Operators by role too: holders of these role ids in the one guild named (a role id cannot be copied by
+    # another server, as a role's name could).
+    discord_operator_guild_id: int | None = Field(default=None, validation_alias="DISCORD_OPERATOR_GUILD_ID")
+    discord_operator_role_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="DISCORD_OPERATOR_ROLE_IDS"
+    )
+    # A guild's Administrators may see what a member said in that guild (never DMs, never core memory).
+    guild_admins_see_guild: bool = Field(default=False, validation_alias="MEMBOT_GUILD_ADMINS_SEE_GUILD")
     discord_api_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_API_URL")
     discord_gateway_url: str | None = Field(default=None, validation_alias="MEMBOT_DISCORD_GATEWAY_URL")
     # Sharding, for bots in many guilds: the shards in all, and those this process runs (comma-separated; with
@@ -109,9 +128,15 @@ class Settings(BaseSettings):
     )
 
     _split_ids = field_validator(
-        "discord_admin_ids", "slack_admin_ids", "extras", "http_allow", "allow_users", "allow_roles",
+        "discord_admin_ids", "discord_operator_role_ids", "slack_admin_ids", "extras", "http_allow", "allow_users", "allow_roles",
         "allow_guilds", "allow_channels", "open_channels", "discord_shard_ids", mode="before",
     )(_ids)
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _quiet_hours(cls, value: object) -> object:
+        """"22-08" read at start: a mistake stops it with a line naming MEMBOT_QUIET_HOURS (bot/cli.py)."""
+        return QuietHours.parse(value) if isinstance(value, str) else value
 
     def discord_shards(self) -> tuple[list[int], int] | None:
         """The shard ids this process runs and the shard count, or None to run unsharded. Checked here, not
@@ -184,4 +209,5 @@ class Settings(BaseSettings):
             sandbox_max_files=self.sandbox_max_files,
             inner_thoughts=self.inner_thoughts,
             tool_mode=self.tool_mode,
+            stream=self.stream,
         )

@@ -214,6 +214,8 @@ class _Routes:
     # ------------------------------------------------------------ users, app, gateway
 
     async def get_me(self, request: web.Request) -> web.Response:
+        if self.fake.refuse_token:
+            return error(401, 0, "401: Unauthorized")
         return json_response(self.fake.bot_user)
 
     async def get_user(self, request: web.Request) -> web.Response:
@@ -284,6 +286,20 @@ class _Routes:
     def _message(self, request: web.Request) -> dict[str, Any] | None:
         channel_id = int(request.match_info["channel_id"])
         return self.fake.get_message(channel_id, int(request.match_info["message_id"]))
+
+    async def start_thread(self, request: web.Request) -> web.Response:
+        """A public thread from a message (Start Thread from Message): made, announced by THREAD_CREATE."""
+        message = self._message(request)
+        if message is None:
+            return error(404, 10008, "Unknown Message")
+        channel_id = int(message["channel_id"])
+        guild_id = self.fake.channel_guild_id(channel_id)
+        if guild_id is None:
+            return error(400, 50024, "Cannot execute action on this channel type")
+        name = str((self._body(request) or {}).get("name") or "thread")[:100]
+        thread = self.fake.add_thread(guild_id, channel_id, name)
+        await self.fake.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return json_response(thread)
 
     async def get_message(self, request: web.Request) -> web.Response:
         message = self._message(request)
@@ -528,6 +544,7 @@ def build_routes(fake: FakeDiscord, app: web.Application) -> None:
         ("PATCH", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", r.edit_channel_message),
         ("DELETE", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}", r.delete_channel_message),
         ("PUT", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/reactions/{emoji}/@me", r.reaction),
+        ("POST", "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/threads", r.start_thread),
         (
             "DELETE",
             "/channels/{channel_id:\\d+}/messages/{message_id:\\d+}/reactions/{emoji}/@me",

@@ -32,6 +32,10 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+#: A public thread's channel type.
+THREAD = 11
+
+
 @dataclass
 class FakeGuild:
     id: int
@@ -266,8 +270,8 @@ class DiscordState:
             "roles": list(guild.roles),
             "emojis": [],
             "stickers": [],
-            "channels": list(guild.channels.values()),
-            "threads": [],
+            "channels": [c for c in guild.channels.values() if c["type"] != THREAD],
+            "threads": [c for c in guild.channels.values() if c["type"] == THREAD],
             "members": [self.member_payload(guild_id, uid) for uid in guild.members],
             "presences": [],
             "voice_states": [],
@@ -275,6 +279,20 @@ class DiscordState:
             "guild_scheduled_events": [],
             "soundboard_sounds": [],
         }
+
+    def add_thread(self, guild_id: int, parent_id: int, name: str, owner_id: int | None = None) -> dict[str, Any]:
+        """A public thread under a channel, kept with the guild's channels (type 11) and sent in GUILD_CREATE's
+        `threads` (add it before the client connects, or dispatch THREAD_CREATE)."""
+        thread_id = self.snowflake()
+        thread = {
+            "id": str(thread_id), "guild_id": str(guild_id), "parent_id": str(parent_id), "type": THREAD,
+            "name": name, "owner_id": str(owner_id or self.bot_user_id), "last_message_id": None,
+            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                "archive_timestamp": now_iso()},
+        }
+        self.guilds[guild_id].channels[thread_id] = thread
+        return thread
 
     def member_payload(self, guild_id: int, user_id: int, *, with_user: bool = True) -> dict[str, Any]:
         member = dict(self.guilds[guild_id].members[user_id])

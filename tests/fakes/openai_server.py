@@ -36,6 +36,7 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fakes import openai_stream
 from tests.fakes.model_habits import HABITS, Habit, HabitMemory, habits_of, refusal, serve
 from tests.fakes.scripted_replies import (
     _STATIC_REPLIES,
@@ -216,8 +217,14 @@ class ScriptedModel:
         record: bool = True,
         habits: Habit | set[Habit] | frozenset[Habit] | tuple[Habit, ...] | None = None,
         azure_api_key: str | None = None,
+        streams: bool = True,
+        stream_delay: float = 0.0,
     ) -> None:
         self.latency = latency
+        #: Whether `stream: true` is served (else refused with a 400, as by a server that cannot stream), and
+        #: the pause between chunks (a slow model writes its answer over seconds).
+        self.streams = streams
+        self.stream_delay = stream_delay
         # record: keep every request for the test to read. A long benchmark turns it off: thousands of kept
         # bodies made the server's garbage collector pause for up to 0.3 s, and answers came that much late.
         self.record = record
@@ -342,11 +349,8 @@ class ScriptedModel:
         elif self.context_window is not None and prompt_tokens > self.context_window:
             # Checked before popping so the scripted reply is still there for the retry.
             reply = ErrorReply(status=400, code="context_length_exceeded")
-        elif body.get("stream"):
-            # Not implemented: fail loudly instead of faking a wrong wire format.
-            reply = ErrorReply(
-                status=400, message="ScriptedModel does not support stream=true", param="stream"
-            )
+        elif body.get("stream") and not self.streams:
+            reply = ErrorReply(status=400, message="This server does not support stream=true", param="stream")
         elif self._queue:
             reply = scripted = self._queue.popleft()
         elif self.default is not None:
@@ -378,6 +382,11 @@ class ScriptedModel:
             if served.keep_scripted and scripted is not None:
                 self._queue.appendleft(scripted)  # what it would not do this time, it does when made to
             resolved = served.reply
+        if isinstance(resolved, ChatReply) and body.get("stream"):
+            completion = self._completion(resolved, model, prompt_tokens)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await openai_stream.stream(request, openai_stream.chunks(completion, include_usage=include_usage),
+                                              self.stream_delay)
         return self._render(resolved, body, model, prompt_tokens)
 
     def _render(

@@ -38,6 +38,7 @@ from tests.fakes.ratelimit import Clock, Limit
 from tests.fakes.slack_fake_api import JsonDict, SlackWebApi
 from tests.fakes.slack_fake_limits import SlackLimits
 from tests.fakes.slack_fake_requests import SlackRequests
+from tests.fakes.slack_fake_uploads import SlackUploads
 
 __all__ = ["FakeSlack", "FileDownload", "RecordedCall", "ResponseUrlPost"]
 
@@ -117,7 +118,7 @@ class _InjectedFailure:
     remaining: int
 
 
-class FakeSlack(SlackRequests, SlackWebApi):
+class FakeSlack(SlackRequests, SlackWebApi, SlackUploads):
     """Fake Slack server; use as ``async with FakeSlack() as fake: ...``."""
 
     def __init__(
@@ -140,6 +141,10 @@ class FakeSlack(SlackRequests, SlackWebApi):
         a ``ratelimit.ManualClock`` lets a test skip the waits)."""
         self.limits = SlackLimits(rate_limits, clock=clock)
         self.bot_token = bot_token
+        # Socket Mode: apps.connections.open takes only this token, and answers with socket_url (by default a
+        # port nobody listens on, so a client that connects keeps retrying).
+        self.app_token = "xapp-test"
+        self.socket_url = "ws://127.0.0.1:9/link/?ticket=fake"
         self.signing_secret = signing_secret
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -164,6 +169,7 @@ class FakeSlack(SlackRequests, SlackWebApi):
         self.users: dict[str, JsonDict] = {}
         self.files: dict[str, JsonDict] = {}
         self.file_contents: dict[str, bytes] = {}
+        self._init_uploads()
         self.channels: dict[str, JsonDict] = {}
         # (channel, ts) -> message posted by the bot, so chat.update can find it.
         self.messages: dict[tuple[str, str], JsonDict] = {}
@@ -190,6 +196,7 @@ class FakeSlack(SlackRequests, SlackWebApi):
         app.router.add_get("/files-pri/{team_file}/{rest:.*}", self._handle_file_download)
         app.router.add_get("/signin", self._handle_login_page)
         app.router.add_post("/commands/{rest:.*}", self._handle_response_url)
+        app.router.add_post("/upload/v1/{file_id}", self._handle_upload)
         # access_log=None: the per-request log lines only add noise to test output.
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -480,7 +487,7 @@ class FakeSlack(SlackRequests, SlackWebApi):
                 extra_headers["Retry-After"] = str(failure.retry_after)
         elif not token:
             call.response = {"ok": False, "error": "not_authed"}
-        elif token != self.bot_token:
+        elif token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             call.response = {"ok": False, "error": "invalid_auth"}
         else:
             handler = self._api_methods().get(method)
@@ -516,14 +523,18 @@ class FakeSlack(SlackRequests, SlackWebApi):
         return {
             "api.test": lambda p: {"ok": True, "args": p},
             "auth.test": self._auth_test,
+            "apps.connections.open": lambda p: {"ok": True, "url": self.socket_url},
             "chat.postMessage": self._chat_post_message,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
             "users.info": self._users_info,
             "files.info": self._files_info,
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
             "reactions.add": self._reactions_add,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     async def _handle_file_download(self, request: web.Request) -> web.StreamResponse:

@@ -98,6 +98,12 @@ class SlackWebApi:
         message["edited"] = {"user": self.bot_user_id, "ts": self.next_ts()}
         return {"ok": True, "channel": channel, "ts": ts, "text": message["text"], "message": message}
 
+    def _chat_delete(self, params: JsonDict) -> JsonDict:
+        channel, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
+        if self.messages.pop((channel, ts), None) is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": channel, "ts": ts}
+
     def _users_info(self, params: JsonDict) -> JsonDict:
         user = self.users.get(str(params.get("user") or ""))
         if user is None:

@@ -18,6 +18,7 @@ from membot.adapters.discord.people import PLATFORM, origin, person, said_in
 from membot.adapters.discord.relay import Say, relay
 from membot.adapters.discord.render import strip_mentions
 from membot.adapters.discord.uploads import load_upload
+from membot.adapters.live_reply import Budgets
 from membot.agent.events import Event
 from membot.bot.access import AccessPolicy, Origin, not_open_text
 from membot.bot.errors import QuotaReached
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 GUILD_UPLOAD_HINT = "To load a file here, use /attach with the file (or send it to me in a DM)."
 #: On shutdown, messages being answered get this long to finish before they are cancelled.
 DRAIN_SECONDS = 10.0
+DRAFT_EDITS, DRAFT_WINDOW = 3, 5.0
+THREAD_NAME_CHARS = 80
 
 
 def intents() -> discord.Intents:
@@ -91,6 +94,8 @@ class MembotClient(discord.Client):
         self.max_upload_bytes = int(settings.max_upload_mb * 1024 * 1024)
         self.access = AccessPolicy.from_settings(settings)
         self.monologue = Monologue(self, settings.discord_monologue_channel_id)
+        #: Draft edits per channel, within Discord's 5 posts per 5 s, with room left for other replies.
+        self.drafts = Budgets(DRAFT_EDITS, DRAFT_WINDOW)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
         add_commands(self.tree)
         self.drain_seconds = drain_seconds
@@ -115,9 +120,33 @@ class MembotClient(discord.Client):
             return isinstance(message.channel, discord.DMChannel)
         if self._mentions_me(message):
             return True
+        if isinstance(message.channel, discord.Thread) and message.content.strip():
+            return True  # answered if its author talks with the bot in this thread (checked in _answer)
         # In an open channel (MEMBOT_OPEN_CHANNELS) every message with words is; a file alone there (a picture
         # shared with the others) is not.
         return bool(message.content.strip()) and self.access.is_open(self._where(message).channel_id)
+
+    async def _thread_for(self, message: discord.Message) -> discord.Thread | None | bool:
+        """Threads (bot/threads.py): a mention in a thread makes its author's later messages there the bot's; a
+        message there without one is answered only then (False: not for the bot). With MEMBOT_DISCORD_THREADS a
+        mention in a channel opens a thread for the answer (returned); None: answer where the message is."""
+        channel, author = message.channel, str(message.author.id)
+        if message.guild is None or self.access.is_open(self._where(message).channel_id):
+            return None
+        if isinstance(channel, discord.Thread):
+            if self._mentions_me(message):
+                await self.service.threads.follow(PLATFORM, str(channel.id), author)
+                return None
+            return None if await self.service.threads.follows(PLATFORM, str(channel.id), author) else False
+        if not self.settings.discord_threads:
+            return None
+        try:
+            thread = await message.create_thread(name=_thread_name(message, self.user))
+        except discord.HTTPException as exc:  # no permission to make threads here: answer in the channel
+            log.warning("could not open a thread in channel %s: %s", channel.id, exc)
+            return None
+        await self.service.threads.follow(PLATFORM, str(thread.id), author)
+        return thread
 
     def _mentions_me(self, message: discord.Message) -> bool:
         """A mention of the bot itself: @everyone and role pings are not addressed to it."""
@@ -168,13 +197,12 @@ class MembotClient(discord.Client):
         """Replies in DMs are plain messages; in a channel the first part replies to the message."""
         replied = message.guild is None
 
-        async def say(text: str) -> None:
+        async def say(text: str) -> discord.Message:
             nonlocal replied
             if replied:
-                await message.channel.send(text)
-            else:
-                replied = True
-                await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
+                return await message.channel.send(text)
+            replied = True
+            return await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
 
         return say
 
@@ -184,8 +212,13 @@ class MembotClient(discord.Client):
         names = {u.id: u.display_name for u in message.mentions}
         text = strip_mentions(message.content, self.user.id, names)
         say = self._sayer(message)
+        thread = await self._thread_for(message)
+        if thread is False:
+            return
+        if thread is not None:
+            say = thread.send
         try:
-            async with typing(message.channel):
+            async with typing(thread or message.channel):
                 if message.guild is None:
                     for attachment in message.attachments:
                         await load_upload(
@@ -195,7 +228,10 @@ class MembotClient(discord.Client):
                 elif message.attachments and self._mentions_me(message):
                     await say(GUILD_UPLOAD_HINT)
                 if text:
-                    await relay(self.service.chat(user, text, said_in(message)), say, self.monologue, user)
+                    where = thread or message.channel
+                    live = self.drafts.of(str(where.id)) if self.settings.stream else None
+                    await relay(self.service.chat(user, text, said_in(message, thread)), say, self.monologue, user,
+                                live)
         except CommandError as exc:
             await self._try(say, str(exc))
         except QuotaReached as exc:
@@ -257,3 +293,10 @@ class MembotClient(discord.Client):
             await asyncio.gather(*late, return_exceptions=True)
         await self.monologue.close()  # its queue drains (bounded) while the HTTP session is still open
         await super().close()
+
+
+def _thread_name(message: discord.Message, me: discord.ClientUser | None) -> str:
+    """The name of a thread opened for a conversation: its first words, without the mention."""
+    names = {u.id: u.display_name for u in message.mentions}
+    words = " ".join(strip_mentions(message.content, me.id if me else 0, names).split())
+    return (words[:THREAD_NAME_CHARS] or f"Talk with {message.author.display_name}")[:100]

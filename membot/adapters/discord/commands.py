@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import discord
 from discord import app_commands
 
+from membot.adapters.discord.operators import operator
 from membot.adapters.discord.people import PLATFORM, origin, person
 from membot.adapters.discord.relay import relay
 from membot.adapters.discord.render import memory_embed, split_message
@@ -86,19 +87,25 @@ def matching(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]
     return [app_commands.Choice(name=n[:100], value=n) for n in (first + then)[:MAX_CHOICES]]
 
 
-def may_see_others(interaction: discord.Interaction) -> bool:
-    """Only the bot's operators (DISCORD_ADMIN_IDS) see another user's memory: a guild's Administrator runs a
-    server, not this bot, and a member's agent holds what they said in DMs too."""
-    return is_operator(interaction)
+async def is_operator(interaction: discord.Interaction) -> bool:
+    """One of the bot's operators (DISCORD_ADMIN_IDS, or a role of DISCORD_OPERATOR_ROLE_IDS in the guild
+    DISCORD_OPERATOR_GUILD_ID): they see anyone's memory, and may add to a shared source of someone else's. A
+    guild's Administrator runs a server, not this bot, and a member's agent holds what they said in DMs too."""
+    bot = _bot(interaction)
+    return await operator(bot, interaction.user, interaction.guild_id, bot.settings)
 
 
-def is_operator(interaction: discord.Interaction) -> bool:
-    """One of the bot's operators (DISCORD_ADMIN_IDS): they may also add to a shared source of someone else's."""
-    return str(interaction.user.id) in _bot(interaction).settings.discord_admin_ids
+def guild_admin(interaction: discord.Interaction) -> bool:
+    """A server's Administrator, asking in that server."""
+    return interaction.guild_id is not None and interaction.permissions.administrator
 
 
 def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
     """Build the commands afresh for this tree (a command object belongs to one tree)."""
+    # Here, not at the top: the module builds on this one's helpers.
+    from membot.adapters.discord.memory_files import add_forget, export_memory
+
+    add_forget(tree)
 
     @tree.command(name="attach", description="Attach a data source to your agent, or load a file into one")
     @open_to_them
@@ -127,7 +134,7 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
 
             await load_upload(
                 bot.service, user, file, max_bytes=bot.max_upload_bytes, source_name=source, post=post,
-                after=lambda events: relay(events, say, bot.monologue, user), is_admin=is_operator(interaction),
+                after=lambda events: relay(events, say, bot.monologue, user), is_admin=await is_operator(interaction),
             )
 
     @attach.autocomplete("source")
@@ -165,15 +172,27 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
 
     @tree.command(name="memory", description="Show your agent's memory, privately (admins: anyone's)")
     @open_to_them
-    @app_commands.describe(user="Whose agent (admins only; default: yours)")
-    async def memory(interaction: discord.Interaction, user: discord.User | None = None) -> None:
+    @app_commands.describe(user="Whose agent (admins only; default: yours)",
+                           action="show (the default), or export: everything it holds, as a file for you")
+    async def memory(interaction: discord.Interaction, user: discord.User | None = None,
+                     action: Literal["show", "export"] = "show") -> None:
+        if action == "export":
+            await export_memory(interaction, user)
+            return
         bot = _bot(interaction)
         requester = person(interaction.user, interaction.guild_id)
         async with answering(interaction):
             target, whose, is_admin = None, interaction.user.display_name, False
             if user is not None and user.id != interaction.user.id:
                 # The service refuses non-admins (CommandError) before it reads any memory.
-                target, whose, is_admin = person(user), user.display_name, may_see_others(interaction)
+                target, whose, is_admin = person(user), user.display_name, await is_operator(interaction)
+                if not is_admin and bot.settings.guild_admins_see_guild and guild_admin(interaction):
+                    # What the member said in this server only: never DMs, never their agent's memory.
+                    assert interaction.guild is not None
+                    lines = await bot.service.said_in(requester, target, f"{PLATFORM}:{interaction.guild.id}/",
+                                                      interaction.guild.name)
+                    await private(interaction, lines)
+                    return
             report = await bot.service.memory(requester, target, is_admin=is_admin)
             await interaction.followup.send(embed=memory_embed(report, whose), ephemeral=True)
 
@@ -193,6 +212,15 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
             arg = "" if cancel is None else f"cancel {cancel}"
             await private(interaction, await bot.service.reminders_command(
                 person(interaction.user, interaction.guild_id), arg))
+
+    @tree.command(name="heartbeats", description="Turn your agent's timed heartbeats on or off, or see them")
+    @open_to_them
+    @app_commands.describe(state="on or off; leave it out to see whether they run and when the next one comes")
+    async def heartbeats(interaction: discord.Interaction, state: Literal["on", "off"] | None = None) -> None:
+        bot = _bot(interaction)
+        async with answering(interaction):
+            await private(interaction, await bot.service.heartbeats_command(
+                person(interaction.user, interaction.guild_id), state or ""))
 
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

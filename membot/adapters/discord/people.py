@@ -47,12 +47,12 @@ def origin(
     )
 
 
-def said_in(message: discord.Message) -> Place:
+def said_in(message: discord.Message, thread: discord.Thread | None = None) -> Place:
     """Where a message was said, for the agent (agent/place.py): a DM is private; a guild channel or thread is
-    shared, and named so the agent can tell conversations apart."""
+    shared, and named so the agent can tell conversations apart. `thread`: the one opened for the answer."""
     if message.guild is None:
         return Place.direct("a direct message on Discord")
-    channel = message.channel
+    channel = thread or message.channel
     name = getattr(channel, "name", None) or "a channel"
     if isinstance(channel, discord.Thread):
         parent = channel.parent.name if channel.parent is not None else "a channel"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Any
 
 import discord
 
 from membot.adapters.discord.monologue import Monologue
 from membot.adapters.discord.render import monologue_line, split_message
-from membot.agent.events import Event
+from membot.adapters.live_reply import Budget, LiveReply
+from membot.agent.events import AssistantMessage, DraftDropped, Event, ReplyDraft
 from membot.bot.identity import UserRef
 
 log = logging.getLogger(__name__)
@@ -21,21 +23,47 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], Awaitable[object]]
 
 
-async def relay(events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef) -> None:
+async def relay(
+    events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef, live: Budget | None = None
+) -> None:
+    """Post a step's events. With `live` (the channel's draft budget), replies show while they are written
+    (adapters/live_reply.py): `say` must then return the message it posted, to be edited."""
     lines: list[str] = []
+    drafts: dict[str, LiveReply] = {}
     # aclosing: the service holds the agent's lock inside this generator; it must be closed even when
     # we stop early, or the agent would stay locked until garbage collection.
     async with aclosing(events) as stream:
         try:
             async for event in stream:
-                if event.visible:
+                if isinstance(event, ReplyDraft) and live is not None:
+                    reply = drafts.setdefault(event.draft, _live(say, live))
+                    await _quietly(reply.draft(event.text), who)
+                elif isinstance(event, DraftDropped) and event.draft in drafts:
+                    await drafts.pop(event.draft).drop()
+                elif isinstance(event, AssistantMessage) and event.draft in drafts:
+                    await _quietly(drafts.pop(event.draft).finish(event.text), who)
+                elif event.visible:
                     for part in split_message(getattr(event, "text", "")):
-                        try:
-                            await say(part)
-                        except discord.HTTPException as exc:
-                            # The step goes on (its memory edits are committed) even if Discord refused one post.
-                            log.warning("could not post a reply for %s: %s", who.user_id, exc)
+                        await _quietly(say(part), who)
                 elif (line := monologue_line(event)) is not None:
                     lines.append(line)
         finally:
             await monologue.post(who, lines)
+
+
+def _live(say: Say, budget: Budget) -> LiveReply:
+    async def edit(message: Any, text: str) -> None:
+        await message.edit(content=text)
+
+    async def delete(message: Any) -> None:
+        await message.delete()
+
+    return LiveReply(say, edit, delete, split_message, [budget])
+
+
+async def _quietly(posting: Awaitable[object], who: UserRef) -> None:
+    try:
+        await posting
+    except discord.HTTPException as exc:
+        # The step goes on (its memory edits are committed) even if Discord refused one post.
+        log.warning("could not post a reply for %s: %s", who.user_id, exc)

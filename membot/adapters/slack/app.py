@@ -65,7 +65,7 @@ class SlackAdapter:
         self.inflight = InFlight()
         self.people = People(settings.slack_admin_ids)
         self.access = AccessPolicy.from_settings(settings)
-        self.poster = Poster(settings.slack_monologue_channel)
+        self.poster = Poster(settings.slack_monologue_channel, stream=settings.stream)
         self.uploads = Uploads(service, self.poster, self.people, self.seen, settings.max_upload_mb)
         self.commands = Commands(service, self.poster, self.people, self.access)
         self.app = self._build()
@@ -112,6 +112,8 @@ class SlackAdapter:
         app.event("file_shared")(track(self.on_file_shared))
         for name in ("/attach", "/detach", "/persona", "/memory", "/cancel", "/reminders"):
             app.command(name)(track(getattr(self.commands, name[1:])))
+        app.command("/heartbeats")(track(self.commands.heartbeats))
+        app.command("/forget")(track(self.commands.forget))
         return app
 
     async def _drop_redeliveries(
@@ -136,9 +138,14 @@ class SlackAdapter:
             return
         channel, ts = str(event["channel"]), str(event["ts"])
         team_id = _team(context, body)
-        # Elsewhere than a DM the agent answers mentions (the app_mention event), or anything in an open channel
-        # (MEMBOT_OPEN_CHANNELS); a mention there comes as both events, and _converse answers it once.
-        converse = event.get("channel_type") == "im" or self.access.is_open(channel)
+        # Elsewhere than a DM the agent answers mentions (the app_mention event), anything in an open channel
+        # (MEMBOT_OPEN_CHANNELS), and its user's messages in a thread where they talk with it (bot/threads.py);
+        # a mention there comes as both events, and _converse answers it once.
+        thread = event.get("thread_ts")
+        converse = event.get("channel_type") == "im" or self.access.is_open(channel) or bool(
+            thread and not channel.startswith("D")
+            and await self.service.threads.follows(PLATFORM, _thread_key(team_id, channel, str(thread)), str(user_id))
+        )
         if not (converse or subtype == "file_share"):
             return
         place = Place(channel, event.get("thread_ts"))
@@ -168,6 +175,9 @@ class SlackAdapter:
         place = Place(channel, event.get("thread_ts") or (ts if threaded else None))
         if not await self._admitted(client, team_id, str(user_id), place, f"{channel}:{ts}"):
             return
+        if place.thread_ts and not channel.startswith("D"):
+            # Their next messages in this thread need no mention.
+            await self.service.threads.follow(PLATFORM, _thread_key(team_id, channel, place.thread_ts), str(user_id))
         text = plain_text(str(event.get("text") or ""), context.bot_user_id)
         await self._converse(client, team_id, str(user_id), text, place, f"{channel}:{ts}")
 
@@ -208,7 +218,8 @@ class SlackAdapter:
             return
         try:
             user = await self.people.user(client, team_id, user_id)
-            await self.poster.deliver(client, place, user_id, self.service.chat(user, text, said_in(team_id, place)))
+            said = said_in(team_id, place)
+            await self.poster.deliver(client, place, user_id, self.service.chat(user, text, said), team_id)
         except CommandError as exc:  # e.g. a first contact with a misconfigured default persona
             await self.poster.say(client, place, str(exc))
         except QuotaReached as exc:
@@ -237,6 +248,10 @@ def build_app(
 ) -> AsyncApp:
     """The bolt app for these settings, ready to be served over HTTP or Socket Mode."""
     return SlackAdapter(service, settings, file_shared_grace=file_shared_grace).app
+
+
+def _thread_key(team_id: str, channel: str, thread_ts: str) -> str:
+    return f"{team_id}/{channel}/{thread_ts}"
 
 
 def said_in(team_id: str, place: Place) -> Said:

@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from membot.adapters.slack import memory_files
 from membot.adapters.slack.people import PLATFORM, People, origin
 from membot.adapters.slack.posting import Place, Poster
 from membot.adapters.slack.render import escape, memory_blocks, parse_user_arg, plain_text
@@ -127,6 +128,9 @@ class Commands:
         if await self._refused(command, respond):
             return
         arg = str(command.get("text") or "").strip()
+        if arg.split(maxsplit=1)[:1] == ["export"]:
+            await self.export_memory(command, respond, client, arg[len("export"):].strip())
+            return
         requester_id = str(command["user_id"])
         target_id, typed_name = requester_id, ""
         if arg:
@@ -169,6 +173,17 @@ class Commands:
         async with answering(respond, "/reminders"):
             await private(respond, await self.service.reminders_command(await self._requester(client, command), arg))
 
+    async def heartbeats(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        """`/heartbeats [on|off]`: the user's timed heartbeats, switched or shown, privately."""
+        await ack()
+        if await self._refused(command, respond):
+            return
+        arg = plain_text(str(command.get("text") or ""))
+        async with answering(respond, "/heartbeats"):
+            await private(respond, await self.service.heartbeats_command(await self._requester(client, command), arg))
+
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:
             return str((await client.conversations_open(users=user_id))["channel"]["id"])
@@ -176,3 +191,39 @@ class Commands:
             # Posting to a user id also lands in the bot's DM with them (the app's Messages tab).
             log.warning("conversations.open for %s failed: %s", user_id, exc)
             return user_id
+
+    # ----- memory users own: /memory export, /forget (see memory_files.py) ----------------------------------
+
+    async def export_memory(
+        self, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, arg: str
+    ) -> None:
+        """`/memory export [@user]`: the file goes to the requester's IM with the bot; the command says so."""
+        async with answering(respond, "/memory export"):
+            requester = await self._requester(client, command)
+            target = await memory_files.target(self.people, client, requester, arg, memory_files.EXPORT_USAGE,
+                                               "export")
+            name, raw = await self.service.export_memory(requester, target, is_admin=target is not None)
+            whose = "your agent holds" if target is None else f"the agent of {target.display_name} holds"
+            channel = await self._dm(client, requester.user_id)
+            await memory_files.upload(client, channel, name, raw, f"Everything {whose}, as one file. "
+                                      "`membot memory import` restores it, here or on another membot.")
+            await private(respond, f"I sent {name} to our direct messages; only you can see it there.")
+
+    async def forget(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        """`/forget [@user]` says what it would delete; `/forget [@user] confirm` deletes it."""
+        await ack()
+        if await self._refused(command, respond):
+            return
+        arg, confirmed = memory_files.split_confirm(str(command.get("text") or ""))
+        async with answering(respond, "/forget"):
+            requester = await self._requester(client, command)
+            target = await memory_files.target(self.people, client, requester, arg, memory_files.FORGET_USAGE,
+                                               "delete")
+            if not confirmed:
+                whose = "your agent" if target is None else f"the agent of {target.display_name}"
+                again = "/forget confirm" if target is None else f"/forget {target.user_id} confirm"
+                await private(respond, memory_files.forget_warning(whose, again))
+                return
+            await private(respond, await self.service.forget(requester, target, is_admin=target is not None))

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from membot.adapters.live_reply import Budgets, LiveReply
 from membot.adapters.monologue_queue import DRAIN_SECONDS, Line, MonologueQueue, RateLimited, Refused
 from membot.adapters.slack.render import MESSAGE_LIMIT, escape, monologue_text, split_message, tagged
-from membot.agent.events import Event
+from membot.agent.events import AssistantMessage, DraftDropped, Event, ReplyDraft
 
 log = logging.getLogger(__name__)
 monologue_log = logging.getLogger("membot.adapters.slack.monologue")
@@ -31,6 +32,8 @@ POST_INTERVAL = 1.0
 #: How long a user's reply may wait out rate limits in all (beyond the client's own retries) before it is
 #: given up and logged.
 REPLY_PATIENCE = 120.0
+#: Draft posts and edits a second per channel, and a minute per workspace (chat.update is Tier 3: about 50).
+CHANNEL_DRAFTS, WORKSPACE_DRAFTS = 1, 30
 ADVICE = (
     "Set SLACK_MONOLOGUE_CHANNEL to the id of a channel the bot is in (/invite it there; it needs the "
     "chat:write scope), or unset it to keep the monologue in the log."
@@ -46,8 +49,13 @@ class Place:
 
 
 class Poster:
-    def __init__(self, monologue_channel: str | None) -> None:
+    def __init__(self, monologue_channel: str | None, *, stream: bool = False) -> None:
         self.monologue_channel = monologue_channel
+        #: Show replies while they are written (adapters/live_reply.py): draft edits within about one post a
+        #: second per channel, and within chat.update's per-workspace limit (Tier 3), with room left.
+        self.stream = stream
+        self.channel_drafts = Budgets(CHANNEL_DRAFTS, 1.0)
+        self.workspace_drafts = Budgets(WORKSPACE_DRAFTS, 60.0)
         self._client: AsyncWebClient | None = None  # the latest one handed to us; the queue posts with it
         self.monologue: MonologueQueue | None = None
         if monologue_channel:
@@ -62,30 +70,59 @@ class Poster:
         for piece in split_message(escape(text)):
             await self._post(client, place, piece)
 
-    async def _post(self, client: AsyncWebClient, place: Place, mrkdwn: str) -> None:
-        """One post of a reply. Past the client's own retries, a rate limit is waited out here too (a user's reply
-        is sent when Slack allows, never dropped for it), up to REPLY_PATIENCE in all."""
+    async def _post(self, client: AsyncWebClient, place: Place, mrkdwn: str) -> str | None:
+        """One post of a reply; its ts. Past the client's own retries, a rate limit is waited out here too (a
+        user's reply is sent when Slack allows, never dropped for it), up to REPLY_PATIENCE in all."""
         waited = 0.0
         while True:
             try:
-                await client.chat_postMessage(channel=place.channel, text=mrkdwn, thread_ts=place.thread_ts)
-                return
+                posted = await client.chat_postMessage(channel=place.channel, text=mrkdwn, thread_ts=place.thread_ts)
+                return str(posted.get("ts") or "") or None
             except SlackApiError as exc:
                 wait = retry_after(exc)
                 if wait is None or waited + wait > REPLY_PATIENCE:
                     log.error("chat.postMessage to %s failed: %s", place.channel, exc.response.get("error", exc))
-                    return
+                    return None
             await asyncio.sleep(wait)
             waited += wait
 
+    def _live(self, client: AsyncWebClient, place: Place, workspace: str) -> LiveReply:
+        """A reply shown while it is written, in `place`."""
+
+        async def post(mrkdwn: str) -> str | None:
+            return await self._post(client, place, mrkdwn)
+
+        async def edit(ts: str | None, mrkdwn: str) -> None:
+            if ts is not None:
+                await client.chat_update(channel=place.channel, ts=ts, text=mrkdwn)
+
+        async def delete(ts: str | None) -> None:
+            if ts is not None:
+                await client.chat_delete(channel=place.channel, ts=ts)
+
+        budgets = [self.channel_drafts.of(place.channel), self.workspace_drafts.of(workspace)]
+        return LiveReply(post, edit, delete, lambda text: split_message(escape(text)), budgets)
+
     async def deliver(
-        self, client: AsyncWebClient, place: Place, user_id: str, events: AsyncIterator[Event]
+        self, client: AsyncWebClient, place: Place, user_id: str, events: AsyncIterator[Event], workspace: str = ""
     ) -> None:
-        """Run a step's events through: each visible message is posted as it comes; the monologue is
-        collected and queued once at the end of the step (the queue posts it in the background)."""
+        """Run a step's events through: each visible message is posted as it comes (shown while it is written,
+        when streaming); the monologue is collected and queued once at the end of the step (the queue posts it
+        in the background)."""
         monologue: list[str] = []
+        drafts: dict[str, LiveReply] = {}
         try:
             async for event in events:
+                if isinstance(event, ReplyDraft) and self.stream:
+                    reply = drafts.setdefault(event.draft, self._live(client, place, workspace))
+                    await _quietly(reply.draft(event.text))
+                    continue
+                if isinstance(event, DraftDropped) and event.draft in drafts:
+                    await _quietly(drafts.pop(event.draft).drop())
+                    continue
+                if isinstance(event, AssistantMessage) and event.draft in drafts:
+                    await _quietly(drafts.pop(event.draft).finish(event.text))
+                    continue
                 if event.visible:
                     await self.say(client, place, getattr(event, "text", ""))
                     continue
@@ -130,6 +167,15 @@ class Poster:
                 if error in REFUSALS:
                     raise Refused(f"Slack said {error}") from exc
                 raise
+
+
+async def _quietly(posting: Awaitable[None]) -> None:
+    """A draft's post, edit or delete: a failure is logged; the step goes on (and its final text is still
+    posted or edited in)."""
+    try:
+        await posting
+    except SlackApiError as exc:
+        log.warning("showing a reply as it is written failed: %s", exc.response.get("error", exc))
 
 
 def retry_after(exc: SlackApiError) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,12 +49,33 @@ class Endpoint:
         try:
             return await self.client.post(path, body=body, cast_to=object)
         except UnicodeEncodeError:
-            # Half an emoji (a lone surrogate, as a platform may pass on) cannot be UTF-8: it goes as U+FFFD.
-            whole = _LONE_SURROGATE.sub("\ufffd", json.dumps(body, ensure_ascii=False))
-            return await self.client.post(path, body=json.loads(whole), cast_to=object)
+            return await self.client.post(path, body=_encodable(body), cast_to=object)
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """POST `body` with `stream: true` to `path` and yield each server-sent chunk's JSON as it arrives (or the
+        whole answer, from a server that does not stream). Errors before the stream begins are the SDK's, as for
+        `post`; an error event in the stream is an APIError; a body that is not JSON, a ValueError."""
+        try:
+            chunks = await self.client.post(path, body=body, cast_to=object, stream=True,
+                                            stream_cls=openai.AsyncStream[object])
+        except UnicodeEncodeError:
+            chunks = await self.client.post(path, body=_encodable(body), cast_to=object, stream=True,
+                                            stream_cls=openai.AsyncStream[object])
+        async with chunks:
+            if "event-stream" not in chunks.response.headers.get("content-type", ""):
+                # Some servers and proxies ignore `stream` and answer whole: that answer is the one chunk.
+                yield json.loads(await chunks.response.aread())
+                return
+            async for chunk in chunks:
+                yield chunk
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _encodable(body: dict[str, Any]) -> dict[str, Any]:
+    """Half an emoji (a lone surrogate, as a platform may pass on) cannot be UTF-8: it goes as U+FFFD."""
+    return json.loads(_LONE_SURROGATE.sub("\ufffd", json.dumps(body, ensure_ascii=False)))
 
 
 def open_endpoints(config: EngineConfig) -> tuple[Endpoint, Endpoint]:

@@ -51,6 +51,17 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+
+class _QuietIterator(logging.Filter):
+    """Milvus Lite gives a query iterator no session time, and pymilvus warns at each one it starts that it uses
+    the client's clock instead: what an export wants (it holds the agent's lease), so not worth a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
+
 COLLECTION = "membot_passages"
 RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
 # Every page is a search of its own, and Milvus returns equal scores in an order that depends on the limit
@@ -73,6 +84,20 @@ class PassageRow:
     filename: str = ""
     page: int = 0
     doc_hash: str = ""
+    #: When it was first written (epoch seconds): kept by an import, so its age survives a move; None is now.
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredPassage:
+    """One passage as stored, without its embedding: what an export carries."""
+
+    id: int
+    text: str
+    filename: str
+    page: int
+    doc_hash: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -334,7 +359,7 @@ class PassageStore:
                 "filename": row.filename[:500],
                 "page": row.page,
                 "doc_hash": row.doc_hash,
-                "created_at": now,
+                "created_at": now if row.created_at is None else row.created_at,
             }
             for row in rows
         ]
@@ -437,6 +462,38 @@ class PassageStore:
                 return 0
         result = await self._call("query", filter=_owner_filter(stored), output_fields=["count(*)"], **kwargs)
         return int(result[0]["count(*)"]) if result else 0
+
+    async def rows_of(self, owner: str) -> list[StoredPassage]:
+        """Every passage of one owner, oldest first (for an export: a search cannot list them all). Milvus's
+        query iterator pages through them in its worker thread."""
+        stored = self._stored(owner)
+        opened = await self.ready()
+        kwargs: dict[str, Any] = {"consistency_level": self.consistency}
+        if opened.lite is not None:
+            kwargs["partition_names"] = await self._blocking("partitions", opened.lite.partition_names, [stored])
+            if not kwargs["partition_names"]:
+                return []
+        fields = ["id", "text", "filename", "page", "doc_hash", "created_at"]
+
+        def read_all() -> list[dict[str, Any]]:
+            pages = opened.client.query_iterator(
+                opened.collection, batch_size=1000, filter=_owner_filter([stored]), output_fields=fields, **kwargs
+            )
+            rows: list[dict[str, Any]] = []
+            try:
+                while batch := pages.next():
+                    rows.extend(batch)
+            finally:
+                pages.close()
+            return rows
+
+        rows = await self._blocking("list", read_all)
+        passages = [
+            StoredPassage(int(r["id"]), r["text"], r.get("filename", ""), int(r.get("page", 0)),
+                          r.get("doc_hash", ""), float(r.get("created_at", 0.0)))
+            for r in rows
+        ]
+        return sorted(passages, key=lambda p: (p.created_at, p.id))
 
     async def delete_newer(self, owner: str, after: float) -> None:
         """Delete an owner's passages written after a moment (epoch seconds)."""

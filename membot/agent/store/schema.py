@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +23,11 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from membot.agent.memory.cjk import index_tokens
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.default import DefaultExecutionContext
 
 
 def utcnow() -> datetime:
@@ -86,6 +92,11 @@ class AgentRow(Base):
     messages_this_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The user's time zone (IANA name), set by schedule_wakeup when the agent learns it; None means UTC.
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The user's choice of timed heartbeats (/heartbeats on|off), and the heartbeat-started messages they got on
+    # `unsolicited_day` (their local date) for MEMBOT_UNSOLICITED_PER_DAY (bot/unsolicited.py).
+    heartbeats_on: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    unsolicited_day: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    unsolicited_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LeaseRow(Base):
@@ -108,6 +119,10 @@ class BlockRow(Base):
     label: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[str] = mapped_column(words(), default="")
     char_limit: Mapped[int] = mapped_column(Integer, default=2000)
+
+
+def _search_cjk(context: DefaultExecutionContext) -> str | None:
+    return index_tokens(context.get_current_parameters().get("search_text"))
 
 
 class MessageRow(Base):
@@ -133,6 +148,9 @@ class MessageRow(Base):
     private: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Where: "dm", or the shared channel's key as its adapter names it.
     place: Mapped[str | None] = mapped_column(words(300), nullable=True)
+    # The CJK words of `search_text` the search index holds beside it (memory/cjk.py; None without CJK): made
+    # here on every insert, ORM or Core, as the index's triggers cannot call Python.
+    search_cjk: Mapped[str | None] = mapped_column(Text, nullable=True, default=_search_cjk)
 
     __table_args__ = (
         Index("ix_messages_agent_ctx", "agent_id", "in_context", "id"),
@@ -223,7 +241,7 @@ class SeenEventRow(Base):
 
 class WakeupRow(Base):
     """A scheduled wake-up of an agent (store/wakeups.py): a reminder it set, or its next timed heartbeat. Fired
-    once: the process whose claim sets `fired_at` runs it; a row is never claimed twice."""
+    once: the process whose claim sets `fired_at` runs it; it is claimed again only if that step never finished."""
 
     __tablename__ = "wakeups"
 
@@ -235,9 +253,24 @@ class WakeupRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     fired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Set when the step of a claim ended; a claim left unfinished long enough is fired once more (store/wakeups.py).
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         # What is due (pending first), and an agent's pending wake-ups.
         Index("ix_wakeups_due", "fired_at", "due_at"),
         Index("ix_wakeups_agent", "agent_id", "fired_at"),
     )
+
+
+class ThreadRow(Base):
+    """A conversation thread on a platform that a user holds with the bot (bot/threads.py): their messages there
+    reach their agent without a mention."""
+
+    __tablename__ = "conversation_threads"
+
+    platform: Mapped[str] = mapped_column(String(20), primary_key=True)
+    thread: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    joined_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

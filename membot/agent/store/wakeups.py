@@ -1,9 +1,14 @@
-"""Scheduled wake-ups of agents, in SQL: reminders an agent set itself (the schedule_wakeup function) and the
-next timed heartbeat of each agent (MEMBOT_HEARTBEAT_MINUTES). The scheduler (bot/scheduler.py) fires them.
+"""Scheduled wake-ups of agents, in SQL: reminders an agent set itself (the schedule_wakeup function), the
+next timed heartbeat of each agent (MEMBOT_HEARTBEAT_MINUTES) and its reflection once a conversation rests
+(MEMBOT_REFLECT_AFTER_MINUTES). The scheduler (bot/scheduler.py) fires them.
 
-Each wake-up fires at most once, whatever the number of processes: the one whose `claim` sets its `fired_at`
-(an UPDATE on a row still unfired: one process's rowcount is 1, every other's 0) runs it. A process that dies
-between its claim and the step loses that one wake-up; none is ever run twice.
+Each claim of a wake-up goes to one process, whatever the number of processes: `claim` is a compare-and-set
+UPDATE on the row's `attempts` (one process's rowcount is 1, every other's 0). The scheduler marks the wake-up
+`finished` when its step ended, delivered or not. A claim left unfinished for STALE_CLAIM (its process died or
+was stopped mid-step) may be claimed once more, so a reminder is not lost to a crash; never a third time
+(MAX_ATTEMPTS), so a wake-up whose step kills its process cannot loop. So a wake-up whose run finished is never
+fired again; one whose first run died after it had sent something may be seen twice: a rare duplicate is better
+than a reminder lost.
 
 Times are naive UTC, as everywhere in the schema. Relative and local times ("in 2 hours", "tomorrow 9:00") are
 read in the user's time zone (`agents.timezone`, IANA, UTC when unknown).
@@ -18,18 +23,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from membot.agent.store.schema import AgentRow, IdentityRow, WakeupRow
 
-REMINDER, HEARTBEAT = "reminder", "heartbeat"
+REMINDER, HEARTBEAT, REFLECTION = "reminder", "heartbeat", "reflection"
+#: Kinds the user did not ask for: held back in quiet hours, their messages capped per day (bot/unsolicited.py).
+UNSOLICITED = frozenset({HEARTBEAT, REFLECTION})
 MAX_PENDING = 20  # reminders per agent
 MIN_LEAD = timedelta(minutes=1)
 MAX_AHEAD = timedelta(days=366)
 MAX_NOTE_CHARS = 500
 #: Fired wake-ups are kept this long (for looking back), then dropped.
 KEEP_FIRED = timedelta(days=7)
+#: A claim this old whose step never finished belongs to a process that died: longer than any bounded step
+#: (MEMBOT_MAX_CHAIN model calls, each with its timeout and retries, plus the 5 minutes a lease waiter waits).
+STALE_CLAIM = timedelta(minutes=30)
+#: Claims of one wake-up at most: the first, and one retry after a process died mid-step.
+MAX_ATTEMPTS = 2
 
 EXAMPLES = "an ISO time (2025-05-01T09:00), 'in 2 hours', 'in 30 minutes', 'tomorrow 9:00' or 'today 18:30'"
 
@@ -196,12 +208,73 @@ def add_reminder(session: Session, agent_id: int, due_at: datetime, note: str, n
     return row.id
 
 
-def set_heartbeat(session: Session, agent_id: int, due_at: datetime, now: datetime) -> None:
-    """Make `due_at` the agent's one pending timed heartbeat (any earlier pending one is dropped)."""
+def _drop_pending(session: Session, agent_id: int, kind: str) -> None:
     session.execute(delete(WakeupRow).where(
+        WakeupRow.agent_id == agent_id, WakeupRow.kind == kind, WakeupRow.fired_at.is_(None)
+    ))
+
+
+def set_heartbeat(session: Session, agent_id: int, due_at: datetime, now: datetime) -> datetime | None:
+    """Make `due_at` the agent's one pending timed heartbeat (any earlier pending one is dropped), unless its user
+    turned timed heartbeats off (/heartbeats off); the time set, or None."""
+    _drop_pending(session, agent_id, HEARTBEAT)
+    if not session.scalar(select(AgentRow.heartbeats_on).where(AgentRow.id == agent_id)):
+        return None
+    session.add(WakeupRow(agent_id=agent_id, kind=HEARTBEAT, due_at=due_at, note="", created_at=now))
+    return due_at
+
+
+def set_reflection(session: Session, agent_id: int, due_at: datetime, now: datetime) -> None:
+    """Make `due_at` the agent's one pending reflection: each message moves it on, so it fires once the
+    conversation has rested, once per quiet spell (a fired one is not set again until the user writes)."""
+    _drop_pending(session, agent_id, REFLECTION)
+    session.add(WakeupRow(agent_id=agent_id, kind=REFLECTION, due_at=due_at, note="", created_at=now))
+
+
+def set_heartbeats_on(session: Session, agent_id: int, on: bool) -> None:
+    """The user's choice (/heartbeats on|off); off also drops the pending heartbeat."""
+    session.execute(update(AgentRow).where(AgentRow.id == agent_id).values(heartbeats_on=on))
+    if not on:
+        _drop_pending(session, agent_id, HEARTBEAT)
+
+
+@dataclass(frozen=True)
+class HeartbeatState:
+    """What /heartbeats shows: the user's choice, the next one due and any pause the agent asked for."""
+
+    on: bool
+    next_due: datetime | None
+    paused_until: datetime | None
+    zone: ZoneInfo
+
+
+def heartbeat_state(session: Session, agent_id: int) -> HeartbeatState:
+    row = session.execute(select(AgentRow.heartbeats_on, AgentRow.heartbeats_paused_until, AgentRow.timezone)
+                          .where(AgentRow.id == agent_id)).one()
+    next_due = session.scalar(select(func.min(WakeupRow.due_at)).where(
         WakeupRow.agent_id == agent_id, WakeupRow.kind == HEARTBEAT, WakeupRow.fired_at.is_(None)
     ))
-    session.add(WakeupRow(agent_id=agent_id, kind=HEARTBEAT, due_at=due_at, note="", created_at=now))
+    return HeartbeatState(bool(row.heartbeats_on), next_due, row.heartbeats_paused_until, zone_or_utc(row.timezone))
+
+
+def move(session: Session, wakeup_id: int, due_at: datetime) -> None:
+    """Put an unclaimed wake-up off to `due_at` (a heartbeat due in quiet hours, to their end)."""
+    session.execute(update(WakeupRow).where(WakeupRow.id == wakeup_id, WakeupRow.fired_at.is_(None))
+                    .values(due_at=due_at))
+
+
+def take_unsolicited(session: Session, agent_id: int, day: str, cap: int) -> bool:
+    """Count one unsolicited message to the agent's user on `day` (their local date) if fewer than `cap` were
+    sent that day; whether it may go. One statement, so processes counting at once never pass the cap."""
+    if cap <= 0:
+        return False
+    fresh = or_(AgentRow.unsolicited_day.is_(None), AgentRow.unsolicited_day != day)
+    taken = session.execute(
+        update(AgentRow)
+        .where(AgentRow.id == agent_id, or_(fresh, AgentRow.unsolicited_sent < cap))
+        .values(unsolicited_sent=case((fresh, 1), else_=AgentRow.unsolicited_sent + 1), unsolicited_day=day)
+    )
+    return taken.rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -211,10 +284,12 @@ class Wakeup:
     kind: str
     due_at: datetime
     note: str
+    #: Claims so far: 0 for a wake-up never fired, 1 for one whose claim went stale (a retry).
+    attempts: int = 0
 
 
 def _wakeup(row: WakeupRow) -> Wakeup:
-    return Wakeup(row.id, row.agent_id, row.kind, row.due_at, row.note)
+    return Wakeup(row.id, row.agent_id, row.kind, row.due_at, row.note, row.attempts)
 
 
 def _of(query: Select[Any], agents: Collection[int] | None, platforms: Collection[str] | None) -> Select[Any]:
@@ -229,8 +304,12 @@ def _of(query: Select[Any], agents: Collection[int] | None, platforms: Collectio
 
 def due(session: Session, now: datetime, agents: Collection[int] | None = None, limit: int = 100,
         platforms: Collection[str] | None = None) -> list[Wakeup]:
-    """Unfired wake-ups due by `now` (of these agents, these platforms' users, if given), oldest first."""
-    query = _of(select(WakeupRow).where(WakeupRow.fired_at.is_(None), WakeupRow.due_at <= now), agents, platforms)
+    """Wake-ups due by `now` (of these agents, these platforms' users, if given), oldest first: the unfired, and
+    those whose claim went stale unfinished with a retry left."""
+    retry = and_(WakeupRow.fired_at < now - STALE_CLAIM, WakeupRow.finished_at.is_(None),
+                 WakeupRow.attempts < MAX_ATTEMPTS)
+    query = _of(select(WakeupRow).where(WakeupRow.due_at <= now, or_(WakeupRow.fired_at.is_(None), retry)),
+                agents, platforms)
     return [_wakeup(row) for row in session.scalars(query.order_by(WakeupRow.due_at, WakeupRow.id).limit(limit))]
 
 
@@ -241,19 +320,30 @@ def next_due(session: Session, agents: Collection[int] | None = None,
 
 
 def claim(session: Session, wakeup: Wakeup, now: datetime, holder: str) -> bool:
-    """Take `wakeup` for this process: True for exactly one claimant. A timed heartbeat due while the agent's
-    heartbeats are paused is not taken: it is moved to the end of the pause."""
-    if wakeup.kind == HEARTBEAT:
+    """Take `wakeup` (as `due` read it) for this process: True for exactly one claimant, and only while it is
+    unfired, or claimed `attempts` times by a process that never finished it (a retry). A timed heartbeat due
+    while the agent's heartbeats are paused is not taken: it is moved to the end of the pause."""
+    if wakeup.kind == HEARTBEAT and wakeup.attempts == 0:
         paused = session.scalar(select(AgentRow.heartbeats_paused_until).where(AgentRow.id == wakeup.agent_id))
         if paused is not None and paused > now:
             session.execute(update(WakeupRow).where(WakeupRow.id == wakeup.id, WakeupRow.fired_at.is_(None))
                             .values(due_at=paused))
             return False
+    unclaimed = WakeupRow.fired_at.is_(None) if wakeup.attempts == 0 else and_(
+        WakeupRow.fired_at < now - STALE_CLAIM, WakeupRow.finished_at.is_(None)
+    )
     taken = session.execute(
-        update(WakeupRow).where(WakeupRow.id == wakeup.id, WakeupRow.fired_at.is_(None))
-        .values(fired_at=now, claimed_by=holder[:100])
+        update(WakeupRow)
+        .where(WakeupRow.id == wakeup.id, WakeupRow.attempts == wakeup.attempts,
+               WakeupRow.attempts < MAX_ATTEMPTS, unclaimed)
+        .values(fired_at=now, claimed_by=holder[:100], attempts=wakeup.attempts + 1)
     )
     return taken.rowcount == 1
+
+
+def finish(session: Session, wakeup_id: int, now: datetime) -> None:
+    """The step of a claimed wake-up ended (delivered, skipped or failed cleanly): it is never fired again."""
+    session.execute(update(WakeupRow).where(WakeupRow.id == wakeup_id).values(finished_at=now))
 
 
 def pending_reminders(session: Session, agent_id: int) -> list[Wakeup]:

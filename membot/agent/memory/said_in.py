@@ -1,0 +1,31 @@
+"""What a user said in one shared place (a server, a channel), for a server's own admins when the operator
+allows it: their messages there and nothing else. Private messages are excluded here, in the query, whatever
+place is asked for."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from membot.agent.messages import Message
+from membot.agent.store.schema import MessageRow
+
+_TABLE = MessageRow.__table__
+#: The columns a Message holds (the table has more: its search index's).
+_FIELDS = [column for column in _TABLE.columns if column.key in Message.__dataclass_fields__]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def said_in(session: Session, *, agent_id: int, prefix: str, limit: int) -> list[Message]:
+    """The user's newest messages (at most `limit`, oldest first) whose place starts with `prefix`."""
+    rows = session.execute(
+        select(*_FIELDS)
+        .where(MessageRow.agent_id == agent_id, MessageRow.private.is_(False), MessageRow.kind == "user_message",
+               MessageRow.place.like(_like_prefix(prefix), escape="\\"))
+        .order_by(MessageRow.id.desc())
+        .limit(limit)
+    )
+    return [Message(**row._mapping) for row in reversed(rows.all())]

@@ -1,0 +1,137 @@
+"""The context window of one agent: the prompt of its next model call as its step's place allows, and room
+made when it would not fit (summarise, then evict: MemGPT's queue manager). A part of `Agent`, kept apart:
+the step loop (agent.py) asks for a prompt; this decides what it holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from membot.agent import messages as msg
+from membot.agent.context.summarizer import fallback_summary, summarise
+from membot.agent.context.tokens import TokenCalibration
+from membot.agent.context.window import (
+    ContextQueue,
+    MemoryStats,
+    PromptBudget,
+    choose_eviction,
+    summary_message,
+    system_message,
+)
+from membot.agent.memory.archival import ArchivalMemory
+from membot.agent.memory.core import CoreMemory
+from membot.agent.memory.recall import RecallMemory
+from membot.agent.place import Place
+from membot.agent.sources.catalog import attached_names
+from membot.agent.store.leases import check
+from membot.agent.store.schema import AgentRow
+
+if TYPE_CHECKING:
+    from membot.agent.engine import Engine
+
+
+class WindowUpkeep:
+    """What the context window needs of the agent; `Agent` has it all."""
+
+    engine: Engine
+    row: AgentRow
+    id: int
+    core: CoreMemory
+    recall: RecallMemory
+    archival: ArchivalMemory
+    calibration: TokenCalibration
+    budget: PromptBudget
+    context: ContextQueue
+    place: Place
+    _recall_count: int
+    _sources: tuple[int, list[str]]
+
+    async def _stats(self) -> MemoryStats:
+        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
+
+    async def _source_names(self) -> list[str]:
+        """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
+        changes = self.engine.catalog.changes
+        if self._sources[0] != changes:
+            self._sources = (changes, await self.engine.db.read(self._attached))
+        return list(self._sources[1])
+
+    def _attached(self, session: Session) -> list[str]:
+        return attached_names(session, [self.id]).get(self.id, [])
+
+    def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:
+        """The prompt for the next call, and its size in tokens (tool schemas included, not calibrated). In a
+        shared channel it holds nothing private: no private block, the shared summary, the shared messages."""
+        private = self.place.private
+        head = [system_message(self.engine.system_prompt, self.core, stats, private=private)]
+        if private:
+            summary = summary_message(self.row.summary, self.row.summary_hidden)
+        else:
+            summary = summary_message(self.row.shared_summary, self.row.shared_hidden)
+        if summary:
+            head.append(summary)
+        forms, tokens = self.context.seen(private)
+        return head + forms, self.budget.size(head) + tokens
+
+    def prompt_tokens(self, stats: MemoryStats) -> int:
+        """The corrected size of the next prompt, tools included."""
+        return self.calibration.correct(self._prompt(stats)[1])
+
+    async def _fit(self, stats: MemoryStats, summarised: bool) -> tuple[list[dict[str, Any]], int, str | None]:
+        """The prompt for the next call and its size, after summarising and evicting if it would not fit."""
+        prompt, raw = self._prompt(stats)
+        size = self.calibration.correct(raw)
+        if size <= self.budget.limit:
+            return prompt, raw, None
+        # Free half of the room the queue may use, so that summaries are rare, not every turn.
+        fixed = self.calibration.correct(self.budget.size(prompt[:1]))
+        target = fixed + max(0, self.budget.limit - fixed) // 2
+        note = await self._evict(size - target, stats, use_model=not summarised)
+        return (*self._prompt(stats), note)
+
+    async def _evict(self, to_free: int, stats: MemoryStats, use_model: bool = True) -> str:
+        # What a shared channel's step does not see frees nothing of its prompt (agent/place.py): eviction goes
+        # on past it, oldest first, until the messages the step sees have made room.
+        shown = self.place.private
+        sizes = [self.calibration.correct(tokens) if shown or not row.private else 0
+                 for row, tokens in zip(self.context.rows, self.context.sizes, strict=True)]
+        cut = choose_eviction(self.context.rows, sizes, to_free, self.engine.config.keep_recent_messages)
+        if cut == 0:
+            return "nothing could be evicted."
+        evicted = self.context.rows[:cut]
+        summary, by_model = await self._summarise(self.row.summary, evicted, use_model)
+        shared = [row for row in evicted if not row.private]
+        if not shared:
+            shared_summary = self.row.shared_summary
+        elif len(shared) == len(evicted) and self.row.shared_summary == self.row.summary:
+            shared_summary = summary  # nothing private in either: one summary serves both
+        else:
+            shared_summary, _ = await self._summarise(self.row.shared_summary, shared, use_model)
+        hidden, shared_hidden = self.row.summary_hidden + len(evicted), self.row.shared_hidden + len(shared)
+
+        def store(session: Session) -> None:
+            check(session, self.id, self.engine.leases.holder)
+            self.recall.evict(session, [row.id for row in evicted])
+            session.execute(
+                update(AgentRow)
+                .where(AgentRow.id == self.id)
+                .values(summary=summary, summary_hidden=hidden, shared_summary=shared_summary,
+                        shared_hidden=shared_hidden, pressure_alerted=False, version=AgentRow.version + 1)
+            )
+
+        await self.engine.db.write(store)
+        self.row.version += 1
+        self.row.summary, self.row.summary_hidden, self.row.pressure_alerted = summary, hidden, False
+        self.row.shared_summary, self.row.shared_hidden = shared_summary, shared_hidden
+        self.context.drop_oldest(cut)
+        how = "summarised" if by_model else "set aside (the summary model call failed)"
+        return f"{len(evicted)} old messages {how} and evicted from context; {hidden} hidden in all."
+
+    async def _summarise(self, previous: str, rows: list[msg.Message], use_model: bool) -> tuple[str, bool]:
+        """The summary of `previous` and `rows`, and whether the model wrote it."""
+        if not use_model:
+            return fallback_summary(previous, len(rows)), False
+        return await summarise(self.engine.model, previous, rows, words=self.engine.config.summary_word_limit,
+                               budget_tokens=self.budget.limit)
