@@ -9,7 +9,7 @@ do not admit gets one private refusal instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -166,23 +166,26 @@ class Commands:
     async def reminders(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
-        await ack()
-        if await self._refused(command, respond):
-            return
-        arg = plain_text(str(command.get("text") or ""))
-        async with answering(respond, "/reminders"):
-            await private(respond, await self.service.reminders_command(await self._requester(client, command), arg))
+        """`/reminders [cancel N]`: the pending reminders, or one cancelled, privately."""
+        await self._answer_text(ack, command, respond, client, "/reminders", self.service.reminders_command)
 
     async def heartbeats(
         self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         """`/heartbeats [on|off]`: the user's timed heartbeats, switched or shown, privately."""
+        await self._answer_text(ack, command, respond, client, "/heartbeats", self.service.heartbeats_command)
+
+    async def _answer_text(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, name: str,
+        run: Callable[[UserRef, str], Awaitable[str]],
+    ) -> None:
+        """A command whose answer is the service's text for the user and the command's argument."""
         await ack()
         if await self._refused(command, respond):
             return
         arg = plain_text(str(command.get("text") or ""))
-        async with answering(respond, "/heartbeats"):
-            await private(respond, await self.service.heartbeats_command(await self._requester(client, command), arg))
+        async with answering(respond, name):
+            await private(respond, await run(await self._requester(client, command), arg))
 
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from membot.agent.store import milvus_layout
 from membot.agent.store.lite_shared import LiteFiles, SharedLite, SharedLiteError, file_lock
 from membot.agent.store.milvus_layout import LiteLayout
-from membot.agent.store.passage_text import PassageText, TextHit
+from membot.agent.store.passage_text import PassageText, TextHit, TextRow
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -88,16 +88,8 @@ class PassageRow:
     created_at: float | None = None
 
 
-@dataclass(frozen=True)
-class StoredPassage:
-    """One passage as stored, without its embedding: what an export carries."""
-
-    id: int
-    text: str
-    filename: str
-    page: int
-    doc_hash: str
-    created_at: float
+#: One passage as stored, without its embedding (what an export carries): the text index's row has just that.
+StoredPassage = TextRow
 
 
 @dataclass(frozen=True)
