@@ -45,6 +45,7 @@ BENCHMARKS = (
     "prompt_size",
     "recall_quality",
     "cjk_search",
+    "reflection",
     "platform",
 )
 
