@@ -141,7 +141,7 @@ async def test_dm_reply_goes_to_the_dm_and_monologue_to_the_log_channel(fake, bo
     reply = await fake.wait_for_message(dm(ALICE))
     assert reply["content"] == "Hi Alice!"
     log_line = await fake.wait_for_message(LOG, predicate=lambda m: "SECRET-THOUGHT" in m["content"])
-    assert log_line["content"].startswith("**alice** (42) 💭")
+    assert log_line["content"].startswith("**alice** (42) [DM] 💭")  # tagged with where the step was
     assert "send\\_message" in log_line["content"]  # the function call, markdown-escaped
     assert all("SECRET" not in m["content"] for m in fake.messages_in(dm(ALICE)))
     assert not fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")  # a quick reply needs no indicator
@@ -321,6 +321,7 @@ async def test_what_is_said_in_a_dm_never_reaches_a_guild_channel(fake, bot, mod
     assert (await fake.wait_for_message(GENERAL))["content"] == "I can't say here."
     public = json.dumps(model.requests[since:])
     assert "ZEBRAPOX" not in public and "#general on Test Guild" in public
+    await fake.wait_for_message(LOG, predicate=lambda m: "[#general on Test Guild]" in m["content"])
     model.script(tool_call("conversation_search", {"query": "diagnosis", "request_heartbeat": True}),
                  send("ZEBRAPOX."))
     await fake.send_dm(ALICE, "what is my diagnosis?")

@@ -141,7 +141,7 @@ async def test_dm_is_answered_and_monologue_goes_only_to_the_log_channel(
     assert "hi there" in last_user_content(model)
 
     log = await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "CLOG")
-    assert "greet back warmly" in log.params["text"] and "[<@U1>]" in log.params["text"]
+    assert "greet back warmly" in log.params["text"] and "[<@U1>] [DM]" in log.params["text"]
     assert "send_message" in log.params["text"]
     assert not any("greet back" in c.params["text"] for c in posts_to(fake, "D1"))
     assert len(model.requests) == 1
@@ -315,6 +315,8 @@ async def test_what_is_said_in_a_dm_never_reaches_a_channel(fake: FakeSlack, bot
     await fake.wait_for_call("chat.postMessage", WAIT, text_is("Not here."))
     public = str(model.requests[since:])
     assert "91234" not in public and "<#C1>" in public
+    await fake.wait_for_call("chat.postMessage", WAIT, lambda c: c.params["channel"] == "CLOG"
+                             and "[<@U1>] [<#C1>]" in c.params["text"])
     model.script(tool_call("conversation_search", {"query": "salary", "request_heartbeat": True}), send("It is 91234."))
     await fake.post_event(bot, fake.event_payload(fake.dm_event("U1", "what is my salary?")))
     await fake.wait_for_call("chat.postMessage", WAIT, text_is("It is 91234."))

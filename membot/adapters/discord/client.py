@@ -228,10 +228,11 @@ class MembotClient(discord.Client):
                 elif message.attachments and self._mentions_me(message):
                     await say(GUILD_UPLOAD_HINT)
                 if text:
-                    where = thread or message.channel
-                    live = self.drafts.of(str(where.id)) if self.settings.stream else None
-                    await relay(self.service.chat(user, text, said_in(message, thread)), say, self.monologue, user,
-                                live)
+                    channel = thread or message.channel
+                    live = self.drafts.of(str(channel.id)) if self.settings.stream else None
+                    said = said_in(message, thread)
+                    await relay(self.service.chat(user, text, said), say, self.monologue, user, live,
+                                "DM" if said.private else said.label)
         except CommandError as exc:
             await self._try(say, str(exc))
         except QuotaReached as exc:

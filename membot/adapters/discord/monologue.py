@@ -33,9 +33,10 @@ class Monologue:
                 advice=ADVICE, logger=log,
             )
 
-    async def post(self, who: UserRef, lines: Sequence[str]) -> None:
-        """Queue one batch (a step's worth) of monologue lines for `who`'s agent; returns at once."""
-        tag = monologue_tag(who.display_name, who.user_id)
+    async def post(self, who: UserRef, lines: Sequence[str], where: str = "") -> None:
+        """Queue one batch (a step's worth) of monologue lines for `who`'s agent; returns at once. `where`: the
+        step's place (a DM's lines are tagged so, for operators who read both)."""
+        tag = monologue_tag(who.display_name, who.user_id) + (f" [{where}]" if where else "")
         entries = [Line(f"{tag} {line}", f"{who.display_name} ({who.user_id}) {line}") for line in lines]
         if self.queue is not None:
             self.queue.put(entries)

@@ -24,10 +24,12 @@ Say = Callable[[str], Awaitable[object]]
 
 
 async def relay(
-    events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef, live: Budget | None = None
+    events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef, live: Budget | None = None,
+    where: str = "",
 ) -> None:
     """Post a step's events. With `live` (the channel's draft budget), replies show while they are written
-    (adapters/live_reply.py): `say` must then return the message it posted, to be edited."""
+    (adapters/live_reply.py): `say` must then return the message it posted, to be edited. `where` tags the
+    step's monologue with its place."""
     lines: list[str] = []
     drafts: dict[str, LiveReply] = {}
     # aclosing: the service holds the agent's lock inside this generator; it must be closed even when
@@ -48,7 +50,7 @@ async def relay(
                 elif (line := monologue_line(event)) is not None:
                     lines.append(line)
         finally:
-            await monologue.post(who, lines)
+            await monologue.post(who, lines, where)
 
 
 def _live(say: Say, budget: Budget) -> LiveReply:

@@ -219,7 +219,8 @@ class SlackAdapter:
         try:
             user = await self.people.user(client, team_id, user_id)
             said = said_in(team_id, place)
-            await self.poster.deliver(client, place, user_id, self.service.chat(user, text, said), team_id)
+            await self.poster.deliver(client, place, user_id, self.service.chat(user, text, said), team_id,
+                                      "DM" if said.private else f"<#{place.channel}>")
         except CommandError as exc:  # e.g. a first contact with a misconfigured default persona
             await self.poster.say(client, place, str(exc))
         except QuotaReached as exc:

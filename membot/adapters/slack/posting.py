@@ -104,7 +104,8 @@ class Poster:
         return LiveReply(post, edit, delete, lambda text: split_message(escape(text)), budgets)
 
     async def deliver(
-        self, client: AsyncWebClient, place: Place, user_id: str, events: AsyncIterator[Event], workspace: str = ""
+        self, client: AsyncWebClient, place: Place, user_id: str, events: AsyncIterator[Event], workspace: str = "",
+        where: str = "",
     ) -> None:
         """Run a step's events through: each visible message is posted as it comes (shown while it is written,
         when streaming); the monologue is collected and queued once at the end of the step (the queue posts it
@@ -135,11 +136,12 @@ class Poster:
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
-        await self.log(client, user_id, monologue)
+        await self.log(client, user_id, monologue, where)
 
-    async def log(self, client: AsyncWebClient, user_id: str, lines: list[str]) -> None:
-        """Queue a step's monologue for the log channel; returns at once."""
-        entries = [Line(tagged(user_id, line), f"{user_id}: {line}") for line in lines]
+    async def log(self, client: AsyncWebClient, user_id: str, lines: list[str], where: str = "") -> None:
+        """Queue a step's monologue for the log channel, tagged with the step's place; returns at once."""
+        entries = [Line(tagged(user_id, line, where), f"{user_id}: {f'[{where}] ' if where else ''}{line}")
+                   for line in lines]
         if self.monologue is None:
             for entry in entries:
                 monologue_log.info("%s", entry.plain)

@@ -121,10 +121,10 @@ def monologue_text(event: Event) -> str | None:
     return None if body is None else _clip(body, MONOLOGUE_ITEM_LIMIT)
 
 
-def tagged(user_id: str, line: str) -> str:
+def tagged(user_id: str, line: str, where: str = "") -> str:
     """A monologue line for the log channel, tagged with whose agent it was (the mention renders as the
-    user's current name)."""
-    return f"[<@{user_id}>] {escape(line)}"
+    user's current name) and, given, where its step was (`where` is mrkdwn already: "DM", "<#C123>")."""
+    return f"[<@{user_id}>]{f' [{where}]' if where else ''} {escape(line)}"
 
 
 def upload_summary(outcome: FileOutcome, name: str) -> str:
