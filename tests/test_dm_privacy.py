@@ -11,6 +11,7 @@ import pytest
 from membot.agent.events import AssistantMessage, FunctionResult
 from membot.agent.memory.core import NOT_HERE, REDIRECTED
 from membot.agent.place import Place
+from membot.bot.identity import UserRef
 from tests.conftest import collect, small_window
 from tests.fakes.openai_server import ScriptedModel, send, text, tool_call
 
@@ -125,3 +126,17 @@ async def test_a_channel_sees_a_summary_of_channel_messages_only(small, user):
     # The DM's summary holds both.
     await collect(service.chat(alice, "anything else?", DM))
     assert "dmword" in json.dumps(model.requests[-1]["messages"])
+
+
+async def test_a_private_source_is_not_named_in_a_channel(service, model):
+    alice = UserRef("discord", "", "42", "alice", source_scope="discord:dm:42")  # a file sent in her DM
+    _, events = await service.load_file(alice, "biopsy_results.md", b"# Results\n\nAll clear, says the lab.\n")
+    model.script(send("Loaded."))
+    await collect(events)
+    since = len(model.requests)
+    model.script(send("Hello, channel."))
+    await collect(service.chat(alice, "hi all", GENERAL))
+    assert "biopsy_results" not in json.dumps(model.requests[since:])
+    model.script(send("Hello."))
+    await collect(service.chat(alice, "hi", DM))
+    assert "biopsy_results" in model.requests[-1]["messages"][0]["content"]

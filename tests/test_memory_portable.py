@@ -291,3 +291,15 @@ async def test_a_process_that_linked_a_deleted_agent_answers_with_the_users_new_
     finally:
         await serving.close()
         await other.close()
+
+
+async def test_forget_takes_the_files_sent_privately_and_leaves_shared_ones(service, model):
+    dm = UserRef("discord", "", "77", "dora", source_scope="discord:dm:77")
+    in_guild = UserRef("discord", "", "77", "dora", source_scope="discord:500")
+    model.script(send("Loaded."), send("Loaded too."))
+    for who, name in ((dm, "diary.md"), (in_guild, "handbook.md")):
+        _, events = await service.load_file(who, name, b"# Notes\n\nSomething worth keeping.\n")
+        await collect(events)
+    await service.forget(dm)
+    left = {info.name for info in await service.engine.catalog.list()}
+    assert "handbook.md" in left and "diary.md" not in left

@@ -96,3 +96,14 @@ async def test_stream_off_asks_whole(home, user):
             assert [e.text for e in events if e.visible] == ["Whole."] and "stream" not in model.requests[0]
         finally:
             await service.close()
+
+
+def test_only_a_refusal_of_streaming_itself_turns_it_off():
+    from membot.agent.llm.client import _STREAM_REFUSED
+
+    for said in ("This server does not support stream=true", "Streaming is not supported for this model",
+                 "Unrecognized request argument: stream", "unsupported parameter: stream"):
+        assert _STREAM_REFUSED.search(said), said
+    for said in ("Invalid 'messages[3]': upstream service failed", "Invalid value for 'tool_choice'",
+                 "The stream_options parameter is only allowed when stream is true"):
+        assert not _STREAM_REFUSED.search(said), said

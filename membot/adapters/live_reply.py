@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from membot.agent.events import AssistantMessage, DraftDropped, Event, ReplyDraft
+
 log = logging.getLogger(__name__)
 
 FIRST_AFTER = 1.0
@@ -29,7 +31,9 @@ EDIT_INTERVAL = 1.0
 #: A whole sentence is in the text: its end, then a space, a new line or the end of the text so far.
 _SENTENCE = re.compile(r"[.!?](?:\s|$)|[。！？\n]")
 
-Post = Callable[[str], Awaitable[Any]]
+#: Posts one part: (text, final) -> a handle to edit it by, or None if it could not be posted. A draft's post
+#: (final False) should not wait out a rate limit: a later draft or the final text goes instead.
+Post = Callable[[str, bool], Awaitable[Any]]
 Edit = Callable[[Any, str], Awaitable[None]]
 Delete = Callable[[Any], Awaitable[None]]
 Split = Callable[[str], list[str]]
@@ -119,26 +123,81 @@ class LiveReply:
         """Take back what the drafts posted."""
         shown, self._shown = self._shown, []
         for handle, _ in shown:
-            try:
-                await self._delete(handle)
-            except Exception as exc:  # a post that cannot be deleted stays; the step goes on
-                log.warning("could not delete a dropped draft: %s", exc)
+            await self._quiet_delete(handle)
 
     async def _show(self, parts: list[str], now: float, final: bool = False) -> None:
+        """Make the posted messages show `parts`. A draft's failure stops there (a later draft or the final text
+        tries again); the final text never gives up on a part: one that cannot be edited in is posted anew."""
         for i, part in enumerate(parts):
             if i < len(self._shown):
                 handle, showing = self._shown[i]
                 if showing == part:
                     continue
-                await self._edit(handle, part)
-                self.edits += 1
+                try:
+                    await self._edit(handle, part)
+                    self.edits += 1
+                except Exception as exc:
+                    if not final:
+                        raise
+                    log.warning("could not edit a reply's final text in; posting it anew: %s", exc)
+                    await self._quiet_delete(handle)
+                    handle = await self._post(part, True)
                 self._shown[i] = (handle, part)
             else:
-                self._shown.append((await self._post(part), part))
+                handle = await self._post(part, final)
+                if handle is None and not final:
+                    return  # not shown: the next draft, or the final text, posts it
+                self._shown.append((handle, part))
             for budget in self._budgets:
                 budget.spend(now)
         if final:
             for handle, _ in self._shown[len(parts):]:
-                await self._delete(handle)
+                await self._quiet_delete(handle)
             del self._shown[len(parts):]
         self._last = now
+
+    async def _quiet_delete(self, handle: Any) -> None:
+        if handle is None:
+            return
+        try:
+            await self._delete(handle)
+        except Exception as exc:  # a post that cannot be deleted stays; the step goes on
+            log.warning("could not delete a draft: %s", exc)
+
+
+class LiveReplies:
+    """The replies of one step shown while they are written: each event that concerns them goes to its draft's
+    LiveReply (made by `make`); what is left when the step ends without its final text (the model broke off,
+    the commit failed, the step was cancelled) is taken back, so no half reply stays posted."""
+
+    def __init__(self, make: Callable[[], LiveReply]) -> None:
+        self._make = make
+        self._open: dict[str, LiveReply] = {}
+
+    async def handle(self, event: Event) -> bool:
+        """Show what `event` says of a draft; whether it was a draft's (else the caller posts it as usual)."""
+        if isinstance(event, ReplyDraft):
+            reply = self._open.setdefault(event.draft, self._make())
+            try:
+                await reply.draft(event.text)
+            except Exception as exc:  # a draft that could not be shown: the final text goes anyway
+                log.warning("could not show a reply as it is written: %s", exc)
+            return True
+        if isinstance(event, DraftDropped):
+            if event.draft in self._open:
+                await self._open.pop(event.draft).drop()
+            return True
+        if isinstance(event, AssistantMessage) and event.draft in self._open:
+            reply = self._open.pop(event.draft)
+            try:
+                await reply.finish(event.text)
+            except Exception:
+                log.exception("could not post a reply's final text")
+            return True
+        return False
+
+    async def close(self) -> None:
+        """Take back every draft whose final text never came."""
+        left, self._open = list(self._open.values()), {}
+        for reply in left:
+            await reply.drop()

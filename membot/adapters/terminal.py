@@ -128,6 +128,8 @@ class Terminal:
         if self._drafting is not None and not event.visible:
             self._held.append(event)  # the monologue waits for the line being written to end
             return
+        if event.visible and self._drafting is not None:
+            self._end_draft()  # an error, or another reply, while one was being written: it was cut off
         if event.visible:
             self._say(getattr(event, "text", ""))
         elif isinstance(event, FunctionResult) and event.ok and event.result.strip() in ("", "None"):
@@ -161,9 +163,12 @@ class Terminal:
         return True
 
     def _end_draft(self) -> None:
+        """A reply being written whose final text never came (the model broke off, the step failed): its line
+        ends, marked as cut off."""
         if self._drafting is not None:
             self._drafting = None
             self._say("")
+            self._log("(that reply was cut off before it was finished; it was not kept)")
         self._release()
 
     def _release(self) -> None:

@@ -64,6 +64,7 @@ from membot.agent.notices import (
     trouble,
 )
 from membot.agent.place import PRIVATE, Place
+from membot.agent.sources.catalog import Attached
 from membot.agent.step_write import StepWrite
 from membot.agent.store.leases import check
 from membot.agent.store.schema import AgentRow, BlockRow
@@ -92,7 +93,7 @@ class Agent(WindowUpkeep):
         #: agent's own commits.
         self._recall_count = 0
         #: Attached source names, with the catalog's change count they were read at (-1: never read).
-        self._sources: tuple[int, list[str]] = (-1, [])
+        self._sources: tuple[int, list[Attached]] = (-1, [])
         #: Set by each model call's handling: whether the chain goes on, whether the next call must call a
         #: function, how many plain-text answers this step had, and whether it gave up on them.
         self._continue = False
@@ -114,7 +115,7 @@ class Agent(WindowUpkeep):
         #: Where the current step happens (agent/place.py): what it is shown, and what its messages record.
         self.place = PRIVATE
 
-    def restore(self, recall: RecallState, sources: tuple[int, list[str]]) -> None:
+    def restore(self, recall: RecallState, sources: tuple[int, list[Attached]]) -> None:
         """Set what the agent keeps of itself between steps, as read when it loads (see Engine.load_agent):
         its context window, how many messages it has, its attached sources (with the catalog's change count
         they were read at)."""
@@ -404,7 +405,7 @@ class Agent(WindowUpkeep):
 
     async def report(self) -> MemoryReport:
         """Everything `/memory` shows: blocks, counts, sources, and how full the context window is."""
-        stats = await self._stats()
+        stats = await self._stats(everything=True)
         return MemoryReport(
             agent_id=self.id,
             name=self.row.name,

@@ -24,7 +24,7 @@ from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory
 from membot.agent.memory.recall import RecallMemory
 from membot.agent.place import Place
-from membot.agent.sources.catalog import attached_names
+from membot.agent.sources.catalog import Attached, attached_names
 from membot.agent.store.leases import check
 from membot.agent.store.schema import AgentRow
 
@@ -46,19 +46,23 @@ class WindowUpkeep:
     context: ContextQueue
     place: Place
     _recall_count: int
-    _sources: tuple[int, list[str]]
+    _sources: tuple[int, list[Attached]]
 
-    async def _stats(self) -> MemoryStats:
-        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names())
+    async def _stats(self, everything: bool = False) -> MemoryStats:
+        """The memory statistics the prompt shows: the step's place decides which sources are named, unless
+        `everything` (for the user's own /memory)."""
+        private = everything or self.place.private
+        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names(private))
 
-    async def _source_names(self) -> list[str]:
-        """Names of the attached sources, for the prompt: read again only after an attach, detach or delete."""
+    async def _source_names(self, private: bool) -> list[str]:
+        """Names of the attached sources the step's place may name (a private source's only in private), for
+        the prompt: read again only after an attach, detach or delete."""
         changes = self.engine.catalog.changes
         if self._sources[0] != changes:
             self._sources = (changes, await self.engine.db.read(self._attached))
-        return list(self._sources[1])
+        return [name for name, is_private in self._sources[1] if private or not is_private]
 
-    def _attached(self, session: Session) -> list[str]:
+    def _attached(self, session: Session) -> list[Attached]:
         return attached_names(session, [self.id]).get(self.id, [])
 
     def _prompt(self, stats: MemoryStats) -> tuple[list[dict[str, Any]], int]:

@@ -15,6 +15,7 @@ from membot.bot.erase import erase_agent
 from membot.bot.errors import BUSY_COMMAND, CommandError
 from membot.bot.identity import UserRef, find_agent
 from membot.bot.service_parts import ServiceParts
+from membot.bot.source_commands import uploader
 
 log = logging.getLogger("membot.bot.service")
 audit = logging.getLogger("membot.audit")
@@ -106,11 +107,14 @@ class MemoryOwnership(ServiceParts):
                 await erase_agent(self.engine, agent_id)
                 self._unlink(who, agent_id)
             await self.threads.forget_user(who.platform, who.user_id)
+            # The files they sent privately are theirs alone: they go too (shared sources stay with their scope).
+            for source in await self.engine.catalog.private_of(uploader(who)):
+                await self.engine.catalog.delete(source.scope, source.name)
         except PassageStoreError as exc:
             raise CommandError(f"Nothing was deleted: the archival store failed ({exc}). Try again later.") from None
         audit.warning("agent %s of %s:%s:%s deleted by %s:%s:%s", agent_id, *who.key, *requester.key)
         whose = "Your agent" if who.key == requester.key else f"The agent of {who.display_name or who.user_id}"
         return (f"{whose} and everything it held are deleted: core memory, every message, its archival passages, "
-                "its reminders and its files. A new message starts a new agent.")
+                "its reminders, its files and the files sent to it privately. A new message starts a new agent.")
 
 

@@ -212,7 +212,11 @@ class MembotClient(discord.Client):
         names = {u.id: u.display_name for u in message.mentions}
         text = strip_mentions(message.content, self.user.id, names)
         say = self._sayer(message)
-        thread = await self._thread_for(message)
+        try:
+            thread = await self._thread_for(message)
+        except Exception:  # the thread store failed: a mention is still answered where it was said
+            log.exception("looking up the thread of message %s failed", message.id)
+            thread = None if self._mentions_me(message) else False
         if thread is False:
             return
         if thread is not None:

@@ -12,8 +12,8 @@ import discord
 
 from membot.adapters.discord.monologue import Monologue
 from membot.adapters.discord.render import monologue_line, split_message
-from membot.adapters.live_reply import Budget, LiveReply
-from membot.agent.events import AssistantMessage, DraftDropped, Event, ReplyDraft
+from membot.adapters.live_reply import Budget, LiveReplies, LiveReply
+from membot.agent.events import Event
 from membot.bot.identity import UserRef
 
 log = logging.getLogger(__name__)
@@ -31,36 +31,42 @@ async def relay(
     (adapters/live_reply.py): `say` must then return the message it posted, to be edited. `where` tags the
     step's monologue with its place."""
     lines: list[str] = []
-    drafts: dict[str, LiveReply] = {}
+    drafts = LiveReplies(lambda: _live(say, live)) if live is not None else None
     # aclosing: the service holds the agent's lock inside this generator; it must be closed even when
     # we stop early, or the agent would stay locked until garbage collection.
     async with aclosing(events) as stream:
         try:
             async for event in stream:
-                if isinstance(event, ReplyDraft) and live is not None:
-                    reply = drafts.setdefault(event.draft, _live(say, live))
-                    await _quietly(reply.draft(event.text), who)
-                elif isinstance(event, DraftDropped) and event.draft in drafts:
-                    await drafts.pop(event.draft).drop()
-                elif isinstance(event, AssistantMessage) and event.draft in drafts:
-                    await _quietly(drafts.pop(event.draft).finish(event.text), who)
-                elif event.visible:
+                if drafts is not None and await drafts.handle(event):
+                    continue
+                if event.visible:
                     for part in split_message(getattr(event, "text", "")):
                         await _quietly(say(part), who)
                 elif (line := monologue_line(event)) is not None:
                     lines.append(line)
         finally:
+            if drafts is not None:
+                await drafts.close()
             await monologue.post(who, lines, where)
 
 
 def _live(say: Say, budget: Budget) -> LiveReply:
+    async def post(text: str, final: bool) -> Any:
+        try:
+            return await say(text)
+        except discord.HTTPException as exc:
+            if final:
+                raise
+            log.info("a draft was not posted: %s", exc)
+            return None
+
     async def edit(message: Any, text: str) -> None:
         await message.edit(content=text)
 
     async def delete(message: Any) -> None:
         await message.delete()
 
-    return LiveReply(say, edit, delete, split_message, [budget])
+    return LiveReply(post, edit, delete, split_message, [budget])
 
 
 async def _quietly(posting: Awaitable[object], who: UserRef) -> None:

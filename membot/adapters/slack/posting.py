@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from membot.adapters.live_reply import Budgets, LiveReply
+from membot.adapters.live_reply import Budgets, LiveReplies, LiveReply
 from membot.adapters.monologue_queue import DRAIN_SECONDS, Line, MonologueQueue, RateLimited, Refused
 from membot.adapters.slack.render import MESSAGE_LIMIT, escape, monologue_text, split_message, tagged
-from membot.agent.events import AssistantMessage, DraftDropped, Event, ReplyDraft
+from membot.agent.events import Event
 
 log = logging.getLogger(__name__)
 monologue_log = logging.getLogger("membot.adapters.slack.monologue")
@@ -70,9 +70,12 @@ class Poster:
         for piece in split_message(escape(text)):
             await self._post(client, place, piece)
 
-    async def _post(self, client: AsyncWebClient, place: Place, mrkdwn: str) -> str | None:
-        """One post of a reply; its ts. Past the client's own retries, a rate limit is waited out here too (a
-        user's reply is sent when Slack allows, never dropped for it), up to REPLY_PATIENCE in all."""
+    async def _post(
+        self, client: AsyncWebClient, place: Place, mrkdwn: str, patience: float = REPLY_PATIENCE
+    ) -> str | None:
+        """One post of a reply; its ts, or None if it was not posted. Past the client's own retries, a rate limit
+        is waited out here too (a user's reply is sent when Slack allows, never dropped for it), up to
+        `patience` in all (none for a draft: a later draft or the final text goes instead)."""
         waited = 0.0
         while True:
             try:
@@ -80,7 +83,7 @@ class Poster:
                 return str(posted.get("ts") or "") or None
             except SlackApiError as exc:
                 wait = retry_after(exc)
-                if wait is None or waited + wait > REPLY_PATIENCE:
+                if wait is None or waited + wait > patience:
                     log.error("chat.postMessage to %s failed: %s", place.channel, exc.response.get("error", exc))
                     return None
             await asyncio.sleep(wait)
@@ -89,8 +92,8 @@ class Poster:
     def _live(self, client: AsyncWebClient, place: Place, workspace: str) -> LiveReply:
         """A reply shown while it is written, in `place`."""
 
-        async def post(mrkdwn: str) -> str | None:
-            return await self._post(client, place, mrkdwn)
+        async def post(mrkdwn: str, final: bool) -> str | None:
+            return await self._post(client, place, mrkdwn, REPLY_PATIENCE if final else 0.0)
 
         async def edit(ts: str | None, mrkdwn: str) -> None:
             if ts is not None:
@@ -111,18 +114,10 @@ class Poster:
         when streaming); the monologue is collected and queued once at the end of the step (the queue posts it
         in the background)."""
         monologue: list[str] = []
-        drafts: dict[str, LiveReply] = {}
+        drafts = LiveReplies(lambda: self._live(client, place, workspace)) if self.stream else None
         try:
             async for event in events:
-                if isinstance(event, ReplyDraft) and self.stream:
-                    reply = drafts.setdefault(event.draft, self._live(client, place, workspace))
-                    await _quietly(reply.draft(event.text))
-                    continue
-                if isinstance(event, DraftDropped) and event.draft in drafts:
-                    await _quietly(drafts.pop(event.draft).drop())
-                    continue
-                if isinstance(event, AssistantMessage) and event.draft in drafts:
-                    await _quietly(drafts.pop(event.draft).finish(event.text))
+                if drafts is not None and await drafts.handle(event):
                     continue
                 if event.visible:
                     await self.say(client, place, getattr(event, "text", ""))
@@ -136,6 +131,8 @@ class Poster:
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
+            if drafts is not None:
+                await drafts.close()
         await self.log(client, user_id, monologue, where)
 
     async def log(self, client: AsyncWebClient, user_id: str, lines: list[str], where: str = "") -> None:
@@ -169,15 +166,6 @@ class Poster:
                 if error in REFUSALS:
                     raise Refused(f"Slack said {error}") from exc
                 raise
-
-
-async def _quietly(posting: Awaitable[None]) -> None:
-    """A draft's post, edit or delete: a failure is logged; the step goes on (and its final text is still
-    posted or edited in)."""
-    try:
-        await posting
-    except SlackApiError as exc:
-        log.warning("showing a reply as it is written failed: %s", exc.response.get("error", exc))
 
 
 def retry_after(exc: SlackApiError) -> float | None:

@@ -38,7 +38,13 @@ _TOOLS_REFUSED = re.compile(r"\btools\b(?!\[)|\btool[_ ]choice\b|function[_ ]cal
 _FORMAT_REFUSED = re.compile(r"response[_ ]format|json_object|json mode", re.IGNORECASE)
 _CONTEXT = re.compile(r"context[_ ]length|maximum context", re.IGNORECASE)
 _STREAM_OPTIONS_REFUSED = re.compile(r"stream[_ ]options|include[_ ]usage", re.IGNORECASE)
-_STREAM_REFUSED = re.compile(r"\bstream", re.IGNORECASE)
+# A refusal of the `stream` parameter itself ("does not support stream=true", "streaming is not supported",
+# "Unrecognized request argument: stream"), not any 400 that happens to mention a stream.
+_STREAM_REFUSED = re.compile(
+    r"(not|n't|un)\s*support\w*\s+(\w+\s+)?stream|stream\w*[^.]{0,40}\b(not|un)\s*(supported|allowed|available)"
+    r"|(unrecognized|unknown|unexpected|unsupported|extra)\s+(request\s+)?(argument|parameter|field|input)s?:?\s*['\"`]?stream\b",
+    re.IGNORECASE,
+)
 
 #: Sees a streamed reply as it grows (after each chunk).
 OnChunk = Callable[[StreamedReply], None]

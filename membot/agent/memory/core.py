@@ -4,8 +4,8 @@ A write that would pass a block's limit is refused with a message that says the 
 nothing is ever cut silently.
 
 `private` holds what the agent learnt in private conversations and is shown only there (agent/place.py);
-`human` is shown everywhere, so only a step in a shared channel may change it. In a private step an edit of
-`human` goes to `private` instead, and the function's result says so.
+`human` and `persona` are shown everywhere, so only a step in a shared channel may change them. In a private
+step their edits go to `private` instead, and the function's result says so.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ NOT_HERE = (
     "channel. Use 'human' for what may be said here."
 )
 REDIRECTED = (
-    "Saved to the 'private' block: in a private conversation, what you learn about the user stays private. "
-    "'human' is shown in shared channels and changes only there."
+    "Saved to the 'private' block: in a private conversation, what you learn stays private. 'human' and "
+    "'persona' are shown in shared channels and change only there."
 )
-HUMAN_IS_SHARED = (
-    "That text is in the 'human' block, which shared channels show; it can change only in a shared channel. "
+SHARED_BLOCK = (
+    "That text is in the {name!r} block, which shared channels show; it can change only in a shared channel. "
     "Note the correction in the 'private' block instead."
 )
+#: The blocks every step shows: a private step's edits of them go to `private`.
+SHARED_BLOCKS = ("human", "persona")
 
 
 class CoreMemoryError(ValueError):
@@ -70,7 +72,7 @@ class CoreMemory:
         """The block an edit of `name` lands in, in a private step or not (see the module's docstring)."""
         if name == PRIVATE_BLOCK and not private:
             raise CoreMemoryError(NOT_HERE)
-        if name == "human" and private:
+        if name in SHARED_BLOCKS and private:
             return PRIVATE_BLOCK
         return name
 
@@ -85,7 +87,7 @@ class CoreMemory:
         target = self.target(name, private=private)
         if target != name and old_content and old_content not in self.block(target).value \
                 and old_content in self.block(name).value:
-            raise CoreMemoryError(HUMAN_IS_SHARED)
+            raise CoreMemoryError(SHARED_BLOCK.format(name=name))
         self.replace(target, old_content, new_content)
         return REDIRECTED if target != name else None
 

@@ -79,18 +79,22 @@ def clean_name(name: str) -> str:
 
 # Built once: read for every agent that loads.
 _ATTACHED = (
-    select(AttachmentRow.agent_id, SourceRow.name)
+    select(AttachmentRow.agent_id, SourceRow.name, SourceRow.private)
     .join(SourceRow, AttachmentRow.source_id == SourceRow.id)
     .where(AttachmentRow.agent_id.in_(bindparam("agents", expanding=True)))
     .order_by(AttachmentRow.agent_id, SourceRow.name)
 )
 
 
-def attached_names(session: Session, agent_ids: Sequence[int]) -> dict[int, list[str]]:
-    """The names of the sources attached to each of these agents, sorted; agents with none are left out."""
-    names: dict[int, list[str]] = {}
-    for agent_id, name in session.execute(_ATTACHED, {"agents": list(agent_ids)}):
-        names.setdefault(agent_id, []).append(name)
+#: An attached source's name, and whether it is private (named only in private steps).
+Attached = tuple[str, bool]
+
+
+def attached_names(session: Session, agent_ids: Sequence[int]) -> dict[int, list[Attached]]:
+    """The sources attached to each of these agents, by name, sorted; agents with none are left out."""
+    names: dict[int, list[Attached]] = {}
+    for agent_id, name, private in session.execute(_ATTACHED, {"agents": list(agent_ids)}):
+        names.setdefault(agent_id, []).append((name, bool(private)))
     return names
 
 
@@ -175,6 +179,11 @@ class SourceCatalog:
         if not found:
             raise SourceError(f"source {source_id} is gone")
         return found[0]
+
+    async def private_of(self, owner: str) -> list[SourceRow]:
+        """The private sources of one owner (the files they sent in DMs)."""
+        query = select(SourceRow).where(SourceRow.owner == owner, SourceRow.private.is_(True))
+        return list(await self.db.read(lambda session: list(session.scalars(query))))
 
     async def delete(self, scope: str, name: str) -> SourceInfo:
         source = await self.require(scope, name)
