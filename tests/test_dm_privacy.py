@@ -140,3 +140,32 @@ async def test_a_private_source_is_not_named_in_a_channel(service, model):
     model.script(send("Hello."))
     await collect(service.chat(alice, "hi", DM))
     assert "biopsy_results" in model.requests[-1]["messages"][0]["content"]
+
+
+async def test_a_channel_message_is_not_found_by_the_dm_said_before_it(service, model, user):
+    # The search index gives each message the words of its agent's previous message of the same role (its
+    # context): a channel message must not carry a DM's words that way.
+    alice = user("alice")
+    model.script(send("Noted."), send("Sure."), tool_call("conversation_search", {"query": "zanzibar"}),
+                 tool_call("conversation_search", {"query": "zanzibar"}))
+    await collect(service.chat(alice, "the password is zanzibar", DM))
+    await collect(service.chat(alice, "let us plan the picnic", GENERAL))
+    found = _results(await collect(service.chat(alice, "what was it?", GENERAL)))["conversation_search"]
+    assert "picnic" not in found  # found only through the DM before it, it would betray the DM
+    found = _results(await collect(service.chat(alice, "what was it?", DM)))["conversation_search"]
+    assert "the password is zanzibar" in found
+
+
+async def test_forgetting_an_agent_that_talked_in_dms_and_channels_empties_its_search_index(service, model, user):
+    from sqlalchemy import text as sql
+
+    alice = user("alice")
+    for i, place in enumerate((DM, GENERAL, DM, GENERAL, GENERAL)):
+        model.script(send(f"reply {i}"))
+        await collect(service.chat(alice, f"message number {i} about zanzibar", place))
+    agent_id, _ = await service.agent_id(alice)
+    await service.forget(alice)
+    if service.engine.db.is_sqlite:  # a contentless FTS5 row goes only when deleted with its exact values
+        left = await service.engine.db.read(lambda s: s.execute(sql(
+            "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH :q"), {"q": "zanzibar OR reply"}).scalar())
+        assert left == 0  # nobody else said these words: any hit is a row of hers the delete missed

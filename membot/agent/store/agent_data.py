@@ -160,12 +160,14 @@ def erase(session: Session, agent_id: int) -> None:
     session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
 
 
-# The values the insert trigger gave each row (migrations 0005, 0012): its text with its CJK words, the previous
-# such text of the same agent and role, and the agent's token. A contentless FTS5 table forgets a row only when
-# told exactly these.
+# The values the insert trigger gave each row (migrations 0005, 0012, 0013): its text with its CJK words, the
+# previous such text of the same agent and role (for a shared message, the previous shared one), and the agent's
+# token. A contentless FTS5 table forgets a row only when told exactly these.
 _FTS_DELETE = text(
     """INSERT INTO messages_fts(messages_fts, rowid, search_text, context, agent)
-       SELECT 'delete', id, indexed, coalesce(lag(indexed) OVER (PARTITION BY role ORDER BY id), ''), :token
-       FROM (SELECT id, role, search_text || coalesce(' ' || search_cjk, '') AS indexed
+       SELECT 'delete', id, indexed, coalesce(CASE WHEN private
+                  THEN lag(indexed) OVER (PARTITION BY role ORDER BY id)
+                  ELSE lag(indexed) OVER (PARTITION BY role, private ORDER BY id) END, ''), :token
+       FROM (SELECT id, role, private, search_text || coalesce(' ' || search_cjk, '') AS indexed
              FROM messages WHERE agent_id = :agent AND search_text IS NOT NULL)"""
 )
