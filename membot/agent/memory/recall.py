@@ -43,13 +43,13 @@ _FTS_RANKED = text(
        ORDER BY t.score, t.id DESC"""
 ).columns(created_at=DateTime())
 _TABLE = MessageRow.__table__
-# A Message's fields: every column but the index's CJK words, which the column's default makes on insert.
-_FIELDS = [column for column in _TABLE.columns if column.key != "search_cjk"]
-_COLUMNS = [column.key for column in _FIELDS if column.key != "id"]
+#: A Message's fields: every column but the index's CJK words, which the column's default makes on insert.
+MESSAGE_FIELDS = [column for column in _TABLE.columns if column.key != "search_cjk"]
+_COLUMNS = [column.key for column in MESSAGE_FIELDS if column.key != "id"]
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 # Read when agents load, many at once (see `load_recall`); built once, as building costs as much as running.
 _IN_CONTEXT = (
-    select(*_FIELDS)
+    select(*MESSAGE_FIELDS)
     .where(MessageRow.agent_id.in_(bindparam("agents", expanding=True)), MessageRow.in_context.is_(True))
     .order_by(MessageRow.agent_id, MessageRow.id)
 )
@@ -214,7 +214,7 @@ class RecallMemory:
         def read(session: Session) -> Page[Message]:
             total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
             rows = session.execute(
-                select(*_FIELDS)
+                select(*MESSAGE_FIELDS)
                 .where(*where)
                 .order_by(MessageRow.created_at, MessageRow.id)
                 .limit(page_size)

@@ -7,12 +7,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from membot.agent.memory.recall import MESSAGE_FIELDS
 from membot.agent.messages import Message
 from membot.agent.store.schema import MessageRow
-
-_TABLE = MessageRow.__table__
-#: The columns a Message holds (the table has more: its search index's).
-_FIELDS = [column for column in _TABLE.columns if column.key in Message.__dataclass_fields__]
 
 
 def _like_prefix(prefix: str) -> str:
@@ -22,7 +19,7 @@ def _like_prefix(prefix: str) -> str:
 def said_in(session: Session, *, agent_id: int, prefix: str, limit: int) -> list[Message]:
     """The user's newest messages (at most `limit`, oldest first) whose place starts with `prefix`."""
     rows = session.execute(
-        select(*_FIELDS)
+        select(*MESSAGE_FIELDS)
         .where(MessageRow.agent_id == agent_id, MessageRow.private.is_(False), MessageRow.kind == "user_message",
                MessageRow.place.like(_like_prefix(prefix), escape="\\"))
         .order_by(MessageRow.id.desc())
