@@ -16,8 +16,9 @@ import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from membot.adapters.slack.app import SlackAdapter, build_app
-from membot.adapters.slack.commands import MEMORY_USAGE, REFUSED
+from membot.adapters.slack.commands import MEMORY_USAGE
 from membot.adapters.slack.dedupe import Seen
+from membot.adapters.slack.memory_files import refused as refusal
 from membot.adapters.slack.render import (
     SECTION_LIMIT,
     escape,
@@ -520,11 +521,11 @@ async def test_memory_needs_an_admin_for_someone_else(fake: FakeSlack, bot: str,
     await service.agent_id(BOB)
 
     refused = await command(fake, bot, "/memory", "<@U2|bob>", "U1")
-    assert refused["response_type"] == "ephemeral" and refused["text"] == REFUSED
+    assert refused["response_type"] == "ephemeral" and refused["text"] == refusal("see")
     assert "blocks" not in refused or not refused["blocks"]
 
     # A workspace owner runs the workspace, not the bot: refused like anyone else.
-    assert (await command(fake, bot, "/memory", "<@U2|bob>", "UBOSS"))["text"] == REFUSED
+    assert (await command(fake, bot, "/memory", "<@U2|bob>", "UBOSS"))["text"] == refusal("see")
     for admin in ("UADMIN",):  # SLACK_ADMIN_IDS: the bot's operators
         shown = await command(fake, bot, "/memory", "<@U2|bob>", admin)
         assert shown["response_type"] == "ephemeral"

@@ -52,9 +52,9 @@ async def test_a_slow_reply_arrives_as_growing_drafts_then_the_exact_message(ser
     events = await collect(service.chat(user("sam"), "tell me more"))
     drafts = [e for e in events if isinstance(e, ReplyDraft)]
     final = [e for e in events if isinstance(e, AssistantMessage)]
-    assert len(drafts) > 10 and final[0].text == LONG and final[0].draft == drafts[0].draft
-    texts = [d.text for d in drafts]
-    assert all(LONG.startswith(t) for t in texts) and texts == sorted(texts, key=len) and texts[-1] == LONG
+    assert len(drafts) >= 4 and final[0].text == LONG and final[0].draft == drafts[0].draft
+    texts = [d.text for d in drafts]  # read every few dozen characters; the final message is the whole
+    assert all(LONG.startswith(t) for t in texts) and texts == sorted(texts, key=len) and len(texts[-1]) > 150
     assert time.monotonic() - started > 0.3  # it really was written over time
     request = model.requests[0]
     assert request["stream"] is True and request["stream_options"] == {"include_usage": True}

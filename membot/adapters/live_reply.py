@@ -94,11 +94,6 @@ class LiveReply:
         self._shown: list[tuple[Any, str]] = []
         self._started: float | None = None
         self._last = 0.0
-        self.edits = 0
-
-    @property
-    def posted(self) -> bool:
-        return bool(self._shown)
 
     async def draft(self, text: str) -> None:
         """The reply so far: shown now if it is time and the budgets allow, else with a later draft."""
@@ -135,7 +130,6 @@ class LiveReply:
                     continue
                 try:
                     await self._edit(handle, part)
-                    self.edits += 1
                 except Exception as exc:
                     if not final:
                         raise

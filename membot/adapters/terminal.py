@@ -20,7 +20,7 @@ from membot.bot.identity import UserRef
 from membot.bot.monologue import monologue_line
 from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService, CommandError
-from membot.bot.views import memory_text
+from membot.bot.views import forget_warning, memory_text
 
 HELP = """In-chat commands:
   /memory          what the agent holds: core memory, counts, attached sources
@@ -250,9 +250,7 @@ class Terminal:
 
     async def _forget(self) -> bool:
         """Delete the agent after a typed confirmation; the chat ends with it (False), as its agent is gone."""
-        self._log("This deletes your agent and everything it holds: core memory, every message, its archival "
-                  "passages, reminders and files. It cannot be undone (/memory export keeps a copy first). "
-                  "Type yes to delete it:")
+        self._log(forget_warning("your agent", "/memory export", "Type yes to delete it:"))
         answer = await self._readline()
         if (answer or "").strip().lower() != "yes":
             self._log("Nothing was deleted.")

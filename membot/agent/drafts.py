@@ -8,6 +8,9 @@ from membot.agent.llm.partial_json import partial_string
 from membot.agent.llm.stream import StreamedReply
 
 REPLY_FUNCTION, REPLY_FIELD = "send_message", "message"
+#: Once a reply has begun, its arguments are read again after this many more characters: each read parses them
+#: from the start, and the platforms show an edit a second at most anyway.
+READ_EVERY = 48
 
 
 class Drafts:
@@ -16,8 +19,9 @@ class Drafts:
     def __init__(self, agent_id: int, prefix: str) -> None:
         self.agent_id = agent_id
         self.prefix = prefix
-        #: Draft key -> the text last shown.
+        #: Draft key -> the text last shown, and how long the arguments were when it was read.
         self.shown: dict[str, str] = {}
+        self._read_at: dict[str, int] = {}
 
     def key(self, position: int) -> str:
         """The key of the draft of the call at `position` in the reply's calls."""
@@ -33,8 +37,12 @@ class Drafts:
             call = reply.calls[index]
             if call.name != REPLY_FUNCTION:
                 continue
-            text = partial_string(call.arguments, REPLY_FIELD)
             key = self.key(order.index(index))
+            arguments = call.arguments
+            if key in self.shown and len(arguments) - self._read_at[key] < READ_EVERY:
+                continue  # the message has begun: read it again once it has grown some more
+            self._read_at[key] = len(arguments)
+            text = partial_string(arguments, REPLY_FIELD)
             if text and text != self.shown.get(key):
                 self.shown[key] = text
                 grown.append(ReplyDraft(self.agent_id, key, text))

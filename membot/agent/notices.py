@@ -28,3 +28,14 @@ GAVE_UP = (
 def trouble(exc: Exception) -> str:
     """What the user is told when the model cannot answer: a permanent refusal never says "try again"."""
     return (MODEL_REFUSED if getattr(exc, "permanent", False) else MODEL_DOWN).format(why=str(exc))
+
+
+# What a scheduled wake-up tells the agent (bot/scheduler.py fires them).
+HEARTBEAT_TEXT = "Timed heartbeat: {minutes} minutes since the last activity."
+REFLECTION_TEXT = (
+    "Reflection: the conversation has rested for {minutes} minutes and nobody is waiting for an answer. Tidy your "
+    "memory now: bring core memory up to date with what you learnt (facts about the user, corrections, what is "
+    "out of date), and save durable facts and decisions to archival memory. Say in your thoughts what you "
+    "changed. Send the user nothing unless something is important for them to hear now."
+)
+REMINDER_TEXT = "Reminder you scheduled for {when}: {note}"

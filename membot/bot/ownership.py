@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from membot.agent.llm.errors import ModelUnavailable
 from membot.agent.store.leases import AgentBusy, NoSuchAgent
 from membot.agent.store.passages import PassageStoreError
 from membot.bot import portable
@@ -75,8 +76,8 @@ class MemoryOwnership(ServiceParts):
         except portable.PortableError as exc:
             raise CommandError(str(exc)) from None
         if user is None:
-            who = data.get("user") or {}
-            if not all(isinstance(who.get(k), str) for k in ("platform", "scope", "user_id")):
+            who = data.get("user")
+            if not isinstance(who, dict) or not all(isinstance(who.get(k), str) for k in ("platform", "scope", "user_id")):
                 raise CommandError("The export does not say whose it was; name the user to import it as.")
             user = UserRef(who["platform"], who["scope"], who["user_id"], str(who.get("display_name") or ""))
         existing = await find_agent(self.engine.db, user)
@@ -93,6 +94,11 @@ class MemoryOwnership(ServiceParts):
             raise CommandError(str(exc)) from None
         except PassageStoreError as exc:
             raise CommandError(f"Nothing was imported: the archival store failed ({exc}).") from None
+        except ModelUnavailable as exc:  # the passages are embedded again, before anything is written
+            raise CommandError(f"Nothing was imported: the embeddings could not be made. {exc}") from None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # A hand-edited file whose values are not what an export holds (a time, a number, a record).
+            raise CommandError(f"Nothing was imported: the file is not a valid membot export ({exc}).") from None
         self._remember(user, imported.agent_id)
         audit.warning("memory imported as %s:%s:%s (agent %s%s)", *user.key, imported.agent_id,
                       f", replacing agent {existing}" if existing is not None else "")

@@ -36,6 +36,7 @@ from membot.agent.tools import sandbox
 from membot.bot import agent_file
 from membot.bot.erase import erase_agent, erase_passages, sandbox_of
 from membot.bot.identity import UserRef
+from membot.bot.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,14 @@ class Imported:
     missing_sources: list[str] = field(default_factory=list)
 
     def describe(self, whose: str) -> str:
-        parts = [plural(self.blocks, "core block"), plural(self.messages, "message"),
-                 plural(self.passages, "archival passage"), plural(self.wakeups, "wake-up"),
-                 plural(self.files, "sandbox file")]
+        parts = [counted(self.blocks, "core block"), counted(self.messages, "message"),
+                 counted(self.passages, "archival passage"), counted(self.wakeups, "wake-up"),
+                 counted(self.files, "sandbox file")]
         text = f"Imported {', '.join(parts)} as the agent of {whose}."
         if self.missing_sources:
             text += (" Not attached (no such source here, or not theirs to attach): "
                      f"{', '.join(self.missing_sources)}; load and /attach them again.")
         return text
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 # ----- export ----------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from membot.agent.events import ErrorMessage, Event
+from membot.agent.notices import HEARTBEAT_TEXT, REFLECTION_TEXT, REMINDER_TEXT
 from membot.agent.store import wakeups
 from membot.agent.store.db import Database
 from membot.agent.store.schema import utcnow
@@ -45,14 +46,6 @@ POLL_SECONDS = 30.0
 CONCURRENCY = 8
 BATCH = 100
 PRUNE_EVERY = timedelta(hours=1)
-HEARTBEAT_TEXT = "Timed heartbeat: {minutes} minutes since the last activity."
-REFLECTION_TEXT = (
-    "Reflection: the conversation has rested for {minutes} minutes and nobody is waiting for an answer. Tidy your "
-    "memory now: bring core memory up to date with what you learnt (facts about the user, corrections, what is "
-    "out of date), and save durable facts and decisions to archival memory. Say in your thoughts what you "
-    "changed. Send the user nothing unless something is important for them to hear now."
-)
-REMINDER_TEXT = "Reminder you scheduled for {when}: {note}"
 OVER_QUOTA = "Reminder ({when}): {note}\n(Your agent did not wake for it: today's token quota is used up.)"
 
 

@@ -208,10 +208,10 @@ class BotService(SourceCommands, MemoryOwnership):
             async for event in events:
                 yield event
 
-    async def wake(self, agent_id: int, text: str, kind: str = "heartbeat") -> AsyncIterator[Event]:
+    async def wake(self, agent_id: int, text: str, kind: str = wakeups.HEARTBEAT) -> AsyncIterator[Event]:
         """A scheduled wake-up (a timed heartbeat, a reminder it set: see bot/scheduler.py) as an event for the
         agent, through a normal step; its tokens count against the user's daily quota as any step's do."""
-        if kind == "heartbeat":
+        if kind == wakeups.HEARTBEAT:
             start: Callable[[Agent], AsyncIterator[Event]] = lambda agent: agent.heartbeat(text)  # noqa: E731
         else:
             start = lambda agent: agent.system_event(text, kind=kind)  # noqa: E731
@@ -232,26 +232,26 @@ class BotService(SourceCommands, MemoryOwnership):
     async def schedule_heartbeat(self, agent_id: int, now: datetime | None = None) -> None:
         """With timed heartbeats on, the agent's next one: MEMBOT_HEARTBEAT_MINUTES after `now` (its last
         activity)."""
-        minutes = self.settings.heartbeat_minutes
-        if minutes is None:
-            return
-        now = now or utcnow()
-        await self.engine.db.write(
-            partial(wakeups.set_heartbeat, agent_id=agent_id, due_at=now + timedelta(minutes=minutes), now=now)
-        )
-        self.engine.wakeups.announce()
+        await self._schedule(agent_id, now or utcnow(), reflection=False)
 
     async def after_conversation(self, agent_id: int) -> None:
         """The user just talked: the next timed heartbeat counts from now, and so does the reflection once the
         conversation rests (MEMBOT_REFLECT_AFTER_MINUTES): one per quiet spell, set again only by new talk."""
-        await self.schedule_heartbeat(agent_id)
-        minutes = self.settings.reflect_after_minutes
-        if minutes is None:
+        await self._schedule(agent_id, utcnow(), reflection=True)
+
+    async def _schedule(self, agent_id: int, now: datetime, *, reflection: bool) -> None:
+        """The agent's next heartbeat (and reflection), in one unit of work; nothing when both are off."""
+        beat, rest = self.settings.heartbeat_minutes, self.settings.reflect_after_minutes if reflection else None
+        if beat is None and rest is None:
             return
-        now = utcnow()
-        await self.engine.db.write(
-            partial(wakeups.set_reflection, agent_id=agent_id, due_at=now + timedelta(minutes=minutes), now=now)
-        )
+
+        def work(session: Session) -> None:
+            if beat is not None:
+                wakeups.set_heartbeat(session, agent_id, now + timedelta(minutes=beat), now)
+            if rest is not None:
+                wakeups.set_reflection(session, agent_id, now + timedelta(minutes=rest), now)
+
+        await self.engine.db.write(work)
         self.engine.wakeups.announce()
 
     async def _run(

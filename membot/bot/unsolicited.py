@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from membot.agent.events import AssistantMessage, ErrorMessage, Event
+from membot.agent.events import AssistantMessage, DraftDropped, ErrorMessage, Event, ReplyDraft
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,6 @@ async def capped(events: AsyncIterator[Event], allow: Callable[[], Awaitable[boo
                     continue
                 if getattr(event, "draft", None) is not None:
                     event = replace(event, draft=None)
-            elif hasattr(event, "draft"):  # a streamed draft of a reply (ReplyDraft, DraftDropped)
+            elif isinstance(event, ReplyDraft | DraftDropped):  # a streamed draft of a reply
                 continue
             yield event

@@ -8,6 +8,14 @@ from membot.bot.wording import counted
 
 # Said when answering a message failed on our side (the error itself goes to the log, not to the user).
 SORRY_ANSWERING = "Sorry, something went wrong on my side while answering. Please try again."
+#: What an export file is, said beside it on every platform.
+EXPORT_NOTE = "Everything {whose}, as one file. `membot memory import` restores it, here or on another membot."
+
+
+def forget_warning(whose: str, export: str, again: str) -> str:
+    """What /forget says before it deletes anything: `export` is how to keep a copy here, `again` how to go on."""
+    return (f"This deletes {whose} and everything it holds: core memory, every message, its archival passages, "
+            f"reminders and files. It cannot be undone ({export} first keeps a copy). {again}")
 
 
 def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:

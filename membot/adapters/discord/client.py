@@ -170,7 +170,8 @@ class MembotClient(discord.Client):
         if not self._for_me(message):
             return
         if not self.access.allows(self._where(message)):
-            self._refuse(message)
+            if message.guild is None or self._mentions_me(message):  # a thread's chatter was not for the bot
+                self._refuse(message)
             return
         # Each message in its own task, so a slow agent holds up only its own user. A user's messages are
         # answered one after the other in arrival order, uploads included (a question right after a file

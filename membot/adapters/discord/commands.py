@@ -209,9 +209,10 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
     async def reminders(interaction: discord.Interaction, cancel: int | None = None) -> None:
         bot = _bot(interaction)
         async with answering(interaction):
-            arg = "" if cancel is None else f"cancel {cancel}"
-            await private(interaction, await bot.service.reminders_command(
-                person(interaction.user, interaction.guild_id), arg))
+            user = person(interaction.user, interaction.guild_id)
+            said = await (bot.service.reminders_command(user) if cancel is None
+                          else bot.service.cancel_reminder(user, cancel))
+            await private(interaction, said)
 
     @tree.command(name="heartbeats", description="Turn your agent's timed heartbeats on or off, or see them")
     @open_to_them

@@ -13,6 +13,7 @@ from discord import app_commands
 from membot.adapters.discord.commands import _bot, answering, is_operator, open_to_them, private
 from membot.adapters.discord.people import person
 from membot.bot.identity import UserRef
+from membot.bot.views import EXPORT_NOTE, forget_warning
 
 #: What Discord lets a bot attach to one message without a boosted server (10 MiB), with room for the rest.
 MAX_FILE_BYTES = 10 * 1024 * 1024 - 64 * 1024
@@ -40,15 +41,9 @@ async def export_memory(interaction: discord.Interaction, user: discord.User | d
             return
         whose = "your agent holds" if target is None else f"the agent of {target.display_name} holds"
         await interaction.followup.send(
-            f"Everything {whose}, as one file. `membot memory import` restores it, here or on another membot.",
+            EXPORT_NOTE.format(whose=whose),
             file=discord.File(io.BytesIO(raw), filename=name), ephemeral=True,
         )
-
-
-def forget_warning(whose: str, again: str) -> str:
-    return (f"This deletes {whose} and everything it holds: core memory, every message, its archival passages, "
-            f"reminders and files. It cannot be undone (`/memory action:export` first keeps a copy). "
-            f"To go ahead: {again}")
 
 
 def add_forget(tree: app_commands.CommandTree[discord.Client]) -> None:
@@ -69,6 +64,6 @@ def add_forget(tree: app_commands.CommandTree[discord.Client]) -> None:
                     return
                 whose = "your agent" if target is None else f"the agent of {target.display_name}"
                 again = "/forget confirm:yes" + ("" if user is None or target is None else f" user:@{user.name}")
-                await private(interaction, forget_warning(whose, again))
+                await private(interaction, forget_warning(whose, "`/memory action:export`", f"To go ahead: {again}"))
                 return
             await private(interaction, await bot.service.forget(requester, target, is_admin=is_admin))

@@ -26,7 +26,7 @@ from membot.adapters.slack.commands import Commands
 from membot.adapters.slack.dedupe import Seen
 from membot.adapters.slack.inflight import InFlight
 from membot.adapters.slack.people import PLATFORM, People, origin
-from membot.adapters.slack.posting import Place, Poster
+from membot.adapters.slack.posting import Place, Poster, open_im
 from membot.adapters.slack.render import escape, plain_text
 from membot.adapters.slack.uploads import Uploads
 from membot.agent.events import Event
@@ -85,12 +85,8 @@ class SlackAdapter:
         """A step its user did not start (a reminder, a timed heartbeat): what it sends goes to their IM with the
         bot. An IM that cannot be opened costs one refused call, logged; the step's memory edits stand."""
         client = self.app.client
-        try:
-            channel = str((await client.conversations_open(users=user.user_id))["channel"]["id"])
-        except (SlackApiError, KeyError, TypeError) as exc:
-            log.warning("cannot open an IM with %s: %s", user.user_id, exc)
-            channel = ""
-        if not channel:
+        channel = await open_im(client, user.user_id)
+        if channel is None:
             await undelivered(events, f"{user.user_id} (no IM)")
             return
         await self.poster.deliver(client, Place(channel), user.user_id, events)

@@ -14,22 +14,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from membot.adapters.slack import memory_files
 from membot.adapters.slack.people import PLATFORM, People, origin
-from membot.adapters.slack.posting import Place, Poster
-from membot.adapters.slack.render import escape, memory_blocks, parse_user_arg, plain_text
+from membot.adapters.slack.posting import Place, Poster, open_im
+from membot.adapters.slack.render import escape, memory_blocks, plain_text
 from membot.bot.access import AccessPolicy, not_open_text
 from membot.bot.errors import QuotaReached
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService, CommandError
+from membot.bot.views import EXPORT_NOTE, forget_warning
 
 log = logging.getLogger(__name__)
 
 MEMORY_USAGE = "Usage: `/memory` for your agent's memory, or `/memory @someone` (the bot's operators only) for theirs."
-REFUSED = "Only the bot's operators (SLACK_ADMIN_IDS) can see another user's memory."
 NO_SOURCES = "none yet (share a PDF, text or Markdown file with me)"
 FAILED = "Sorry, something went wrong running that command. Nothing was changed; please try again."
 
@@ -131,27 +130,12 @@ class Commands:
         if arg.split(maxsplit=1)[:1] == ["export"]:
             await self.export_memory(command, respond, client, arg[len("export"):].strip())
             return
-        requester_id = str(command["user_id"])
-        target_id, typed_name = requester_id, ""
-        if arg:
-            parsed = parse_user_arg(arg)
-            if parsed is None:
-                await private(respond, MEMORY_USAGE)
-                return
-            target_id, typed_name = parsed
         async with answering(respond, "/memory"):
             requester = await self._requester(client, command)
-            if target_id == requester_id:
-                report, owner = await self.service.memory(requester), requester.display_name
-            else:
-                # Checked here, before anything about the other user is read.
-                if not self.people.is_admin(requester_id):
-                    await private(respond, REFUSED)
-                    return
-                person = await self.people.lookup(client, target_id)
-                name = person.name if person.name != target_id else typed_name or target_id
-                target = UserRef(PLATFORM, requester.scope, target_id, name)
-                report, owner = await self.service.memory(requester, target, is_admin=True), name
+            # Only an operator may name someone else: checked before anything about them is read.
+            target = await memory_files.target(self.people, client, requester, arg, MEMORY_USAGE, "see")
+            report = await self.service.memory(requester, target, is_admin=target is not None)
+            owner = (target or requester).display_name
             await private(respond, f"Memory of {escape(owner)}", memory_blocks(report, owner))
 
     async def cancel(
@@ -188,12 +172,8 @@ class Commands:
             await private(respond, await run(await self._requester(client, command), arg))
 
     async def _dm(self, client: AsyncWebClient, user_id: str) -> str:
-        try:
-            return str((await client.conversations_open(users=user_id))["channel"]["id"])
-        except (SlackApiError, KeyError, TypeError) as exc:
-            # Posting to a user id also lands in the bot's DM with them (the app's Messages tab).
-            log.warning("conversations.open for %s failed: %s", user_id, exc)
-            return user_id
+        # Posting to a user id also lands in the bot's DM with them (the app's Messages tab).
+        return await open_im(client, user_id) or user_id
 
     # ----- memory users own: /memory export, /forget (see memory_files.py) ----------------------------------
 
@@ -208,8 +188,7 @@ class Commands:
             name, raw = await self.service.export_memory(requester, target, is_admin=target is not None)
             whose = "your agent holds" if target is None else f"the agent of {target.display_name} holds"
             channel = await self._dm(client, requester.user_id)
-            await memory_files.upload(client, channel, name, raw, f"Everything {whose}, as one file. "
-                                      "`membot memory import` restores it, here or on another membot.")
+            await memory_files.upload(client, channel, name, raw, EXPORT_NOTE.format(whose=whose))
             await private(respond, f"I sent {name} to our direct messages; only you can see it there.")
 
     async def forget(
@@ -227,6 +206,6 @@ class Commands:
             if not confirmed:
                 whose = "your agent" if target is None else f"the agent of {target.display_name}"
                 again = "/forget confirm" if target is None else f"/forget {target.user_id} confirm"
-                await private(respond, memory_files.forget_warning(whose, again))
+                await private(respond, forget_warning(whose, "`/memory export`", f"To go ahead: `{again}`"))
                 return
             await private(respond, await self.service.forget(requester, target, is_admin=target is not None))

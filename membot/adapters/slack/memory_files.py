@@ -4,6 +4,7 @@ it. Operators (SLACK_ADMIN_IDS) may name another user."""
 
 from __future__ import annotations
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from membot.adapters.slack.people import PLATFORM, People
@@ -35,18 +36,24 @@ async def target(people: People, client: AsyncWebClient, requester: UserRef, arg
     if user_id == requester.user_id:
         return None
     if not people.is_admin(requester.user_id):
-        raise CommandError(f"Only the bot's operators (SLACK_ADMIN_IDS) can {what} another user's memory.")
+        raise CommandError(refused(what))
     found = await people.lookup(client, user_id)
     name = found.name if found.name != user_id else typed or user_id
     return UserRef(PLATFORM, requester.scope, user_id, name)
 
 
-def forget_warning(whose: str, again: str) -> str:
-    return (f"This deletes {whose} and everything it holds: core memory, every message, its archival passages, "
-            "reminders and files. It cannot be undone (`/memory export` first keeps a copy). "
-            f"To go ahead: `{again}`")
+def refused(what: str) -> str:
+    return f"Only the bot's operators (SLACK_ADMIN_IDS) can {what} another user's memory."
 
 
 async def upload(client: AsyncWebClient, channel: str, name: str, raw: bytes, comment: str) -> None:
-    """The file, into `channel` (the requester's IM with the bot)."""
-    await client.files_upload_v2(channel=channel, file=raw, filename=name, title=name, initial_comment=comment)
+    """The file, into `channel` (the requester's IM with the bot). A refusal is said plainly: most often the app
+    lacks the files:write scope."""
+    try:
+        await client.files_upload_v2(channel=channel, file=raw, filename=name, title=name, initial_comment=comment)
+    except SlackApiError as exc:
+        why = exc.response.get("error", "refused")
+        hint = " The app needs the files:write scope (OAuth & Permissions), then a reinstall." if why in (
+            "missing_scope", "not_allowed_token_type") else ""
+        raise CommandError(f"Slack refused the export file ({why}).{hint} An operator can also run "
+                           "`membot memory export`.") from None

@@ -168,6 +168,15 @@ class Poster:
                 raise
 
 
+async def open_im(client: AsyncWebClient, user_id: str) -> str | None:
+    """The bot's IM with the user (conversations.open), or None when Slack refuses it (logged)."""
+    try:
+        return str((await client.conversations_open(users=user_id))["channel"]["id"]) or None
+    except (SlackApiError, KeyError, TypeError) as exc:
+        log.warning("conversations.open for %s failed: %s", user_id, exc)
+        return None
+
+
 def retry_after(exc: SlackApiError) -> float | None:
     """Seconds Slack asked to wait, for a rate-limited call; None for any other failure."""
     if exc.response.status_code != 429 and exc.response.get("error") != "ratelimited":
