@@ -124,7 +124,9 @@ class BareHttp:
     async def post(self, body: dict[str, Any], path: str = "/chat/completions") -> Any:
         async with self._session.post(self.base_url + path, data=json.dumps(body).encode(),
                                       headers={"Content-Type": "application/json"}) as response:
-            return json.loads(await response.read())
+            raw = await response.read()
+        # A streamed call (the product streams its chat calls) answers server-sent events: read to the end.
+        return raw.decode() if body.get("stream") else json.loads(raw)
 
     async def hello(self) -> Any:
         return await self.post(HELLO)

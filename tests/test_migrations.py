@@ -244,7 +244,11 @@ async def test_the_models_and_the_migrations_agree(fresh_url):
                          ("add_column", "messages"), ("add_column", "sources"),
                          ("add_table", "seen_events"), ("add_index", "ix_seen_events_seen_at"),
                          ("add_table", "wakeups"), ("add_index", "ix_wakeups_due"), ("add_index", "ix_wakeups_agent"),
-                         ("add_table", "conversation_threads"), ("add_index", "ix_conversation_threads_joined_at")}
+                         ("add_table", "conversation_threads"), ("add_index", "ix_conversation_threads_joined_at"),
+                         ("add_table", "entities"), ("add_table", "entity_mentions"),
+                         ("add_index", "ix_entity_mentions_message_id"),
+                         ("add_table", "facts"), ("add_index", "ix_facts_agent_subject"),
+                         ("add_index", "ix_facts_agent_object")}
     finally:
         await engine.dispose()
 

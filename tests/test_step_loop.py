@@ -25,6 +25,7 @@ async def test_login_greets_and_monologue_is_not_visible(service, model, user):
     assert tools == {
         "send_message", "pause_heartbeats", "schedule_wakeup", "core_memory_append", "core_memory_replace",
         "conversation_search", "conversation_search_date", "archival_memory_insert", "archival_memory_search",
+        "knowledge_insert", "knowledge_search",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from membot.agent.context.tokens import TokenCounter, render_tools
+from membot.agent.memory.entities import PROMPT_TOKENS
 from membot.agent.tools.base import BASE_FUNCTIONS
 from membot.agent.tools.registry import ToolRegistry
 from tests.conftest import collect
@@ -18,7 +19,9 @@ def test_render_tools_shows_every_function_argument_and_choice() -> None:
     assert text.startswith("# Tools") and text.endswith("} // namespace functions")
     assert "type send_message = (_: {\n// The message text.\nmessage: string,\n}) => any;" in text
     thinking = render_tools(ToolRegistry(BASE_FUNCTIONS).schemas())
-    assert "type send_message = (_: {\n// " in thinking and "inner_thoughts: string,\n// The message text." in thinking
+    # The monologue and the heartbeat carry no description: the system prompt explains them once.
+    assert "type send_message = (_: {\ninner_thoughts: string,\n// The message text." in thinking
+    assert "request_heartbeat?: boolean,\n}) => any;" in text
     assert 'name: "persona" | "human" | "private",' in text  # an enum becomes its choices
     assert "request_heartbeat?: boolean," in text  # optional arguments are marked, required ones are not
     assert "minutes: number," in text
@@ -46,4 +49,6 @@ async def test_the_fixed_prompt_of_a_new_conversation_stays_within_1800_tokens(s
     request = model.requests[0]
     counter = TokenCounter.for_model(service.settings.model)
     system = [m for m in request["messages"] if m["role"] == "system"]
-    assert counter.messages(system) + counter.tools(request["tools"]) <= 1800
+    # A new user has no entities yet; the list an older one has is capped so that it fits beside the rest.
+    assert "### Entities" not in system[0]["content"]
+    assert counter.messages(system) + counter.tools(request["tools"]) + PROMPT_TOKENS <= 1800

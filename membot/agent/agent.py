@@ -53,6 +53,7 @@ from membot.agent.llm.reply import EMPTY
 from membot.agent.llm.stream import StreamedReply
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory
+from membot.agent.memory.entities import Entity, TopEntities
 from membot.agent.memory.recall import RecallMemory, RecallState
 from membot.agent.notices import (
     CANCELLED,
@@ -67,7 +68,7 @@ from membot.agent.place import PRIVATE, Place
 from membot.agent.sources.catalog import Attached
 from membot.agent.step_write import StepWrite
 from membot.agent.store.leases import check
-from membot.agent.store.schema import AgentRow, BlockRow
+from membot.agent.store.schema import AgentRow, BlockRow, utcnow
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.json_mode import chat_in_json
 from membot.agent.tools.run import run_tool
@@ -94,6 +95,8 @@ class Agent(WindowUpkeep):
         self._recall_count = 0
         #: Attached source names, with the catalog's change count they were read at (-1: never read).
         self._sources: tuple[int, list[Attached]] = (-1, [])
+        #: The most talked-about entities (None: not read since the agent loaded; see `_top_entities`).
+        self._entities: TopEntities | None = None
         #: Set by each model call's handling: whether the chain goes on, whether the next call must call a
         #: function, how many plain-text answers this step had, and whether it gave up on them.
         self._continue = False
@@ -374,9 +377,11 @@ class Agent(WindowUpkeep):
     async def _store(self, write: StepWrite) -> bool:
         """Commit one StepWrite; whether the step was asked to stop. If it fails, what this object holds is ahead
         of the database: the error goes up and the caller loads the agent afresh."""
-        cancelled = await self.engine.db.write(write)
+        stored = await self.engine.db.write(write)
         self.row.version += 1
-        return cancelled
+        if self._entities is not None:
+            self._entities.update(stored.entities, utcnow())
+        return stored.cancelled
 
     # ----- settings ----------------------------------------------------------------------------------------
 
@@ -404,7 +409,8 @@ class Agent(WindowUpkeep):
         self.row.persona_name = persona
 
     async def report(self) -> MemoryReport:
-        """Everything `/memory` shows: blocks, counts, sources, and how full the context window is."""
+        """Everything `/memory` shows: blocks, counts, sources, the most talked-about entities, and how full the
+        context window is."""
         stats = await self._stats(everything=True)
         return MemoryReport(
             agent_id=self.id,
@@ -419,6 +425,7 @@ class Agent(WindowUpkeep):
             context_window=self.engine.config.context_window,
             summary=self.row.summary,
             summary_hidden=self.row.summary_hidden,
+            entities=tuple((await self._top_entities()).seen(private=True)),
         )
 
 
@@ -436,3 +443,5 @@ class MemoryReport:
     context_window: int
     summary: str
     summary_hidden: int
+    #: The most talked-about entities, best first (memory/entities.py).
+    entities: tuple[Entity, ...] = ()

@@ -35,7 +35,8 @@ HEARTBEAT_TEXT = "Timed heartbeat: {minutes} minutes since the last activity."
 REFLECTION_TEXT = (
     "Reflection: the conversation has rested for {minutes} minutes and nobody is waiting for an answer. Tidy your "
     "memory now: bring core memory up to date with what you learnt (facts about the user, corrections, what is "
-    "out of date), and save durable facts and decisions to archival memory. Say in your thoughts what you "
-    "changed. Send the user nothing unless something is important for them to hear now."
+    "out of date), record lasting facts (who, where, since when) with knowledge_insert, and save other durable "
+    "details and decisions to archival memory. Say in your thoughts what you changed. Send the user nothing "
+    "unless something is important for them to hear now."
 )
 REMINDER_TEXT = "Reminder you scheduled for {when}: {note}"

@@ -22,11 +22,13 @@ from membot.agent.context.window import (
 )
 from membot.agent.memory.archival import ArchivalMemory
 from membot.agent.memory.core import CoreMemory
+from membot.agent.memory.entities import TOP_ENTITIES, TopEntities, render_entities
 from membot.agent.memory.recall import RecallMemory
 from membot.agent.place import Place
 from membot.agent.sources.catalog import Attached, attached_names
+from membot.agent.store import entities
 from membot.agent.store.leases import check
-from membot.agent.store.schema import AgentRow
+from membot.agent.store.schema import AgentRow, utcnow
 
 if TYPE_CHECKING:
     from membot.agent.engine import Engine
@@ -47,12 +49,29 @@ class WindowUpkeep:
     place: Place
     _recall_count: int
     _sources: tuple[int, list[Attached]]
+    _entities: TopEntities | None
 
     async def _stats(self, everything: bool = False) -> MemoryStats:
-        """The memory statistics the prompt shows: the step's place decides which sources are named, unless
-        `everything` (for the user's own /memory)."""
+        """The memory statistics the prompt shows: the step's place decides which sources and entities are
+        named, unless `everything` (for the user's own /memory)."""
         private = everything or self.place.private
-        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names(private))
+        top = (await self._top_entities()).seen(private)
+        return MemoryStats(self._recall_count, self.archival.own_count, await self._source_names(private),
+                           render_entities(top))
+
+    async def _top_entities(self) -> TopEntities:
+        """The agent's most talked-about entities: read once, when a step or /memory first needs them after the
+        agent loads (like its source names), then kept current from what each of its commits recorded (`_store`),
+        so a step costs no query for them."""
+        if self._entities is None:
+            self._entities = await self.engine.db.read(self._read_entities)
+        return self._entities
+
+    def _read_entities(self, session: Session) -> TopEntities:
+        now = utcnow()
+        return TopEntities(entities.top(session, self.id, private=False, now=now, limit=TOP_ENTITIES),
+                           entities.top(session, self.id, private=True, now=now, limit=TOP_ENTITIES),
+                           TOP_ENTITIES)
 
     async def _source_names(self, private: bool) -> list[str]:
         """Names of the attached sources the step's place may name (a private source's only in private), for

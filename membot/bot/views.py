@@ -18,6 +18,11 @@ def forget_warning(whose: str, export: str, again: str) -> str:
             f"reminders and files. It cannot be undone ({export} first keeps a copy). {again}")
 
 
+def entities_text(report: MemoryReport) -> str:
+    """The agent's most talked-about entities, best first, with how many messages named each."""
+    return ", ".join(f"{e.name} ({e.mentions})" for e in report.entities) or "none yet"
+
+
 def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     lines = [f"Agent {report.name} (persona: {report.persona_name})"]
@@ -29,6 +34,7 @@ def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
         f"Recall memory: {counted(report.recall_messages, 'message')}",
         f"Archival memory: {counted(report.archival_passages, 'passage')} of its own",
         f"Attached sources: {', '.join(report.sources) if report.sources else 'none'}",
+        f"Entities (most talked about): {entities_text(report)}",
         f"Context: {report.context_tokens} of {report.context_window} tokens ({pct}%), "
         f"{counted(report.context_messages, 'message')} in context",
     ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from membot.agent.context.tokens import CHARS_PER_TOKEN, TokenCounter
 from membot.agent.memory.core import CoreMemory
+from membot.agent.memory.entities import ENTITIES_HEADING
 from membot.agent.messages import Message, to_openai
 
 
@@ -21,16 +22,21 @@ class MemoryStats:
     recall_messages: int
     archival_passages: int
     sources: Sequence[str] = ()
+    #: The most talked-about entities the step may see, as one line (memory/entities.py's render_entities).
+    entities: str = ""
 
 
 def system_message(instructions: str, core: CoreMemory, stats: MemoryStats, *, private: bool) -> dict[str, Any]:
-    """Instructions, memory statistics and core memory; a shared channel's has no private block."""
+    """Instructions, memory statistics, the most talked-about entities and core memory; a shared channel's has
+    no private block (and its `stats` name only shared entities)."""
     sources = f" Attached data sources: {', '.join(stats.sources)}." if stats.sources else ""
+    entities = f"{ENTITIES_HEADING}\n{stats.entities}\n\n" if stats.entities else ""
     text = (
         f"{instructions}\n\n"
         "### Memory statistics\n"
-        f"{stats.recall_messages} messages in recall memory (conversation_search); "
-        f"{stats.archival_passages} passages in archival memory (archival_memory_search).{sources}\n\n"
+        f"{stats.recall_messages} messages in recall memory, "
+        f"{stats.archival_passages} passages in archival memory.{sources}\n\n"
+        f"{entities}"
         "### Core memory (limits in characters)\n"
         f"{core.render(private=private)}"
     )

@@ -14,11 +14,16 @@ from typing import Any
 from sqlalchemy import Column, Table, delete, insert, select, text
 from sqlalchemy.orm import Session
 
+from membot.agent.messages import Message
+from membot.agent.store import entities, facts
 from membot.agent.store.schema import (
     AgentRow,
     AttachmentRow,
     Base,
     BlockRow,
+    EntityMentionRow,
+    EntityRow,
+    FactRow,
     IdentityRow,
     LeaseRow,
     MessageRow,
@@ -41,6 +46,9 @@ OTHER_TABLES = {
     IdentityRow.__tablename__: "the user: the import names whose agent it becomes",
     AttachmentRow.__tablename__: "the attached sources, by scope and name",
     LeaseRow.__tablename__: "a running step's lock, not memory",
+    EntityRow.__tablename__: "made again from the messages on import (store/entities.py)",
+    EntityMentionRow.__tablename__: "made again from the messages on import, with the new message ids",
+    FactRow.__tablename__: "the section facts, linked by position (store/facts.py exported/imported)",
 }
 #: Columns never exported: row ids (made anew), and what is the deployment's bookkeeping rather than memory
 #: (the cache version, the quota counters, the count of passages an import recounts, a claim's process).
@@ -101,6 +109,7 @@ def dump(session: Session, agent_id: int) -> dict[str, Any]:
         .order_by(SourceRow.scope, SourceRow.name)
     )
     data["sources"] = [{"scope": scope, "name": name} for scope, name in attached]
+    data["facts"] = facts.exported(session, agent_id)
     return data
 
 
@@ -111,7 +120,8 @@ def _values(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 def create(session: Session, data: dict[str, Any], passages: int) -> int:
     """A new agent made of `data` (as `dump` gives it), with no identity yet; its id. Messages keep their order
-    (and the search index's triggers index them as they go in); wake-ups are added by `link`."""
+    (and the search index's triggers index them as they go in), and their entities are counted again from
+    them; wake-ups are added by `link`."""
     values = _values(SECTIONS["agent"], data["agent"])
     agent_id = int(session.execute(insert(AgentRow).values(**values, archival_passages=passages)
                                    .returning(AgentRow.id)).scalar_one())
@@ -120,7 +130,22 @@ def create(session: Session, data: dict[str, Any], passages: int) -> int:
         rows = [{**_values(table, row), "agent_id": agent_id} for row in data.get(name) or []]
         for start in range(0, len(rows), 500):  # executemany, in bounded batches
             session.execute(insert(table), rows[start:start + 500])
+    _record_entities(session, agent_id)
+    facts.imported(session, agent_id, data.get("facts") or [])
     return agent_id
+
+
+def _record_entities(session: Session, agent_id: int) -> None:
+    """Count the entities of the agent's messages, as its steps would have (they are not in the export: the
+    messages are what they come from, and their ids are new here)."""
+    m = MessageRow.__table__
+    said = session.execute(select(m.c.id, m.c.role, m.c.kind, m.c.search_text, m.c.private, m.c.created_at)
+                           .where(m.c.agent_id == agent_id, m.c.role.in_(entities.ROLES),
+                                  m.c.search_text.is_not(None)).order_by(m.c.id)).all()
+    for start in range(0, len(said), 500):  # bounded: each batch reads the entities of its keys
+        entities.record(session, agent_id, [
+            Message(agent_id=agent_id, role=r.role, kind=r.kind, search_text=r.search_text, private=r.private,
+                    created_at=r.created_at, id=r.id) for r in said[start:start + 500]])
 
 
 def link(session: Session, agent_id: int, data: dict[str, Any], who: dict[str, str], viewer: str) -> list[str]:

@@ -160,6 +160,38 @@ class MessageRow(Base):
     )
 
 
+class EntityRow(Base):
+    """An entity the agent's conversation names (agent/memory/entities.py), in one scope: learnt in private
+    conversations, or in shared ones. Named in both, it has a row in each, so a shared step sees only what was
+    said where it is shared."""
+
+    __tablename__ = "entities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(words(200))  # the normalised form mentions are matched by
+    name: Mapped[str] = mapped_column(words(200))  # as most recently written
+    aliases: Mapped[list] = mapped_column(JSON, default=list)  # its other written forms, newest first
+    private: Mapped[bool] = mapped_column(Boolean)
+    mentions: Mapped[int] = mapped_column(Integer, default=0)  # messages that name it
+    weight: Mapped[float] = mapped_column(default=0.0)  # mentions decayed with recency, as of last_seen
+    first_seen: Mapped[datetime] = mapped_column(DateTime)
+    last_seen: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (UniqueConstraint("agent_id", "private", "key"),)
+
+
+class EntityMentionRow(Base):
+    """A message that names an entity: each is counted once, however often the message is recorded."""
+
+    __tablename__ = "entity_mentions"
+
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True,
+                                            index=True)
+    agent_id: Mapped[int] = mapped_column(Integer)
+
+
 class IdentityRow(Base):
     """A platform user, within a scope, has exactly one agent (the unique constraint makes creating it
     race-free across processes)."""
@@ -274,3 +306,31 @@ class ThreadRow(Base):
     thread: Mapped[str] = mapped_column(String(200), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     joined_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class FactRow(Base):
+    """A fact the agent learnt (store/facts.py): subject, relation, object, and when it held. A newer object for
+    the same subject and relation supersedes it (valid_to, superseded_by); nothing is deleted but with the agent."""
+
+    __tablename__ = "facts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(words(300))
+    # Normalised as entity keys are, so a fact and an entity of the same name meet.
+    subject_key: Mapped[str] = mapped_column(words(300))
+    relation: Mapped[str] = mapped_column(String(60))
+    object: Mapped[str] = mapped_column(words(300))
+    object_key: Mapped[str] = mapped_column(words(300))
+    # Learnt in a private step: only private steps see it (agent/place.py).
+    private: Mapped[bool] = mapped_column(Boolean)
+    valid_from: Mapped[datetime] = mapped_column(DateTime)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("facts.id"), nullable=True)
+    source_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (
+        Index("ix_facts_agent_subject", "agent_id", "subject_key"),
+        Index("ix_facts_agent_object", "agent_id", "object_key"),
+    )

@@ -51,7 +51,6 @@ async def core_memory_append(
     Args:
         name: The block.
         content: The text to add.
-        request_heartbeat: True to wake again right after, to keep working.
     """
     note = ctx.core.edit_append(name, content, private=ctx.place.private)
     ctx.core_changed = True
@@ -67,7 +66,6 @@ async def core_memory_replace(
         name: The block.
         old_content: The exact text to replace.
         new_content: The new text.
-        request_heartbeat: True to wake again right after, to keep working.
     """
     note = ctx.core.edit_replace(name, old_content, new_content, private=ctx.place.private)
     ctx.core_changed = True
@@ -81,8 +79,7 @@ async def conversation_search(
 
     Args:
         query: Words to look for.
-        page: Result page, from 0.
-        request_heartbeat: True to wake again right after, to keep working.
+        page: Page, from 0.
     """
     results = await ctx.recall.search(query, check_page(page), private=ctx.place.private)
     lines = [results.describe("results")] + [describe(row) for row in results.items]
@@ -97,8 +94,7 @@ async def conversation_search_date(
     Args:
         start_date: First day, YYYY-MM-DD.
         end_date: Last day, YYYY-MM-DD.
-        page: Result page, from 0.
-        request_heartbeat: True to wake again right after, to keep working.
+        page: Page, from 0.
     """
     results = await ctx.recall.search_dates(start_date, end_date, check_page(page), private=ctx.place.private)
     lines = [results.describe("messages")] + [describe(row) for row in results.items]
@@ -110,7 +106,6 @@ async def archival_memory_insert(ctx: ToolContext, content: str, request_heartbe
 
     Args:
         content: The passage to store.
-        request_heartbeat: True to wake again right after, to keep working.
     """
     if not content.strip():
         raise ValueError("content is empty")
@@ -129,8 +124,7 @@ async def archival_memory_search(
 
     Args:
         query: What to look for.
-        page: Result page, from 0.
-        request_heartbeat: True to wake again right after, to keep working.
+        page: Page, from 0.
     """
     results = await ctx.archival.search(query, check_page(page), private=ctx.place.private)
     lines = [results.describe("passages")] + [hit.describe() for hit in results.items]
@@ -146,7 +140,6 @@ async def schedule_wakeup(
         when: ISO time, "in 2 hours", "tomorrow 9:00"... (user's zone).
         note: What for.
         timezone: User's IANA zone, if known (kept).
-        request_heartbeat: True to wake again right after, to keep working.
     """
     db, now = ctx.recall.db, utcnow()
     if timezone:

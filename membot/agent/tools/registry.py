@@ -6,7 +6,9 @@ A tool's first parameter may be the `ToolContext` (by annotation); it is passed 
 
 The registry may add one parameter to every function, first and required: the inner monologue
 (`THOUGHTS`). Models that send no text beside a tool call (OpenAI's current ones) think there instead; it is
-taken out of the arguments before the function runs. It is described here once, never in each tool.
+taken out of the arguments before the function runs. Neither it nor `request_heartbeat` (`HEARTBEAT`, which a
+tool declares in its signature only) carries a description: the system prompt explains both once, where a
+description in every tool would cost its tokens on every call, once per tool.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 THOUGHTS = "inner_thoughts"
-_THOUGHTS_SCHEMA = {"type": "string", "description": "Your private thoughts, brief."}
+_THOUGHTS_SCHEMA = {"type": "string"}
+HEARTBEAT = "request_heartbeat"
 
 # "    name: description" or "    name (type): description", indented one level under "Args:".
 _ARG_LINE = re.compile(r"^ {4}(\w+)(?: \([^)]*\))?:\s*(.*)$")
@@ -140,8 +143,10 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
     params = list(inspect.signature(func).parameters.values())
     takes_context = bool(params) and _is_context(hints.get(params[0].name))
     fields: dict[str, Any] = {}
+    if HEARTBEAT in arg_docs:
+        raise TypeError(f"tool {func.__name__}: {HEARTBEAT} is explained by the system prompt, not the docstring")
     for param in params[1:] if takes_context else params:
-        if param.name not in arg_docs:
+        if param.name not in arg_docs and param.name != HEARTBEAT:
             raise TypeError(f"tool {func.__name__}: argument {param.name!r} is not described in the docstring")
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hints[param.name], default)
@@ -158,7 +163,8 @@ def make_tool(func: Callable[..., Awaitable[str | None]]) -> Tool:
         # Optional arguments are simply not required; their defaults cost tokens and tell the model nothing.
         prop.pop("title", None)
         prop.pop("default", None)
-        prop["description"] = arg_docs[name]
+        if name in arg_docs:
+            prop["description"] = arg_docs[name]
     parameters.setdefault("required", [])
     schema = {
         "type": "function",

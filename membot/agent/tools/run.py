@@ -8,7 +8,7 @@ from membot.agent.llm.client import ContextOverflow, ModelUnavailable, ToolCallO
 from membot.agent.memory.core import CoreMemoryError
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.tools.context import ToolContext
-from membot.agent.tools.registry import ToolArgumentsError, ToolRegistry
+from membot.agent.tools.registry import HEARTBEAT, ToolArgumentsError, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ async def run_tool(tools: ToolRegistry, ctx: ToolContext, call: ToolCallOut) -> 
         args = tool.parse_arguments(call.arguments)
     except ToolArgumentsError as exc:
         return False, str(exc), False
-    heartbeat = bool(args.get("request_heartbeat", False))
+    heartbeat = bool(args.get(HEARTBEAT, False))
     try:
         output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
     except (CoreMemoryError, ValueError, PassageStoreError, ModelUnavailable, ContextOverflow) as exc:
