@@ -13,18 +13,26 @@ no stop words), the reference the data's README quotes (~57% at 10 over all ten 
 The agents run with an 8,192-token window (the product's default for unknown models): the window does not
 change what recall memory holds, and a bigger one only makes each of the ~2,800 steps slower.
 
+Figures are per LoCoMo category (1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop) and overall, on the three
+conversations changes were tuned on (DEV) and apart on the two kept as if unseen (HELD_OUT). With
+BENCH_RECALL_MISSES=<file>, the questions whose evidence was not in the top 10 are written there, with what
+was found instead (for reading, never into the repository).
+
 It runs on SQLite, then on PostgreSQL (a database of its own on the server BENCH_POSTGRES_URL names, by
 default the local one; `none` leaves it out): the two conversation searches are measured on the same turns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from bench import DATA, Row, Target, drain, log, open_service, scripted_model, user
@@ -33,6 +41,10 @@ from bench.postgres import postgres_database, postgres_server
 NAME = "recall quality"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
 CATEGORIES = (1, 2, 3, 4)
+CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+#: The conversations recall was tuned on; the others are reported apart, as if their questions were unseen.
+DEV = ("conv-26", "conv-30", "conv-41")
+KS = (5, 10)
 _DIA = re.compile(r"D\d+:\d+")
 _TAG = re.compile(r"\[(D\d+:\d+)\]")
 _WORD = re.compile(r"\w+")
@@ -52,17 +64,37 @@ def turns(sample: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield turn["dia_id"], f"[{turn['dia_id']}] ({when}) {turn['speaker']}: {turn['text']}"
 
 
-def questions(sample: dict[str, Any], sent: set[str]) -> list[tuple[str, set[str]]]:
-    """(question, evidence dia_ids) of categories 1-4 whose evidence was all sent. Evidence entries are
-    sometimes written "D8:6; D9:17", so ids are pulled out by pattern."""
+def questions(sample: dict[str, Any], sent: set[str]) -> list[tuple[str, int, set[str]]]:
+    """(question, category, evidence dia_ids) of categories 1-4 whose evidence was all sent. Evidence entries
+    are sometimes written "D8:6; D9:17", so ids are pulled out by pattern."""
     found = []
     for qa in sample["qa"]:
         if qa.get("category") not in CATEGORIES:
             continue
         evidence = {dia for entry in qa.get("evidence") or [] for dia in _DIA.findall(str(entry))}
         if evidence and evidence <= sent:
-            found.append((str(qa["question"]), evidence))
+            found.append((str(qa["question"]), int(qa["category"]), evidence))
     return found
+
+
+class Tally:
+    """Questions found at each k, by (split, category), for conversation search and the plain BM25."""
+
+    def __init__(self) -> None:
+        self.asked: Counter[tuple[str, int]] = Counter()
+        self.found: Counter[tuple[str, str, int, int]] = Counter()  # (who, split, category, k)
+
+    def add(self, split: str, category: int, hits: dict[str, dict[int, bool]]) -> None:
+        self.asked[split, category] += 1
+        for who, at in hits.items():
+            for k, hit in at.items():
+                self.found[who, split, category, k] += hit
+
+    def pct(self, who: str, split: str, k: int, category: int | None = None) -> tuple[float, int, int]:
+        cats = CATEGORIES if category is None else (category,)
+        asked = sum(self.asked[split, c] for c in cats)
+        found = sum(self.found[who, split, c, k] for c in cats)
+        return (100 * found / asked if asked else 0.0), found, asked
 
 
 class BM25:
@@ -106,14 +138,15 @@ async def run(quick: bool) -> list[Row]:
 
 
 async def _measure(label: str, env: dict[str, str], samples: list[dict[str, Any]], cap: int | None) -> list[Row]:
-    agent_at = {5: 0, 10: 0}
-    bm25_at = {5: 0, 10: 0}
-    asked = sent_total = 0
+    tally = Tally()
+    sent_total = 0
     started = time.perf_counter()
     talking = 0.0
+    misses: list[str] = []
     async with scripted_model("ok") as model, open_service(model, MEMBOT_CONTEXT_WINDOW=8192, **env) as service:
         for sample in samples:
             who = user(sample["sample_id"])
+            split = "dev" if sample["sample_id"] in DEV else "held-out"
             lines = list(turns(sample))[:cap]
             t0 = time.perf_counter()
             for _, line in lines:
@@ -122,23 +155,51 @@ async def _measure(label: str, env: dict[str, str], samples: list[dict[str, Any]
             sent_total += len(lines)
             index = BM25([line for _, line in lines])
             ids = [dia for dia, _ in lines]
+            by_id = dict(lines)
             asked_here = questions(sample, set(ids))
-            for question, evidence in asked_here:
+            for question, category, evidence in asked_here:
                 results = await service.search_memory(who, question, limit=10)
                 ranked = [_TAG.findall(line) for line in results]
                 baseline = [[ids[i]] for i in index.top(question, 10)]
-                for k in (5, 10):
-                    agent_at[k] += any(evidence & set(tags) for tags in ranked[:k])
-                    bm25_at[k] += any(evidence & set(tags) for tags in baseline[:k])
-            asked += len(asked_here)
+                hits = {
+                    "agent": {k: any(evidence & set(tags) for tags in ranked[:k]) for k in KS},
+                    "bm25": {k: any(evidence & set(tags) for tags in baseline[:k]) for k in KS},
+                }
+                tally.add(split, category, hits)
+                if not hits["agent"][10]:
+                    misses.append(_miss(sample["sample_id"], category, question, evidence, by_id, results))
             log(f"{label}, {sample['sample_id']}: {len(lines)} turns, {len(asked_here)} questions, "
                 f"{time.perf_counter() - started:.0f} s so far")
-    pct = {k: 100 * v / asked for k, v in agent_at.items()}
-    base = {k: 100 * v / asked for k, v in bm25_at.items()}
-    note = (f"{agent_at[10]}/{asked} questions; {len(samples)} conversations, {sent_total:,} turns sent through "
-            f"the agent in {talking:.0f} s")
-    return [
-        Row(NAME, f"{label}: evidence turn in the top 10 (any@10)", pct[10], "%", base[10],
-            "plain BM25, same turns", Target(">=", 70.0, label="70%"), note=note),
-        Row(NAME, f"{label}: evidence turn in the top 5 (any@5)", pct[5], "%", base[5], "plain BM25, same turns"),
-    ]
+    if path := os.environ.get("BENCH_RECALL_MISSES"):
+        await asyncio.to_thread(Path(f"{path}.{label.lower()}").write_text, "\n".join(misses))
+    note = (f"{len(samples)} conversations, {sent_total:,} turns sent through the agent in {talking:.0f} s; "
+            f"dev {', '.join(DEV)}")
+    rows = []
+    for split in ("dev", "held-out"):
+        for category in (None, *CATEGORIES):
+            what = "all" if category is None else f"cat {category} {CATEGORY_NAMES[category]}"
+            for k in KS:
+                value, found, asked = tally.pct("agent", split, k, category)
+                if not asked:
+                    continue
+                base, _, _ = tally.pct("bm25", split, k, category)
+                target = _target(label, split, category) if k == 10 else None
+                rows.append(Row(NAME, f"{label}, {split}, {what}: any@{k}", value, "%", base,
+                                "plain BM25, same turns", target,
+                                note=f"{found}/{asked}" + (f"; {note}" if category is None and k == 10 else "")))
+    return rows
+
+
+def _target(label: str, split: str, category: int | None) -> Target | None:
+    """The issue's targets are on the dev conversations, on SQLite (PostgreSQL to be within 3 points)."""
+    goal = {None: 85.0, 1: 80.0, 2: 85.0}.get(category)
+    if goal is None or split != "dev" or label != "SQLite":
+        return None
+    return Target(">=", goal, label=f"{goal:g}%")
+
+
+def _miss(conv: str, category: int, question: str, evidence: set[str], by_id: dict[str, str],
+          results: list[str]) -> str:
+    wanted = "\n".join(f"    want {by_id[d][:200]}" for d in sorted(evidence))
+    got = "\n".join(f"    got  {line[:160]}" for line in results[:5])
+    return f"[{conv} cat {category}] {question}\n{wanted}\n{got}\n"

@@ -10,19 +10,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, DateTime, Row, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Row,
+    TextClause,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from membot.agent.memory import recall_pg
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import query_terms
 from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
+from membot.agent.memory.when import TimeRange, find_time, mentions_time
 from membot.agent.messages import Message
+from membot.agent.store import wakeups
 from membot.agent.store.db import Database
-from membot.agent.store.schema import MessageRow
+from membot.agent.store.schema import MessageRow, utcnow
 
 # The MATCH itself keeps to the agent (see `fts_query`), so FTS5 reads only the agent's hits; the agent_id
 # test on the joined row stays as the store's own guarantee. CROSS JOIN fixes the join order: the FTS index is
@@ -32,16 +47,31 @@ from membot.agent.store.schema import MessageRow
 # the outer join: carrying every hit's text through the sort cost a fifth of the search. bm25 weights: the
 # text 1, its context 0.5, the agent column 0 (it only selects; its one token does count in each row's length,
 # which bm25 normalises by, so near ties may order otherwise than before that column).
-_FTS_RANKED = text(
-    """SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context FROM (
+_FTS_RANKED_SQL = """SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context,
+       m.private
+     FROM (
          SELECT id, score, count(*) OVER () AS total FROM (
            SELECT m.id AS id, bm25(messages_fts, 1.0, 0.5, 0.0) AS score FROM messages_fts
            CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-           WHERE messages_fts MATCH :query AND m.agent_id = :agent_id AND (:private OR NOT m.private))
+           WHERE messages_fts MATCH :query AND m.agent_id = :agent_id AND (:private OR NOT m.private){dated})
          ORDER BY score, id DESC LIMIT :limit) AS t
        CROSS JOIN messages AS m ON m.id = t.id
        ORDER BY t.score, t.id DESC"""
-).columns(created_at=DateTime())
+
+
+@lru_cache(maxsize=2)
+def _fts_ranked(dated: bool) -> TextClause:
+    """The ranked search, kept to the messages from :lo to :hi when `dated` (a time the query names)."""
+    if not dated:
+        return text(_FTS_RANKED_SQL.format(dated="")).columns(created_at=DateTime())
+    return (
+        text(_FTS_RANKED_SQL.format(dated=" AND m.created_at >= :lo AND m.created_at < :hi"))
+        .bindparams(bindparam("lo", type_=DateTime()), bindparam("hi", type_=DateTime()))
+        .columns(created_at=DateTime())
+    )
+
+
+_FTS_RANKED = _fts_ranked(False)
 _TABLE = MessageRow.__table__
 #: A Message's fields: every column but the index's CJK words, which the column's default makes on insert.
 MESSAGE_FIELDS = [column for column in _TABLE.columns if column.key != "search_cjk"]
@@ -150,47 +180,100 @@ class RecallMemory:
         )
 
     async def search(
-        self, query: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
+        self, query: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool, tz: ZoneInfo | None = None,
+        now: datetime | None = None,
     ) -> Page[Message]:
         """Ranked full-text search, best first, ties to the newer message: BM25 on SQLite's FTS5, an IDF-weighted
         ts_rank on PostgreSQL (see recall_pg). `private`: the step asking is private, and may find private
-        messages."""
+        messages. A time the query names ("last May", 上周; see when.py) in the zone `tz` (by default the
+        agent's own, else UTC) at `now` keeps the search to messages of that time, the other hits following
+        when those are too few to fill the page; a query naming only a time lists that time's messages, newest
+        first."""
         terms = query_terms(query)
         if not terms:
             return Page([], 0, page, page_size)
-        search = self._search_fts if self.db.is_sqlite else self._search_postgres
-        return await self.db.read(partial(search, terms, page, page_size, private))
+        dated = mentions_time(query)
+        return await self.db.read(partial(self._search, query if dated else None, terms, page, page_size, private,
+                                          tz, now))
 
-    def _search_fts(self, terms: list[str], page: int, page_size: int, private: bool, session: Session) -> Page[Message]:
+    def _search(
+        self, query: str | None, terms: list[str], page: int, page_size: int, private: bool, tz: ZoneInfo | None,
+        now: datetime | None, session: Session,
+    ) -> Page[Message]:
         window = (page + 1) * page_size
-        # Rare terms find the candidates, common ones re-rank them (see term_stats). Commonness is counted
+        span, every_term = None, terms
+        if query is not None:
+            zone = tz or wakeups.zone_or_utc(wakeups.agent_zone(session, self.agent_id))
+            span, rest = find_time(query, now or utcnow(), zone)
+            if span is not None:
+                terms = query_terms(rest)
+                if not terms:
+                    return self._listed(session, span, page, page_size, private)
+        rows, total = self._ranked_rows(session, terms, window, private, span)
+        if span is not None and total < window:
+            # Too few hits in that time (or the time was misremembered): the others follow them, found by every
+            # word of the query, the time's too, as the text may say it ("in May we went...").
+            seen = {row.id for row in rows}
+            others, total = self._ranked_rows(session, every_term, window, private, None)
+            total = max(total, len(seen))
+            rows += [row for row in others if row.id not in seen]
+        return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
+
+    def _ranked_rows(
+        self, session: Session, terms: list[str], window: int, private: bool, span: TimeRange | None
+    ) -> tuple[list[Row[Any]], int]:
+        """The agent's best `window` hits, best first, and how many there are in all."""
+        if not self.db.is_sqlite:
+            found = recall_pg.ranked(session, self.agent_id, terms, window, self.terms, private=private, span=span)
+            return list(found), found[0].total if found else 0
+        # Rare terms find the candidates, common ones re-order them (see term_stats). Commonness is counted
         # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
         split = self.terms.split(session, terms)
-        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0), private)
+        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0), private, span)
         if split.common and len(ranked) < window:
             split = TermSplit(terms, {})
-            ranked = self._ranked(session, terms, window, private)
-        total = ranked[0].total if ranked else 0
+            ranked = self._ranked(session, terms, window, private, span)
         by_id = {row.id: row for row in ranked}
         ids = rerank([(row.id, row.search_text or "", row.score) for row in ranked], split.common)
-        return Page([self._message(by_id[i]) for i in ids[page * page_size : window]], total, page, page_size)
+        return [by_id[i] for i in ids[:window]], ranked[0].total if ranked else 0
 
-    def _ranked(self, session: Session, terms: list[str], limit: int, private: bool) -> Sequence[Row[Any]]:
-        params = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id, "limit": limit,
-                  "private": private}
-        return session.execute(_FTS_RANKED, params).all()
+    def _ranked(
+        self, session: Session, terms: list[str], limit: int, private: bool, span: TimeRange | None
+    ) -> Sequence[Row[Any]]:
+        params: dict[str, Any] = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id,
+                                  "limit": limit, "private": private}
+        if span is not None:
+            params |= {"lo": span.start, "hi": span.end}
+        return session.execute(_fts_ranked(span is not None), params).all()
 
     def _message(self, row: Row[Any]) -> Message:
         return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,
-                       search_text=row.search_text, created_at=row.created_at, in_context=bool(row.in_context))
+                       search_text=row.search_text, created_at=row.created_at, in_context=bool(row.in_context),
+                       private=bool(row.private))
 
-    def _search_postgres(
-        self, terms: list[str], page: int, page_size: int, private: bool, session: Session
+    def _listed(self, session: Session, span: TimeRange, page: int, page_size: int, private: bool) -> Page[Message]:
+        """The messages of that time, newest first: what a query naming only a time asks for."""
+        return self._between(session, span.start, span.end, page, page_size, private, newest_first=True)
+
+    def _between(
+        self, session: Session, lo: datetime, hi: datetime, page: int, page_size: int, private: bool, *,
+        newest_first: bool,
     ) -> Page[Message]:
-        window = (page + 1) * page_size
-        rows = recall_pg.ranked(session, self.agent_id, terms, window, self.terms, private=private)
-        total = rows[0].total if rows else 0
-        return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
+        where = (
+            MessageRow.agent_id == self.agent_id,
+            MessageRow.search_text.is_not(None),
+            MessageRow.created_at >= lo,
+            MessageRow.created_at < hi,
+        )
+        if not private:
+            where = (*where, MessageRow.private.is_(False))
+        order = (MessageRow.created_at.desc(), MessageRow.id.desc()) if newest_first else (
+            MessageRow.created_at, MessageRow.id)
+        total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
+        rows = session.execute(
+            select(*MESSAGE_FIELDS).where(*where).order_by(*order).limit(page_size).offset(page * page_size)
+        )
+        return Page([Message(**row._mapping) for row in rows], total, page, page_size)
 
     async def search_dates(
         self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
@@ -202,24 +285,5 @@ class RecallMemory:
             raise ValueError(f"end_date {end} is before start_date {start}")
         lo = datetime.combine(first, datetime.min.time())
         hi = datetime.combine(last + timedelta(days=1), datetime.min.time())
-        where = (
-            MessageRow.agent_id == self.agent_id,
-            MessageRow.search_text.is_not(None),
-            MessageRow.created_at >= lo,
-            MessageRow.created_at < hi,
-        )
-        if not private:
-            where = (*where, MessageRow.private.is_(False))
-
-        def read(session: Session) -> Page[Message]:
-            total = session.scalar(select(func.count()).select_from(MessageRow).where(*where)) or 0
-            rows = session.execute(
-                select(*MESSAGE_FIELDS)
-                .where(*where)
-                .order_by(MessageRow.created_at, MessageRow.id)
-                .limit(page_size)
-                .offset(page * page_size)
-            )
-            return Page([Message(**row._mapping) for row in rows], total, page, page_size)
-
-        return await self.db.read(read)
+        return await self.db.read(partial(self._between, lo=lo, hi=hi, page=page, page_size=page_size,
+                                          private=private, newest_first=False))

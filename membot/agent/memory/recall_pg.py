@@ -22,6 +22,7 @@ from sqlalchemy import DateTime, Row, TextClause, text
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.term_stats import TermCounts, TermFrequencies
+from membot.agent.memory.when import TimeRange
 
 # Weights of D, C, B, A: the neighbour context (B) counts half as much as the message itself (A), as FTS5's
 # bm25(messages_fts, 1.0, 0.5) has it on SQLite.
@@ -36,25 +37,32 @@ ENOUGH_RARE_HITS = 10
 
 def ranked(
     session: Session, agent_id: int, terms: list[str], limit: int, stats: TermFrequencies, *, private: bool,
-    split: bool = True,
+    split: bool = True, span: TimeRange | None = None,
 ) -> Sequence[Row[Any]]:
     """This agent's best `limit` messages for the terms, best first (ties to the newer message), each row with
     the number of hits in all (`total`) and the message's columns; private messages only if `private` (the step
-    asking is private). `split=False` (for the benchmark) has every term find the messages."""
+    asking is private); only those of the time `span` if one is given. `split=False` (for the benchmark) has
+    every term find the messages."""
     counts = stats.counts(session, terms)
     # Rare terms find the candidates and every term ranks them (see term_stats): a common word's hits are
     # then neither read from the index nor scored, unless the rare ones find too few.
     rare = [term for term in terms if not counts.common(term)]
     if split and rare and len(rare) < len(terms):
         ordered = rare + [term for term in terms if counts.common(term)]
-        rows = session.execute(_statement(len(terms), len(rare)), _params(agent_id, ordered, counts, limit, private)).all()
+        rows = session.execute(_statement(len(terms), len(rare), span is not None),
+                               _params(agent_id, ordered, counts, limit, private, span)).all()
         if rows and rows[0].total >= ENOUGH_RARE_HITS:
             return rows
-    return session.execute(_statement(len(terms), len(terms)), _params(agent_id, terms, counts, limit, private)).all()
+    return session.execute(_statement(len(terms), len(terms), span is not None),
+                           _params(agent_id, terms, counts, limit, private, span)).all()
 
 
-def _params(agent_id: int, terms: list[str], counts: TermCounts, limit: int, private: bool) -> dict[str, Any]:
+def _params(
+    agent_id: int, terms: list[str], counts: TermCounts, limit: int, private: bool, span: TimeRange | None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"agent_id": agent_id, "limit": limit, "private": private}
+    if span is not None:
+        params |= {"lo": span.start, "hi": span.end}
     for i, term in enumerate(terms):
         params[f"t{i}"] = term
         params[f"w{i}"] = counts.idf(term)
@@ -62,9 +70,9 @@ def _params(agent_id: int, terms: list[str], counts: TermCounts, limit: int, pri
 
 
 @lru_cache(maxsize=256)
-def _statement(terms: int, finding: int) -> TextClause:
-    """The search for this many terms, of which the first `finding` find the messages and all rank them.
-    Only parameter names are formatted in; the terms are bound.
+def _statement(terms: int, finding: int, dated: bool = False) -> TextClause:
+    """The search for this many terms, of which the first `finding` find the messages and all rank them, kept
+    to the messages from :lo to :hi if `dated`. Only parameter names are formatted in; the terms are bound.
 
     The agent and the OR of the terms both filter the GIN index (agent_id, search_vector), which intersects
     them inside the index; a GIN over the vector alone would hand over every agent's hits of a common word,
@@ -76,13 +84,15 @@ def _statement(terms: int, finding: int) -> TextClause:
         f"CAST(:w{i} AS float8) * ts_rank('{WEIGHTS}', m.search_vector, q.q{i}, {NORMALIZATION})"
         for i in range(terms)
     )
+    between = " AND m.created_at >= :lo AND m.created_at < :hi" if dated else ""
     return text(
-        f"""SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context
+        f"""SELECT t.id, t.score, t.total, m.role, m.kind, m.search_text, m.content, m.created_at, m.in_context,
+       m.private
         FROM (
           SELECT id, score, count(*) OVER () AS total FROM (
             SELECT m.id AS id, {score} AS score FROM messages AS m, (SELECT {queries}) AS q
             WHERE m.agent_id = :agent_id AND m.search_vector @@ ({any_term})
-              AND (CAST(:private AS boolean) OR NOT m.private)) AS hits
+              AND (CAST(:private AS boolean) OR NOT m.private){between}) AS hits
           ORDER BY score DESC, id DESC LIMIT :limit) AS t
         JOIN messages AS m ON m.id = t.id
         ORDER BY t.score DESC, t.id DESC"""
