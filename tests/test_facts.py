@@ -20,6 +20,7 @@ from membot.agent.store.db import Database
 from membot.agent.store.schema import AgentRow, EntityMentionRow, EntityRow, FactRow, MessageRow, utcnow
 from membot.bot.scheduler import Scheduler
 from membot.bot.service import BotService
+from membot.bot.views import memory_text
 from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import ScriptedModel, send, tool_call
 
@@ -234,6 +235,11 @@ async def test_knowledge_search_through_the_step_loop(service, model, user):
     # Learnt in a DM: a shared channel's step finds none of it.
     [found] = await run(service, model, alice, ("knowledge_search", {"entity": "Caroline"}), place=CHANNEL)
     assert found.result == "Nothing known about Caroline; try conversation_search."
+    # /memory shows the user what holds now, newest first; Berlin is history.
+    report = await service.memory(alice)
+    assert report.fact_count == 2
+    assert report.facts == (f"Melanie friend_of Caroline (since {today})", "Caroline lives_in Sweden (since 2023-05-08)")
+    assert "Facts that hold now: Melanie friend_of Caroline" in memory_text(report)
 
 
 async def test_when_is_read_in_the_users_time_zone(service, model, user):

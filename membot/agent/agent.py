@@ -67,6 +67,7 @@ from membot.agent.notices import (
 from membot.agent.place import PRIVATE, Place
 from membot.agent.sources.catalog import Attached
 from membot.agent.step_write import StepWrite
+from membot.agent.store import facts, wakeups
 from membot.agent.store.leases import check
 from membot.agent.store.schema import AgentRow, BlockRow, utcnow
 from membot.agent.tools.context import ToolContext
@@ -426,7 +427,14 @@ class Agent(WindowUpkeep):
             summary=self.row.summary,
             summary_hidden=self.row.summary_hidden,
             entities=tuple((await self._top_entities()).seen(private=True)),
+            **await self.engine.db.read(self._fact_summary),
         )
+
+    def _fact_summary(self, session: Session) -> dict[str, Any]:
+        """The facts that hold now, newest first, dated in the user's zone, and how many hold in all."""
+        holding, count = facts.recent(session, self.id, private=True)
+        tz = wakeups.zone_or_utc(wakeups.agent_zone(session, self.id))
+        return {"facts": tuple(fact.describe(tz) for fact in holding), "fact_count": count}
 
 
 @dataclass(frozen=True)
@@ -445,3 +453,6 @@ class MemoryReport:
     summary_hidden: int
     #: The most talked-about entities, best first (memory/entities.py).
     entities: tuple[Entity, ...] = ()
+    #: The newest facts that hold now, as lines (store/facts.py), and how many hold in all.
+    facts: tuple[str, ...] = ()
+    fact_count: int = 0

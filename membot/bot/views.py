@@ -23,6 +23,14 @@ def entities_text(report: MemoryReport) -> str:
     return ", ".join(f"{e.name} ({e.mentions})" for e in report.entities) or "none yet"
 
 
+def facts_text(report: MemoryReport) -> str:
+    """The newest facts that hold now, one per line, and how many more there are."""
+    if not report.facts:
+        return "none yet"
+    more = report.fact_count - len(report.facts)
+    return "\n".join(report.facts) + (f"\n… and {more} more (the agent finds them with knowledge_search)" if more else "")
+
+
 def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     lines = [f"Agent {report.name} (persona: {report.persona_name})"]
@@ -35,6 +43,7 @@ def memory_text(report: MemoryReport, *, block_chars: int | None = None) -> str:
         f"Archival memory: {counted(report.archival_passages, 'passage')} of its own",
         f"Attached sources: {', '.join(report.sources) if report.sources else 'none'}",
         f"Entities (most talked about): {entities_text(report)}",
+        f"Facts that hold now: {facts_text(report)}",
         f"Context: {report.context_tokens} of {report.context_window} tokens ({pct}%), "
         f"{counted(report.context_messages, 'message')} in context",
     ]

@@ -11,7 +11,7 @@ import discord
 from membot.agent.agent import MemoryReport
 from membot.agent.events import Event
 from membot.bot.monologue import monologue_line as plain_monologue_line
-from membot.bot.views import entities_text
+from membot.bot.views import entities_text, facts_text
 from membot.bot.wording import counted
 
 #: Discord's limit for a message's content.
@@ -164,6 +164,7 @@ def _fields(report: MemoryReport, block_chars: int) -> Iterator[tuple[str, str]]
     yield "Archival memory", f"{counted(report.archival_passages, 'passage')} of its own"
     yield "Attached sources", _clip(", ".join(report.sources), FIELD_LIMIT) if report.sources else "none"
     yield "Entities (most talked about)", _clip(entities_text(report), FIELD_LIMIT)
+    yield "Facts that hold now", _clip(facts_text(report), FIELD_LIMIT)
     pct = round(100 * report.context_tokens / report.context_window) if report.context_window else 0
     yield (
         "Context window",

@@ -14,7 +14,7 @@ from membot.agent.agent import MemoryReport
 from membot.agent.events import Event
 from membot.agent.sources.loader import FileOutcome
 from membot.bot.monologue import monologue_line
-from membot.bot.views import entities_text
+from membot.bot.views import entities_text, facts_text
 from membot.bot.wording import counted
 
 #: Slack truncates chat.postMessage text past 40,000 characters and advises staying under 4,000;
@@ -173,6 +173,7 @@ def memory_blocks(report: MemoryReport, owner: str) -> list[dict[str, Any]]:
         f"*Archival memory*\n{counted(report.archival_passages, 'passage')} of its own",
         f"*Attached sources*\n{escape(sources)}",
         f"*Entities (most talked about)*\n{escape(entities_text(report))}",
+        f"*Facts that hold now*\n{escape(facts_text(report))}",
         f"*Context*\n{report.context_tokens:,} of {report.context_window:,} tokens ({pct}%), "
         f"{counted(report.context_messages, 'message')}",
     ]

@@ -125,8 +125,15 @@ _HONORIFIC = re.compile(
 _NOT_NAME = frozenset("我你他她它们和跟与及在是的了给对把被向从到也都就还又很说问找见请让叫这那有没去来")
 
 
-def _key(name: str) -> str:
-    return " ".join(name.replace(".", " ").split()).casefold()
+# Ends of a name that are punctuation around it, not part of it ("Caroline," "'Sweden'").
+AROUND_NAMES = " \t\n.,;:!?\"'()[]{}«»“”‘’。、，！？「」"
+
+
+def entity_key(name: str) -> str:
+    """The key entity memory and facts (store/facts.py) match a name by: dots as spaces, spaces collapsed, case
+    folded, without punctuation around it or a handle's "@"; so "Caroline," meets "caroline", "Dr. Smith"
+    "dr smith"."""
+    return " ".join(name.replace(".", " ").split()).casefold().strip(AROUND_NAMES).lstrip("@")
 
 
 def _sentence_start(text: str, at: int) -> bool:
@@ -174,7 +181,7 @@ def extract(text: str) -> list[Mention]:
         name = name.strip("-’'&")[:MAX_NAME]
         if name.count(" ") >= MAX_WORDS:
             return
-        key = key or _key(name)
+        key = key or entity_key(name)
         if len(key) < 2 and key.isascii():  # one Han character is a name, one letter is not
             return
         seen = found.get(key)

@@ -15,29 +15,22 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
+from membot.agent.memory.entities import AROUND_NAMES, entity_key
 from membot.agent.store.schema import EntityMentionRow, EntityRow, FactRow, MessageRow
 
 MAX_NAME = 300
 MAX_RELATION = 60
-# Ends of a name that are punctuation around it, not part of it ("Caroline," "'Sweden'").
-_TRIM = " \t\n.,;:!?\"'()[]{}«»“”‘’。、，！？「」"
 
 
 class FactRefused(ValueError):
     """A fact that cannot be recorded; the message says what to change."""
-
-
-def entity_key(name: str) -> str:
-    """The key of an entity name, as entity memory keys a mention (memory/entities.py: dots as spaces, spaces
-    collapsed, case folded), without punctuation around it or a handle's "@": so "Caroline," meets "caroline"."""
-    return " ".join(name.replace(".", " ").split()).casefold().strip(_TRIM).lstrip("@")
 
 
 def _key_of(name: str) -> str:
@@ -47,7 +40,12 @@ def _key_of(name: str) -> str:
 
 def relation_name(relation: str) -> str:
     """A relation as stored: lower case, words joined by underscores ("Lives in" -> "lives_in")."""
-    return "_".join(unicodedata.normalize("NFKC", relation).casefold().replace("_", " ").split()).strip(_TRIM)
+    return "_".join(unicodedata.normalize("NFKC", relation).casefold().replace("_", " ").split()).strip(AROUND_NAMES)
+
+
+def _day(moment: datetime, tz: tzinfo) -> str:
+    """A naive UTC time (as stored) as a date in the zone `tz`."""
+    return f"{moment.replace(tzinfo=UTC).astimezone(tz):%Y-%m-%d}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,13 @@ class Fact:
 
     def touches(self, key: str) -> bool:
         return key in (self.subject_key, self.object_key)
+
+    def describe(self, tz: tzinfo = UTC) -> str:
+        """'Caroline lives_in Sweden (since 2023-05-08)', or '(2021-01-01 to 2023-05-08)' once superseded; days in
+        the user's zone `tz`."""
+        start = _day(self.valid_from, tz)
+        span = f"since {start}" if self.valid_to is None else f"{start} to {_day(self.valid_to, tz)}"
+        return f"{self.subject} {self.relation} {self.object} ({span})"
 
     def other_end(self, key: str) -> str:
         """The name at the other end of the fact from the entity `key`."""
@@ -190,6 +195,18 @@ def _touching(session: Session, agent_id: int, key: str, private: bool) -> list[
 def current(session: Session, agent_id: int, key: str, *, private: bool) -> list[Fact]:
     """The facts about the entity `key` (as subject or object) that hold now, oldest first."""
     return [fact for fact in _touching(session, agent_id, key, private) if fact.current]
+
+
+def recent(session: Session, agent_id: int, *, private: bool, limit: int = 10) -> tuple[list[Fact], int]:
+    """The facts that hold now, newest first (at most `limit`), and how many hold in all: what `/memory` shows.
+    Of one subject and relation, the latest fact without an end is the one that holds in the view (a later fact
+    with another object ends the earlier ones there, see `_timeline`)."""
+    open_rows = _visible(select(FactRow), agent_id, private).where(FactRow.valid_to.is_(None))
+    latest: dict[tuple[str, str], FactRow] = {}
+    for row in session.scalars(open_rows.order_by(FactRow.valid_from.desc(), FactRow.id.desc())):
+        latest.setdefault((row.subject_key, row.relation), row)
+    holding = [_fact(row, None) for row in latest.values()]
+    return holding[:limit], len(holding)
 
 
 def history(session: Session, agent_id: int, key: str, *, private: bool) -> list[Fact]:

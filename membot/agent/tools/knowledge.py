@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import partial
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
+from membot.agent.memory.entities import entity_key
 from membot.agent.store import facts, wakeups
 from membot.agent.store.facts import Fact
 from membot.agent.store.schema import utcnow
 from membot.agent.tools.context import ToolContext
-
-
-def _day(moment: datetime, tz: ZoneInfo) -> str:
-    """A naive UTC time as the user's local date."""
-    return f"{moment.replace(tzinfo=UTC).astimezone(tz):%Y-%m-%d}"
-
-
-def _line(fact: Fact, tz: ZoneInfo) -> str:
-    """'Caroline lives_in Sweden (since 2023-05-08)', or '(2021-01-01 to 2023-05-08)' once superseded."""
-    start = _day(fact.valid_from, tz)
-    span = f"since {start}" if fact.valid_to is None else f"{start} to {_day(fact.valid_to, tz)}"
-    return f"{fact.subject} {fact.relation} {fact.object} ({span})"
 
 
 async def _zone(ctx: ToolContext) -> ZoneInfo:
@@ -55,11 +43,11 @@ async def knowledge_insert(ctx: ToolContext, subject: str, relation: str, object
         private=ctx.place.private, valid_from=since, now=now,
     ))
     if added.known:
-        return f"Already known: {_line(added.fact, tz)}."
-    notes = [f"replaces: {_line(old, tz)}" for old in added.replaced]
+        return f"Already known: {added.fact.describe(tz)}."
+    notes = [f"replaces: {old.describe(tz)}" for old in added.replaced]
     if added.until is not None:
         notes.append(f"then: {added.until.object}")
-    return f"Noted: {_line(added.fact, tz)}" + (f" ({'; '.join(notes)})" if notes else "") + "."
+    return f"Noted: {added.fact.describe(tz)}" + (f" ({'; '.join(notes)})" if notes else "") + "."
 
 
 async def knowledge_search(ctx: ToolContext, entity: str, history: bool = False,
@@ -70,7 +58,7 @@ async def knowledge_search(ctx: ToolContext, entity: str, history: bool = False,
         entity: Name, e.g. Caroline.
         history: Also replaced facts.
     """
-    key = facts.entity_key(entity)
+    key = entity_key(entity)
     if not key:
         raise ValueError("entity is empty; name who or what to look up")
     private = ctx.place.private
@@ -85,9 +73,9 @@ async def knowledge_search(ctx: ToolContext, entity: str, history: bool = False,
     tz = await _zone(ctx)
     now = [fact for fact in known if fact.current]
     past = [fact for fact in known if not fact.current]
-    lines = [_line(fact, tz) for fact in now] or [f"No current facts about {entity}."]
+    lines = [fact.describe(tz) for fact in now] or [f"No current facts about {entity}."]
     if history and past:
-        lines += ["History:"] + [_line(fact, tz) for fact in past]
+        lines += ["History:"] + [fact.describe(tz) for fact in past]
     elif past:
         lines.append(f"({len(past)} replaced: history=true shows them)")
     if linked:
