@@ -36,6 +36,7 @@ from membot.bot.service import BotService
 from membot.bot.settings import Settings
 from tests.cli_helpers import SETTING_PREFIXES
 from tests.fakes.openai_server import ScriptedModel
+from tests.membot_forks import membot_forks  # noqa: F401 (one fork server per worker, see there)
 from tests.milvus_server import milvus_server  # noqa: F401 (one session server for every module, see there)
 
 EMBEDDING_DIM = 64

@@ -12,7 +12,8 @@ from tests.fakes.openai_server import send, tool_call
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
 
 
-async def test_a_second_process_remembers_and_users_stay_apart(model, home):
+async def test_a_second_process_remembers_and_users_stay_apart(model, home, membot_forks):
+    membot = membot_forks.membot
     model.script(
         send("Hello! I'm Sam.", thought="SECRET-THOUGHT-1 a newcomer"),
         tool_call("core_memory_append", {"name": "human", "content": "Name: Alice", "request_heartbeat": True},
@@ -61,7 +62,8 @@ async def test_a_second_process_remembers_and_users_stay_apart(model, home):
 
 
 @pytest.mark.skipif(not PAPER.exists(), reason="shared/data/memgpt_paper.pdf not present")
-async def test_load_directory_and_sources(model, home, tmp_path):
+async def test_load_directory_and_sources(model, home, tmp_path, membot_forks):
+    membot = membot_forks.membot
     bad = tmp_path / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4 truncated")
     code, out, err = await membot(model, home, "load", "directory", "--name", "memgpt_research_paper",

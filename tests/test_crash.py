@@ -17,7 +17,6 @@ from sqlalchemy import select
 from membot.agent.store.schema import MessageRow
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
-from tests.cli_helpers import start
 from tests.conftest import collect, make_settings, store_messages
 from tests.fakes.openai_server import ScriptedModel, send, tool_call
 
@@ -47,11 +46,11 @@ def chain(body: dict):
     return send(f"done {i}")
 
 
-async def test_sigkill_at_random_points_loses_nothing(home):
+async def test_sigkill_at_random_points_loses_nothing(home, membot_forks):
     rng = random.Random(20261121)
     async with ScriptedModel(default=chain, latency=0.08) as model:
         for i in range(KILLS):
-            proc = await start(model, home, "chat", "--user", "victim")
+            proc = await membot_forks.start(model, home, "chat", "--user", "victim")
             # Wait until the process is up (it greets on login), then send and kill mid-chain.
             greeting = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
             assert greeting.strip() in (b"ready", b"") or greeting.startswith(b"done"), greeting

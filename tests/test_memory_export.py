@@ -6,12 +6,20 @@ test_memory_export_slack.py; the export's contents and the deletion's completene
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 
+import pytest
+
 from membot.adapters.terminal import Terminal
 from membot.bot.identity import UserRef, find_agent
-from tests.cli_helpers import membot
+from membot.bot.memory_cli import SHELL
+from membot.bot.memory_cli import add_arguments as add_memory_file_arguments
+from membot.bot.memory_cli import run as run_memory_file
+from membot.bot.service import CommandError
+from membot.bot.views import memory_text
+from tests.conftest import collect
 from tests.fakes.openai_server import send, tool_call
 from tests.test_discord_adapter import (  # noqa: F401 (fixtures, used by name)
     ADMIN,
@@ -123,41 +131,67 @@ async def test_terminal_export_writes_a_file_and_forget_asks_then_ends_the_chat(
 # ----- the shell ---------------------------------------------------------------------------------------------
 
 
-async def test_cli_export_import_and_forget(model, home, tmp_path):
+async def test_cli_export_import_elsewhere_and_forget_asks_for_yes(model, home, tmp_path, membot_forks):
+    """The shell path end to end, each command a process of its own. Each option's behaviour is checked once,
+    in process, by the test below."""
+    membot = membot_forks.membot
     model.script(send("Hi Alice."))
     code, _, err = await membot(model, home, "chat", "--user", "alice", stdin="I like green tea\n")
     assert code == 0, err
     target = tmp_path / "alice.json"
     code, _, err = await membot(model, home, "memory", "export", "--user", "alice", str(target))
     assert code == 0 and f"to {target}" in err
-    code, out, _ = await membot(model, home, "memory", "export", "--user", "alice", "-")
-    assert code == 0 and json.loads(out)["messages"] == json.loads(target.read_bytes())["messages"]
-
-    code, _, err = await membot(model, home, "memory", "import", str(target))
-    assert code == 2 and "already has an agent" in err and "--replace" in err
-    code, out, err = await membot(model, home, "memory", "import", str(target), "--user", "bob")
-    assert code == 0 and "as the agent of bob" in out, err
-    code, out, err = await membot(model, home, "memory", "import", str(target), "--replace")
-    assert code == 0 and "as the agent of alice" in out, err
-
-    code, _, err = await membot(model, home, "memory", "forget", "--user", "bob")
-    assert code == 2 and "--yes" in err  # nobody at stdin to confirm
-    code, out, err = await membot(model, home, "memory", "forget", "--user", "bob", "--yes")
-    assert code == 0 and "deleted" in out, err
-    code, _, err = await membot(model, home, "memory", "show", "--user", "bob")
-    assert code == 2 and "no agent" in err
 
     other = tmp_path / "elsewhere"  # another deployment: its own home, database and Milvus
     code, out, err = await membot(model, other, "memory", "import", str(target))
     assert code == 0 and "as the agent of alice" in out, err
-    code, out, _ = await membot(model, other, "memory", "show", "--user", "alice")
-    assert code == 0 and "green tea" not in out  # recall is not in `show`; the messages count is
     code, out, _ = await membot(model, other, "memory", "search", "--user", "alice", "green tea")
     assert code == 0 and "I like green tea" in out
 
+    code, _, err = await membot(model, home, "memory", "forget", "--user", "alice")
+    assert code == 2 and "--yes" in err  # nobody at stdin (a pipe) to confirm
+
+
+def _shell(*argv: str) -> argparse.Namespace:
+    """`membot memory ARGV` parsed as the command line parses it."""
+    parser = argparse.ArgumentParser(prog="membot memory")
+    add_memory_file_arguments(parser.add_subparsers(dest="action", required=True))
+    return parser.parse_args(argv)
+
+
+async def test_cli_memory_commands_each_option(service, model, tmp_path, capsys, monkeypatch):
+    """`membot memory export | import | forget` over the bot service, as the command line runs them; a
+    CommandError is what `membot` prints after "membot:" with exit code 2 (as the test above shows)."""
+    alice = UserRef("terminal", "local", "alice", "alice")
+    model.script(send("Hi Alice."))
+    await collect(service.chat(alice, "I like green tea"))
+    target = tmp_path / "alice.json"
+    assert await run_memory_file(service, _shell("export", "--user", "alice", str(target))) == 0
+    assert f"to {target}" in capsys.readouterr().err
+    assert await run_memory_file(service, _shell("export", "--user", "alice", "-")) == 0
+    assert json.loads(capsys.readouterr().out)["messages"] == json.loads(target.read_bytes())["messages"]
+
+    with pytest.raises(CommandError, match="already has an agent") as refused:
+        await run_memory_file(service, _shell("import", str(target)))
+    assert "--replace" in str(refused.value)
+    assert await run_memory_file(service, _shell("import", str(target), "--user", "bob")) == 0
+    assert "as the agent of bob" in capsys.readouterr().out
+    assert await run_memory_file(service, _shell("import", str(target), "--replace")) == 0
+    assert "as the agent of alice" in capsys.readouterr().out
+    # Recall is not in `memory show`; the messages count is.
+    assert "green tea" not in memory_text(await service.memory(SHELL, alice, is_admin=True))
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nobody to confirm
+    with pytest.raises(CommandError, match="--yes"):
+        await run_memory_file(service, _shell("forget", "--user", "bob"))
+    assert await run_memory_file(service, _shell("forget", "--user", "bob", "--yes")) == 0
+    assert "deleted" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no agent"):
+        await service.memory(SHELL, UserRef("terminal", "local", "bob", "bob"), is_admin=True)
+
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
-    code, _, err = await membot(model, home, "memory", "import", str(broken))
-    assert code == 2 and "not a membot memory export" in err
-    code, _, err = await membot(model, home, "memory", "import", str(tmp_path / "missing.json"))
-    assert code == 2 and "Could not read" in err
+    with pytest.raises(CommandError, match="not a membot memory export"):
+        await run_memory_file(service, _shell("import", str(broken)))
+    with pytest.raises(CommandError, match="Could not read"):
+        await run_memory_file(service, _shell("import", str(tmp_path / "missing.json")))

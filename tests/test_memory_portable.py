@@ -3,12 +3,14 @@ table that holds an agent's data as the schema lists them, Milvus (both owners) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, literal, select, text
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.archival import agent_owner
@@ -19,13 +21,24 @@ from membot.agent.store.schema import Base, utcnow
 from membot.bot.erase import sandbox_of
 from membot.bot.identity import UserRef, find_agent
 from membot.bot.service import BotService, CommandError
+from membot.bot.settings import Settings
 from tests.conftest import collect, make_settings
 from tests.fakes.openai_server import ScriptedModel, send, tool_call
+from tests.milvus_server import fresh_deployment
 
 pytestmark = pytest.mark.both_databases
 
 ALICE = UserRef("terminal", "local", "alice", "alice")
 CHANNEL = Place.shared("C1", "#general")
+
+
+@pytest.fixture
+async def settings(home: Path, model: ScriptedModel, database_url: str, milvus_server: str) -> Settings:
+    """On the session's Milvus server, not a Milvus Lite of the test's own, whose start each test paid. The
+    round trip's other deployment, and the shell's tests (test_memory_export.py), keep Milvus Lite."""
+    await fresh_deployment(database_url)
+    await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)  # as `membot` does; Milvus Lite did here
+    return make_settings(home, model, MEMBOT_DATABASE_URL=database_url, MEMBOT_MILVUS_URI=milvus_server)
 
 
 def agent_tables() -> list[Table]:
@@ -53,8 +66,10 @@ async def _rows(service: BotService, agent_id: int) -> dict[str, list[dict[str, 
         out: dict[str, list[dict[str, Any]]] = {}
         for table in agent_tables():
             key = table.c.id if table.name == "agents" else table.c.agent_id
-            skipped = agent_data.SKIPPED.get(table.name, frozenset()) | {"id", "agent_id", "source_id"}
-            cols = [c for c in table.columns if c.name not in skipped]
+            skipped = agent_data.SKIPPED.get(table.name, frozenset()) | {"id", "agent_id", "source_id", "entity_id",
+                                                                         "message_id"}
+            # A table of links only (entity_mentions): one mark a row.
+            cols = [c for c in table.columns if c.name not in skipped] or [literal(1).label("link")]
             rows = session.execute(select(*cols).where(key == agent_id)).mappings()
             out[table.name] = sorted((dict(r) for r in rows), key=repr)
             if table.name == "agent_sources":

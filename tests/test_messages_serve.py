@@ -33,7 +33,6 @@ from membot.bot.service import BotService
 from membot.bot.stopping import SignalStop
 from membot.bot.views import memory_text
 from membot.bot.wording import counted
-from tests.cli_helpers import membot, start
 from tests.conftest import collect, make_settings
 from tests.fakes.discord_fake import FakeDiscord
 from tests.fakes.openai_server import send
@@ -182,8 +181,8 @@ def _slack_env(fake: FakeSlack, app_token: str) -> dict[str, str]:
     return {"SLACK_BOT_TOKEN": fake.bot_token, "SLACK_APP_TOKEN": app_token, "MEMBOT_SLACK_API_URL": fake.api_url}
 
 
-async def test_a_refused_slack_app_token_stops_serve_with_one_line(model, home, slack):
-    code, out, err = await asyncio.wait_for(membot(model, home, "serve", env=_slack_env(slack, "xapp-revoked")), WAIT)
+async def test_a_refused_slack_app_token_stops_serve_with_one_line(model, home, slack, membot_forks):
+    code, out, err = await asyncio.wait_for(membot_forks.membot(model, home, "serve", env=_slack_env(slack, "xapp-revoked")), WAIT)
     assert code == 1
     assert "Traceback" not in err and "As you gave `client`" not in err
     refused = [line for line in err.splitlines() if "SLACK_APP_TOKEN" in line]
@@ -224,12 +223,12 @@ async def test_a_slack_socket_that_keeps_failing_still_stops(home, model, slack)
         await service.close()
 
 
-async def test_a_refused_discord_token_stops_serve_with_one_line(model, home):
+async def test_a_refused_discord_token_stops_serve_with_one_line(model, home, membot_forks):
     async with FakeDiscord() as fake:
         fake.refuse_token = True
         env = {"DISCORD_TOKEN": "wrong", "MEMBOT_DISCORD_API_URL": fake.api_url,
                "MEMBOT_DISCORD_GATEWAY_URL": fake.gateway_url}
-        code, out, err = await asyncio.wait_for(membot(model, home, "serve", env=env), WAIT)
+        code, out, err = await asyncio.wait_for(membot_forks.membot(model, home, "serve", env=env), WAIT)
     assert code == 1 and "Traceback" not in err
     assert "PyNaCl" not in err and "davey" not in err  # discord.py's voice warnings are not membot's business
     assert len([line for line in err.splitlines() if "Discord refused DISCORD_TOKEN" in line]) == 1
@@ -248,9 +247,9 @@ async def _read_until(stream: asyncio.StreamReader, words: str, seen: list[str])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_serve_retries_an_unreachable_discord_and_a_signal_stops_it(model, home, signum):
+async def test_serve_retries_an_unreachable_discord_and_a_signal_stops_it(model, home, signum, membot_forks):
     env = {"DISCORD_TOKEN": "t", "MEMBOT_DISCORD_API_URL": "http://127.0.0.1:9/api/v10"}
-    proc = await start(model, home, "serve", env=env)
+    proc = await membot_forks.start(model, home, "serve", env=env)
     seen: list[str] = []
     try:
         await asyncio.wait_for(_read_until(proc.stderr, "trying again in", seen), WAIT)
@@ -264,8 +263,8 @@ async def test_serve_retries_an_unreachable_discord_and_a_signal_stops_it(model,
     assert code == 0
 
 
-async def test_serve_stops_on_a_signal_while_slack_socket_mode_keeps_failing(model, home, slack):
-    proc = await start(model, home, "serve", env=_slack_env(slack, slack.app_token))
+async def test_serve_stops_on_a_signal_while_slack_socket_mode_keeps_failing(model, home, slack, membot_forks):
+    proc = await membot_forks.start(model, home, "serve", env=_slack_env(slack, slack.app_token))
     seen: list[str] = []
     try:
         await asyncio.wait_for(_read_until(proc.stderr, "membot serving", seen), WAIT)

@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from membot.agent.store.db import Database
 from membot.agent.store.schema import BlockRow, MessageRow
-from tests.cli_helpers import membot
 from tests.fakes.openai_server import ScriptedModel, send, tool_call
 
 pytestmark = pytest.mark.both_databases
@@ -34,7 +33,8 @@ def _chain(body: dict):
     return send(f"done {tag}")
 
 
-async def test_two_processes_talking_to_one_agent_never_interleave_and_lose_nothing(home, database_url):
+async def test_two_processes_talking_to_one_agent_never_interleave_and_lose_nothing(home, database_url, membot_forks):
+    membot = membot_forks.membot
     env = {"MEMBOT_DATABASE_URL": database_url}
     async with ScriptedModel(default=_chain, latency=0.05) as model:
         # The same user's agent created once, before both start: a race to create it is another test's.
