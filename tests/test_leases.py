@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select, update
 
 from membot.agent.messages import user_message
+from membot.agent.place import PRIVATE
 from membot.agent.step_write import StepWrite
+from membot.agent.store import facts
 from membot.agent.store.db import Database
 from membot.agent.store.leases import AgentBusy, LeaseLost, Leases, NoSuchAgent, new_holder
-from membot.agent.store.schema import AgentRow, BlockRow, LeaseRow, MessageRow, utcnow
+from membot.agent.store.schema import AgentRow, BlockRow, FactRow, LeaseRow, MessageRow, utcnow
+from membot.agent.tools.context import ToolContext
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 
@@ -51,6 +56,24 @@ async def test_a_step_write_without_the_lease_lands_nothing(db: Database):
         await db.write(StepWrite(agent, first.holder, [user_message(agent, "after the step")]))
     assert await db.scalar(select(MessageRow.id)) is None
     assert await db.scalar(select(AgentRow.version)) == 0
+
+
+async def test_a_tools_own_write_lands_only_under_the_steps_lease(db: Database):
+    # knowledge_insert and schedule_wakeup write in transactions of their own (ToolContext.write): those check
+    # the lease as a step's commit does.
+    agent = await _agent(db)
+    first, second = Leases(db, "proc-a"), Leases(db, "proc-b")
+    recall = SimpleNamespace(db=db)
+    mine, theirs = (ToolContext(agent, None, recall, None, None, None, PRIVATE, holder)  # type: ignore[arg-type]
+                    for holder in (first.holder, second.holder))
+    fact = partial(facts.add_fact, agent_id=agent, relation="lives_in", private=True, valid_from=None, now=utcnow())
+    async with first.hold(agent):
+        await mine.write(partial(fact, subject="Ann", object="Oslo"))
+        with pytest.raises(LeaseLost):
+            await theirs.write(partial(fact, subject="Bob", object="Rome"))
+    with pytest.raises(LeaseLost):  # the step is over
+        await mine.write(partial(fact, subject="Cy", object="Lima"))
+    assert await db.scalar(select(func.count()).select_from(FactRow)) == 1
 
 
 async def test_a_second_process_waits_for_the_first_and_sees_its_version(db: Database):

@@ -266,7 +266,8 @@ class Agent(WindowUpkeep):
             yield Thought(self.id, result.reasoning)
         ctx = ToolContext(self.id, self.core, self.recall, self.archival, self.engine.config,
                           heartbeats_paused_until=self.row.heartbeats_paused_until, model=self.engine.model,
-                          place=self.place, announce_wakeup=self.engine.wakeups.announce)
+                          place=self.place, holder=self.engine.leases.holder,
+                          announce_wakeup=self.engine.wakeups.announce)
         rows: list[msg.Message] = []
         if result.tool_calls:
             async for event in self._calls(result, ctx, rows):

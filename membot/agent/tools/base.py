@@ -144,11 +144,11 @@ async def schedule_wakeup(
     db, now = ctx.recall.db, utcnow()
     if timezone:
         tz = wakeups.zone(timezone)
-        await db.write(partial(wakeups.set_zone, agent_id=ctx.agent_id, name=tz.key))
+        await ctx.write(partial(wakeups.set_zone, agent_id=ctx.agent_id, name=tz.key))
     else:
         tz = wakeups.zone_or_utc(await db.read(partial(wakeups.agent_zone, agent_id=ctx.agent_id)))
     due_at = wakeups.parse_when(when, now, tz)
-    wakeup_id = await db.write(partial(wakeups.add_reminder, agent_id=ctx.agent_id, due_at=due_at, note=note, now=now))
+    wakeup_id = await ctx.write(partial(wakeups.add_reminder, agent_id=ctx.agent_id, due_at=due_at, note=note, now=now))
     ctx.announce_wakeup()
     return f"Reminder {wakeup_id} set for {wakeups.local_text(due_at, tz)}."
 

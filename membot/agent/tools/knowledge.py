@@ -38,7 +38,7 @@ async def knowledge_insert(ctx: ToolContext, subject: str, relation: str, object
                 f"Could not read when={when[:80]!r}; give a date (YYYY-MM-DD) or an ISO time (2023-05-08T14:00), "
                 "or leave it empty for now."
             ) from None
-    added = await ctx.recall.db.write(partial(
+    added = await ctx.write(partial(
         facts.add_fact, agent_id=ctx.agent_id, subject=subject, relation=relation, object=object,
         private=ctx.place.private, valid_from=since, now=now,
     ))
