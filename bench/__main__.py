@@ -44,6 +44,7 @@ BENCHMARKS = (
     "idle_memory",
     "prompt_size",
     "recall_quality",
+    "dense_recall",
     "cjk_search",
     "reflection",
     "platform",
