@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,8 @@ async def test_messages_stored_before_the_revision_are_found_after_it(db: Databa
                 in_context) VALUES (:agent, 'user', 'message', :said, CURRENT_TIMESTAMP, true)"""),
                 {"agent": agent, "said": said})
     recall = RecallMemory(db, agent, TermFrequencies())
-    assert await _first(recall, "过敏") == (None, 0)  # before: the run is one token
+    with _old_schema():
+        assert await _first(recall, "过敏") == (None, 0)  # before: the run is one token
     await upgrade(db.engine)  # the backfill
     assert await _first(recall, "过敏") == (NOTES[0]["text"], 2)  # and the next, by its context
     # The next user message holds the Japanese note as context.
@@ -153,10 +156,20 @@ async def test_messages_stored_before_the_revision_are_found_after_it(db: Databa
     assert await _first(recall, "cat") == ("my cat is called Millet", 1)
     # Down and up again: English found all along, the CJK words once more at the head.
     await downgrade(db.engine, "0011_threads")
-    assert await _first(recall, "Millet") == ("my cat is called Millet", 1)
-    assert await _first(recall, "寿司") == (None, 0)
+    with _old_schema():
+        assert await _first(recall, "Millet") == ("my cat is called Millet", 1)
+        assert await _first(recall, "寿司") == (None, 0)
     await upgrade(db.engine)
     assert await _first(recall, "寿司") == (NOTES[5]["text"], 2)
+
+
+@contextmanager
+def _old_schema() -> Iterator[None]:
+    """Searches below the revision of entity memory (0014), whose tables are not there yet: without the search's
+    entity look-up (the product runs at the head only)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RecallMemory, "_entity_weights", lambda *args, **kwargs: {})
+        yield
 
 
 # ----- archival search: the BM25 half on Milvus Lite ------------------------------------------------------------

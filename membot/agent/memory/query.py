@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from membot.agent.memory.cjk import query_pieces
+from membot.agent.memory.entities import entity_key, extract
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -26,3 +27,25 @@ def query_terms(query: str, limit: int = 32) -> list[str]:
         for term in query_pieces(word):
             seen.setdefault(term, None)
     return list(seen)[:limit]
+
+
+# The longest entity name memory/entities.py keeps is this many words.
+_MAX_NAME_WORDS = 4
+# Bounds what a query looks up: a long query's every run of words is no name anyway.
+_MAX_KEYS = 64
+_POSSESSIVE = re.compile(r"['’]s\b", re.IGNORECASE)
+
+
+def query_keys(query: str) -> list[str]:
+    """The entity keys a query may name (memory/entities.py keys them by `entity_key`): what the extractor finds
+    in it (a name before an honorific, a handle, a katakana run), then every run of one to four of its words,
+    lower-cased as users often type names, so "what did tom say" names "tom". Stop words alone are no key."""
+    found = [mention.key for mention in extract(query)]
+    words = [w.lower() for w in _WORD.findall(_POSSESSIVE.sub("", query))]
+    for size in range(_MAX_NAME_WORDS, 0, -1):
+        for start in range(len(words) - size + 1):
+            run = words[start : start + size]
+            if run[0] not in STOP_WORDS and run[-1] not in STOP_WORDS:
+                found.append(entity_key(" ".join(run)))
+    seen = dict.fromkeys(key for key in found if key)
+    return list(seen)[:_MAX_KEYS]

@@ -30,12 +30,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from membot.agent.memory import recall_pg
+from membot.agent.memory.entities import entity_key
 from membot.agent.memory.paging import PAGE_SIZE, Page
-from membot.agent.memory.query import query_terms
+from membot.agent.memory.query import query_keys, query_terms
 from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
 from membot.agent.memory.when import TimeRange, find_time, mentions_time
 from membot.agent.messages import Message
-from membot.agent.store import wakeups
+from membot.agent.store import entities, facts, wakeups
 from membot.agent.store.db import Database
 from membot.agent.store.schema import MessageRow, utcnow
 
@@ -93,6 +94,17 @@ _NEWEST = select(MessageRow.agent_id, MessageRow.role, MessageRow.created_at).wh
 )
 # Candidates ranked by the rare terms beyond the page asked for, among which common terms re-order.
 RERANK_DEPTH = 40
+# Following entities (issue 23): a candidate that names an entity of the query has its score times 1 + the first
+# weight, one naming a neighbour of it (a fact's other end, or named beside it) 1 + the second. Only candidates
+# are re-ordered: the entity's name is a query word already, and a neighbour's turns that share no word with
+# the query are too many to take in unranked.
+ENTITY_BOOST = 0.5
+NEIGHBOUR_BOOST = 0.25
+# An entity named in more messages than this points at none of them (a chat's speakers, named in most turns).
+ENTITY_MOST = 100
+# Bounds the statements a query naming entities costs: each one's neighbours are two.
+MAX_QUERY_ENTITIES = 3
+MAX_NEIGHBOURS = 10
 
 
 def fts_query(agent_id: int, terms: Sequence[str]) -> str:
@@ -194,13 +206,14 @@ class RecallMemory:
             return Page([], 0, page, page_size)
         dated = mentions_time(query)
         return await self.db.read(partial(self._search, query if dated else None, terms, page, page_size, private,
-                                          tz, now))
+                                          tz, now, query_keys(query)))
 
     def _search(
         self, query: str | None, terms: list[str], page: int, page_size: int, private: bool, tz: ZoneInfo | None,
-        now: datetime | None, session: Session,
+        now: datetime | None, keys: list[str], session: Session,
     ) -> Page[Message]:
         window = (page + 1) * page_size
+        weights = self._entity_weights(session, keys, private)
         span, every_term = None, terms
         if query is not None:
             zone = tz or wakeups.zone_or_utc(wakeups.agent_zone(session, self.agent_id))
@@ -209,33 +222,61 @@ class RecallMemory:
                 terms = query_terms(rest)
                 if not terms:
                     return self._listed(session, span, page, page_size, private)
-        rows, total = self._ranked_rows(session, terms, window, private, span)
+        rows, total = self._ranked_rows(session, terms, window, private, span, weights)
         if span is not None and total < window:
             # Too few hits in that time (or the time was misremembered): the others follow them, found by every
             # word of the query, the time's too, as the text may say it ("in May we went...").
             seen = {row.id for row in rows}
-            others, total = self._ranked_rows(session, every_term, window, private, None)
+            others, total = self._ranked_rows(session, every_term, window, private, None, weights)
             total = max(total, len(seen))
             rows += [row for row in others if row.id not in seen]
         return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
 
     def _ranked_rows(
-        self, session: Session, terms: list[str], window: int, private: bool, span: TimeRange | None
+        self, session: Session, terms: list[str], window: int, private: bool, span: TimeRange | None,
+        weights: dict[str, float],
     ) -> tuple[list[Row[Any]], int]:
-        """The agent's best `window` hits, best first, and how many there are in all."""
+        """The agent's best `window` hits, best first, and how many there are in all. `weights`: the entities
+        whose naming lifts a candidate (see `_entity_weights`)."""
+        deeper = RERANK_DEPTH if weights else 0
         if not self.db.is_sqlite:
-            found = recall_pg.ranked(session, self.agent_id, terms, window, self.terms, private=private, span=span)
-            return list(found), found[0].total if found else 0
+            found = recall_pg.ranked(session, self.agent_id, terms, window + deeper, self.terms, private=private,
+                                     span=span)
+            if weights:
+                found = recall_pg.boosted(found, self._boosts(session, weights, [row.id for row in found], private))
+            return list(found[:window]), found[0].total if found else 0
         # Rare terms find the candidates, common ones re-order them (see term_stats). Commonness is counted
         # over everyone's messages: when this agent's rare-term hits do not fill the page, every term ranks.
         split = self.terms.split(session, terms)
-        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else 0), private, span)
+        ranked = self._ranked(session, split.rare, window + (RERANK_DEPTH if split.common else deeper), private,
+                              span)
         if split.common and len(ranked) < window:
             split = TermSplit(terms, {})
-            ranked = self._ranked(session, terms, window, private, span)
+            ranked = self._ranked(session, terms, window + deeper, private, span)
         by_id = {row.id: row for row in ranked}
-        ids = rerank([(row.id, row.search_text or "", row.score) for row in ranked], split.common)
+        boost = self._boosts(session, weights, list(by_id), private) if weights else {}
+        ids = rerank([(row.id, row.search_text or "", row.score) for row in ranked], split.common, boost)
         return [by_id[i] for i in ids[:window]], ranked[0].total if ranked else 0
+
+    def _entity_weights(self, session: Session, keys: list[str], private: bool) -> dict[str, float]:
+        """The entities the query names that the step may see and that are rare enough to point somewhere, and
+        their neighbours one hop away, each with its weight; empty (after one indexed look-up) when it names
+        none, so a plain query costs one statement more."""
+        named = sorted(entities.rare(session, self.agent_id, keys, private=private, most=ENTITY_MOST))
+        if not named:
+            return {}
+        weights = dict.fromkeys(named[:MAX_QUERY_ENTITIES], ENTITY_BOOST)
+        near = {entity_key(name) for key in weights
+                for name in facts.neighbours(session, self.agent_id, key, private=private, limit=MAX_NEIGHBOURS)}
+        near -= weights.keys()
+        for key in entities.rare(session, self.agent_id, sorted(near), private=private, most=ENTITY_MOST):
+            weights[key] = NEIGHBOUR_BOOST
+        return weights
+
+    def _boosts(self, session: Session, weights: dict[str, float], ids: list[int], private: bool) -> dict[int, float]:
+        """Each candidate's score factor: 1 + the largest weight among the entities it names."""
+        named = entities.mentioning(session, self.agent_id, list(weights), ids, private=private)
+        return {message_id: 1 + max(weights[key] for key in keys) for message_id, keys in named.items()}
 
     def _ranked(
         self, session: Session, terms: list[str], limit: int, private: bool, span: TimeRange | None

@@ -57,6 +57,12 @@ def ranked(
                            _params(agent_id, terms, counts, limit, private, span)).all()
 
 
+def boosted(rows: Sequence[Row[Any]], boost: dict[int, float]) -> list[Row[Any]]:
+    """The rows re-ordered after multiplying each one's score by its `boost` (an entity of the query it names);
+    ties to the newer message."""
+    return sorted(rows, key=lambda row: (-row.score * boost.get(row.id, 1.0), -row.id))
+
+
 def _params(
     agent_id: int, terms: list[str], counts: TermCounts, limit: int, private: bool, span: TimeRange | None
 ) -> dict[str, Any]:

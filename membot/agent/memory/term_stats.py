@@ -115,14 +115,18 @@ def _inflections(term: str) -> re.Pattern[str]:
     return re.compile(rf"\b{re.escape(light_stem(term))}(?:{alternatives})?\b", re.IGNORECASE)
 
 
-def rerank(candidates: Sequence[tuple[int, str, float]], common: dict[str, float]) -> list[int]:
+def rerank(
+    candidates: Sequence[tuple[int, str, float]], common: dict[str, float], boost: dict[int, float] | None = None
+) -> list[int]:
     """Order (id, text, bm25) candidates, FTS5 scores being negative (lower is better), after adding the
-    weight of each common term a candidate contains; ties go to the newer message."""
+    weight of each common term a candidate contains and multiplying by the candidate's `boost` (an entity of the
+    query it names); ties go to the newer message."""
+    boost = boost or {}
     patterns = [(_inflections(term), weight) for term, weight in common.items()]
     scored = []
     for row_id, body, score in candidates:
         bonus = sum(weight for pattern, weight in patterns if pattern.search(body))
-        scored.append((score - bonus, -row_id))
+        scored.append(((score - bonus) * boost.get(row_id, 1.0), -row_id))
     scored.sort()
     return [-neg_id for _, neg_id in scored]
 

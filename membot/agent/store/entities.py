@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import ColumnElement, Row, bindparam, insert, select, true, update
+from sqlalchemy import ColumnElement, Row, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from membot.agent.memory.entities import Entity, counted, extract, mentioned, merged, renamed
@@ -138,3 +138,30 @@ def mentioned_in(session: Session, agent_id: int, entity_keys: Sequence[str], *,
              .where(_M.c.agent_id == agent_id, _E.c.agent_id == agent_id, _E.c.key.in_(list(entity_keys)),
                     _seen_by(private)))
     return set(session.scalars(query))
+
+
+def rare(session: Session, agent_id: int, keys: Sequence[str], *, private: bool, most: int) -> list[str]:
+    """Of these keys, the entities the agent knows as the step sees them (scopes added up) that are named in at
+    most `most` messages: a name said in a great many messages points at none of them (a speaker's name in a
+    chat). One statement, on the (agent, private, key) index. Aliases share their entity's key (a written form
+    differs only in case or dots), so looking up the key finds them too."""
+    if not keys:
+        return []
+    query = (select(_E.c.key).where(_E.c.agent_id == agent_id, _E.c.key.in_(list(keys)), _seen_by(private))
+             .group_by(_E.c.key).having(func.sum(_E.c.mentions) <= most))
+    return list(session.scalars(query))
+
+
+def mentioning(session: Session, agent_id: int, keys: Sequence[str], message_ids: Sequence[int], *,
+               private: bool) -> dict[int, set[str]]:
+    """Which of these entities each of these messages names, as a step sees them (a shared step: the entities
+    learnt in shared talk, whose links are to shared messages only). Bounded by the messages asked about."""
+    if not keys or not message_ids:
+        return {}
+    query = (select(_M.c.message_id, _E.c.key).join(_E, _E.c.id == _M.c.entity_id)
+             .where(_M.c.agent_id == agent_id, _E.c.agent_id == agent_id, _M.c.message_id.in_(list(message_ids)),
+                    _E.c.key.in_(list(keys)), _seen_by(private)))
+    named: dict[int, set[str]] = {}
+    for message_id, key in session.execute(query):
+        named.setdefault(message_id, set()).add(key)
+    return named
