@@ -8,12 +8,13 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from membot.agent.context.tokens import estimate_tokens
 from membot.agent.memory.entities import (
     ENTITIES_HEADING,
     HALF_LIFE,
+    MAX_NAME,
     PROMPT_TOKENS,
     Entity,
     TopEntities,
@@ -29,6 +30,7 @@ from membot.agent.place import Place
 from membot.agent.store import entities as store
 from membot.agent.store.db import Database
 from membot.agent.store.migrate import upgrade
+from membot.agent.store.schema import MessageRow
 from tests.conftest import collect
 from tests.fakes.openai_server import send
 from tests.test_migrations import _engine, _upgrade_to, fresh_url, postgres_url  # noqa: F401 (fixtures)
@@ -101,6 +103,12 @@ def _entity(i: int, at: datetime, private: bool = False) -> Entity:
     return Entity(f"k{i}", f"Name{i}", i + 1, float(i + 1), at, at, private)
 
 
+def test_a_long_name_or_handle_is_kept_to_the_columns_size():
+    [handle] = extract("ping @" + "a" * 300)
+    [name] = extract("I met S" + "ß" * 150)  # folded, ß is "ss": the key would be twice the name
+    assert len(handle.key) <= MAX_NAME and len(name.key) <= MAX_NAME and len(name.name) <= MAX_NAME
+
+
 def test_the_rendered_list_stays_within_its_budget():
     assert render_entities([]) == ""
     line = render_entities([Entity("caroline", "Caroline", 42, 9.0, T0, T0), Entity("sweden", "Sweden", 3, 1.0, T0, T0)])
@@ -168,12 +176,15 @@ async def test_agents_and_scopes_are_kept_apart_in_the_store(db):
     assert await db.read(lambda s: read(s, alice, True)) == [("Priya", 2), ("Oslo", 1), ("Zanzibar", 1)]
     assert await db.read(lambda s: read(s, alice, False)) == [("Oslo", 1), ("Priya", 1)]
     assert await db.read(lambda s: read(s, bob, True)) == [("Quentin", 1)]
-    shared_ids = await db.read(lambda s: store.mentioned_in(s, alice, ["priya", "zanzibar"], private=False))
-    all_ids = await db.read(lambda s: store.mentioned_in(s, alice, ["priya", "zanzibar"], private=True))
-    assert len(shared_ids) == 1 and len(all_ids) == 2 and shared_ids < all_ids
-    assert await db.read(lambda s: store.mentioned_in(s, bob, ["priya"], private=True)) == set()
-    found = await db.read(lambda s: store.find(s, alice, ["priya", "quentin"], private=True))
-    assert set(found) == {"priya"} and found["priya"][0].mentions == 2 and found["priya"][1] == all_ids
+    # What conversation search asks: which messages name these entities, and which are rare enough to count.
+    ids = await db.read(lambda s: list(s.scalars(select(MessageRow.id))))
+    shared = await db.read(lambda s: store.mentioning(s, alice, ["priya", "zanzibar"], ids, private=False))
+    every = await db.read(lambda s: store.mentioning(s, alice, ["priya", "zanzibar"], ids, private=True))
+    assert len(shared) == 1 and len(every) == 2 and set(shared) < set(every)
+    assert await db.read(lambda s: store.mentioning(s, bob, ["priya", "quentin"], ids, private=True)) == {
+        max(ids): {"quentin"}}
+    assert await db.read(lambda s: store.rare(s, alice, ["priya", "quentin"], private=True, most=2)) == ["priya"]
+    assert await db.read(lambda s: store.rare(s, alice, ["priya"], private=True, most=1)) == []
     with pytest.raises(ValueError, match="record an agent's own messages"):
         await db.write(lambda s: store.record(s, bob, [user_message(alice, "Priya")]))
 

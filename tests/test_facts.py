@@ -161,6 +161,28 @@ async def test_a_shared_step_sees_no_private_fact_and_a_private_one_never_replac
     assert [f.valid_from for f in await read(db, facts.current, alice, "acme", private=True)] == [day("2020-01-01")]
 
 
+async def test_a_private_fact_dated_back_lengthens_a_shared_one_and_never_ends_it(db):
+    [alice] = await new_agents(db, "alice")
+    await add(db, alice, "Caroline", "lives_in", "Sweden", "2023-05-08", private=False)
+    await add(db, alice, "Caroline", "lives_in", "Sweden", "2021-01-01", private=True)
+    # The DM knows she has lived there since 2021, and still does; the channel knows what it was told.
+    assert spans(await read(db, facts.current, alice, "caroline", private=True)) == [
+        ("lives_in", "Sweden", day("2021-01-01"), None)]
+    assert spans(await read(db, facts.current, alice, "caroline", private=False)) == [
+        ("lives_in", "Sweden", day("2023-05-08"), None)]
+
+
+async def test_a_fact_that_cannot_be_recorded_says_what_to_change(db):
+    [alice] = await new_agents(db, "alice")
+    with pytest.raises(facts.FactRefused, match="The relation has no letters or digits"):
+        await add(db, alice, "Caroline", "!!!", "Sweden", "2023-05-08", private=True)
+    with pytest.raises(ValueError, match="Entry 2 of the export's 'facts' has valid_to 'someday', not an ISO time"):
+        await db.write(lambda s: facts.imported(s, alice, [
+            {"subject": "A", "relation": "r", "object": "B", "valid_from": "2023-01-01T00:00:00"},
+            {"subject": "A", "relation": "r", "object": "C", "valid_from": "2023-02-01T00:00:00",
+             "valid_to": "someday"}]))
+
+
 async def test_neighbours_include_entities_named_in_the_same_messages_of_the_view(db):
     alice, bob = await new_agents(db, "alice", "bob")
 
@@ -219,8 +241,9 @@ async def test_knowledge_search_through_the_step_loop(service, model, user):
         ("knowledge_search", {"entity": "Atlantis"}),
         ("knowledge_insert", {"subject": "Caroline", "relation": "lives_in", "object": "Sweden"}),
         ("knowledge_insert", {"subject": "Caroline", "relation": "likes", "object": "tea", "when": "last spring"}),
+        ("knowledge_insert", {"subject": "Caroline", "relation": "likes", "object": "tea", "when": "in 2 days"}),
     )
-    assert all(r.ok for r in results[:-1]), results
+    assert all(r.ok for r in results[:-2]), results
     assert results[0].result == "Noted: Caroline lives_in Berlin (since 2023-01-01)."
     assert results[1].result == ("Noted: Caroline lives_in Sweden (since 2023-05-08) "
                                  "(replaces: Caroline lives_in Berlin (2023-01-01 to 2023-05-08)).")
@@ -232,6 +255,7 @@ async def test_knowledge_search_through_the_step_loop(service, model, user):
     assert results[5].result == "Nothing known about Atlantis; try conversation_search."
     assert results[6].result == "Already known: Caroline lives_in Sweden (since 2023-05-08)."
     assert not results[7].ok and "Could not read when='last spring'; give a date (YYYY-MM-DD)" in results[7].result
+    assert not results[8].ok and "when='in 2 days' is in the future; record a fact once it holds" in results[8].result
     # Learnt in a DM: a shared channel's step finds none of it.
     [found] = await run(service, model, alice, ("knowledge_search", {"entity": "Caroline"}), place=CHANNEL)
     assert found.result == "Nothing known about Caroline; try conversation_search."

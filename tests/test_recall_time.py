@@ -158,3 +158,13 @@ async def test_a_shared_step_finds_no_private_message_of_that_time(db: Database)
     private = await recall.search("yesterday", private=True, now=NOW, tz=UTC)
     assert private.total == 2
 
+
+
+async def test_a_question_of_stop_words_and_a_time_lists_that_time(db: Database):
+    (alice,) = await _agents(db, "alice")
+    await store_messages(db, _said(alice, "what a day: we did the museum", datetime(2026, 11, 20, 12)),
+                         _said(alice, "we went to the lake", datetime(2026, 12, 2, 12)))
+    recall = RecallMemory(db, alice, TermFrequencies())
+    # "what did we do" is only stop words: the question is the day, not those words on any day.
+    page = await recall.search("what did we do yesterday", private=True, now=NOW, tz=UTC)
+    assert [m.search_text for m in page.items] == ["we went to the lake"]

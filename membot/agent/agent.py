@@ -434,7 +434,7 @@ class Agent(WindowUpkeep):
     def _fact_summary(self, session: Session) -> dict[str, Any]:
         """The facts that hold now, newest first, dated in the user's zone, and how many hold in all."""
         holding, count = facts.recent(session, self.id, private=True)
-        tz = wakeups.zone_or_utc(wakeups.agent_zone(session, self.id))
+        tz = wakeups.user_zone(session, self.id)
         return {"facts": tuple(fact.describe(tz) for fact in holding), "fact_count": count}
 
 

@@ -103,7 +103,7 @@ class Scheduler:
 
     async def _fire(self, wakeup: wakeups.Wakeup, now: datetime) -> bool:
         """Claim and run one wake-up; whether it was claimed here."""
-        zone = wakeups.zone_or_utc(await self.db.read(partial(wakeups.agent_zone, agent_id=wakeup.agent_id)))
+        zone = await self.db.read(partial(wakeups.user_zone, agent_id=wakeup.agent_id))
         quiet = self.service.settings.quiet_hours
         if wakeup.kind in wakeups.UNSOLICITED and wakeup.attempts == 0 and quiet is not None:
             if (end := quiet.end_after(now, zone)) is not None:  # the user's quiet hours: wait for their end

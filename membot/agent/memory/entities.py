@@ -181,7 +181,7 @@ def extract(text: str) -> list[Mention]:
         name = name.strip("-’'&")[:MAX_NAME]
         if name.count(" ") >= MAX_WORDS:
             return
-        key = key or entity_key(name)
+        key = (key or entity_key(name))[:MAX_NAME]  # folding case may lengthen it; the column holds MAX_NAME
         if len(key) < 2 and key.isascii():  # one Han character is a name, one letter is not
             return
         seen = found.get(key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from membot.agent.memory.cjk import query_pieces
-from membot.agent.memory.entities import entity_key, extract
+from membot.agent.memory.entities import MAX_WORDS, entity_key, extract
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -29,11 +29,9 @@ def query_terms(query: str, limit: int = 32) -> list[str]:
     return list(seen)[:limit]
 
 
-# The longest entity name memory/entities.py keeps is this many words.
-_MAX_NAME_WORDS = 4
 # Bounds what a query looks up: a long query's every run of words is no name anyway.
 _MAX_KEYS = 64
-_POSSESSIVE = re.compile(r"['’]s\b", re.IGNORECASE)
+_POSSESSIVE = re.compile(r"['’]s\b", re.IGNORECASE)  # "Tom's" names Tom: inside a query, not only at its end
 
 
 def query_keys(query: str) -> list[str]:
@@ -42,7 +40,8 @@ def query_keys(query: str) -> list[str]:
     lower-cased as users often type names, so "what did tom say" names "tom". Stop words alone are no key."""
     found = [mention.key for mention in extract(query)]
     words = [w.lower() for w in _WORD.findall(_POSSESSIVE.sub("", query))]
-    for size in range(_MAX_NAME_WORDS, 0, -1):
+    # Single words first: the cap must not cut the likeliest names off a long query.
+    for size in range(1, MAX_WORDS + 1):
         for start in range(len(words) - size + 1):
             run = words[start : start + size]
             if run[0] not in STOP_WORDS and run[-1] not in STOP_WORDS:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from membot.agent.memory import recall_pg
 from membot.agent.memory.entities import entity_key
 from membot.agent.memory.paging import PAGE_SIZE, Page
-from membot.agent.memory.query import query_keys, query_terms
+from membot.agent.memory.query import STOP_WORDS, query_keys, query_terms
 from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
 from membot.agent.memory.when import TimeRange, find_time, mentions_time
 from membot.agent.messages import Message
@@ -216,11 +216,11 @@ class RecallMemory:
         weights = self._entity_weights(session, keys, private)
         span, every_term = None, terms
         if query is not None:
-            zone = tz or wakeups.zone_or_utc(wakeups.agent_zone(session, self.agent_id))
+            zone = tz or wakeups.user_zone(session, self.agent_id)
             span, rest = find_time(query, now or utcnow(), zone)
             if span is not None:
                 terms = query_terms(rest)
-                if not terms:
+                if all(term in STOP_WORDS for term in terms):  # "what did we do yesterday": that day, listed
                     return self._listed(session, span, page, page_size, private)
         rows, total = self._ranked_rows(session, terms, window, private, span, weights)
         if span is not None and total < window:

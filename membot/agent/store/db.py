@@ -180,8 +180,14 @@ class Database:
 
     async def close(self) -> None:
         if self._threads is not None and self._threaded is not None:
-            await asyncio.get_running_loop().run_in_executor(self._threads, self._threaded.dispose)
-            self._threads.shutdown(wait=False)
+            threads, threaded = self._threads, self._threaded
+
+            def stop() -> None:
+                # Units of work still running (their callers cancelled) finish before their connections go.
+                threads.shutdown(wait=True)
+                threaded.dispose()
+
+            await asyncio.to_thread(stop)
         await self.engine.dispose()
 
 

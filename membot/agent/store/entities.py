@@ -111,35 +111,6 @@ def top(session: Session, agent_id: int, *, private: bool, now: datetime, limit:
     return merged((_entity(row) for row in rows), now)[:limit]
 
 
-def find(session: Session, agent_id: int, keys: Sequence[str], *, private: bool) -> dict[str, tuple[Entity, set[int]]]:
-    """For each of these keys the agent knows: the entity (scopes merged as the step sees them) and the ids of
-    the messages that name it."""
-    if not keys:
-        return {}
-    rows = session.execute(select(*_COLUMNS).where(_E.c.agent_id == agent_id, _E.c.key.in_(list(keys)),
-                                                   _seen_by(private))).all()
-    if not rows:
-        return {}
-    key_of = {row.id: row.key for row in rows}
-    messages: dict[str, set[int]] = {key: set() for key in key_of.values()}
-    links = select(_M.c.entity_id, _M.c.message_id).where(_M.c.agent_id == agent_id,
-                                                          _M.c.entity_id.in_(list(key_of)))
-    for entity_id, message_id in session.execute(links):
-        messages[key_of[entity_id]].add(message_id)
-    entities = merged((_entity(row) for row in rows), max(row.last_seen for row in rows))
-    return {entity.key: (entity, messages[entity.key]) for entity in entities}
-
-
-def mentioned_in(session: Session, agent_id: int, entity_keys: Sequence[str], *, private: bool) -> set[int]:
-    """The ids of the agent's messages that name any of these entities, as a step sees them."""
-    if not entity_keys:
-        return set()
-    query = (select(_M.c.message_id).join(_E, _E.c.id == _M.c.entity_id)
-             .where(_M.c.agent_id == agent_id, _E.c.agent_id == agent_id, _E.c.key.in_(list(entity_keys)),
-                    _seen_by(private)))
-    return set(session.scalars(query))
-
-
 def rare(session: Session, agent_id: int, keys: Sequence[str], *, private: bool, most: int) -> list[str]:
     """Of these keys, the entities the agent knows as the step sees them (scopes added up) that are named in at
     most `most` messages: a name said in a great many messages points at none of them (a speaker's name in a

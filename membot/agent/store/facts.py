@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from itertools import groupby
 from typing import Any
@@ -109,7 +109,8 @@ def _ordered(rows: Iterable[FactRow]) -> list[FactRow]:
 def _timeline(rows: list[FactRow]) -> list[Fact]:
     """One subject and relation's rows (oldest first) as the view that read them sees them. A row ends at its
     stored end or where a later row with another object starts, whichever is first (the merge of a private
-    step); a row that repeats the object of the fact still holding at its start adds nothing and is left out."""
+    step); a row that repeats the object of the fact still holding at its start adds nothing but, if it holds
+    longer, the length of that fact (a private row dated back before a shared one must not end it)."""
     facts: list[Fact] = []
     for index, row in enumerate(rows):
         end = row.valid_to
@@ -119,6 +120,8 @@ def _timeline(rows: list[FactRow]) -> list[Fact]:
         last = facts[-1] if facts else None
         if last is not None and last.object_key == row.object_key and (last.valid_to is None
                                                                         or last.valid_to >= row.valid_from):
+            if last.valid_to is not None and (end is None or end > last.valid_to):
+                facts[-1] = replace(last, valid_to=end)
             continue
         facts.append(_fact(row, end))
     return facts
@@ -139,11 +142,13 @@ def _check(name: str, what: str, limit: int) -> str:
 
 
 def add_fact(session: Session, agent_id: int, subject: str, relation: str, object: str, *, private: bool,
-             valid_from: datetime | None, now: datetime, source_message_id: int | None = None) -> Added:
+             valid_from: datetime | None, now: datetime) -> Added:
     """Record that `subject relation object` holds from `valid_from` (None: `now`), learnt in a private step or
     not. A fact the view already holds at that time is not stored again."""
     subject, object = _check(subject, "subject", MAX_NAME), _check(object, "object", MAX_NAME)
     relation = relation_name(_check(relation, "relation", MAX_RELATION))
+    if not relation:
+        raise FactRefused("The relation has no letters or digits; name it, e.g. lives_in.")
     subject_key, object_key = _key_of(subject), _key_of(object)
     start = valid_from or now
     group = _group(session, agent_id, subject_key, relation, private)
@@ -163,7 +168,7 @@ def add_fact(session: Session, agent_id: int, subject: str, relation: str, objec
     row = FactRow(agent_id=agent_id, subject=subject, subject_key=subject_key, relation=relation, object=object,
                   object_key=object_key, private=private, valid_from=start, recorded_at=now,
                   valid_to=following.valid_from if following else None,
-                  superseded_by=following.id if following else None, source_message_id=source_message_id)
+                  superseded_by=following.id if following else None)
     session.add(row)
     session.flush()
     replaced: list[Fact] = []
@@ -278,8 +283,15 @@ def imported(session: Session, agent_id: int, items: list[dict[str, Any]]) -> in
     """Store exported facts (as `exported` gives them) as the agent's; how many. Their links to the facts that
     replaced them are set once all have ids (a fact dated back is replaced by one stored before it)."""
 
-    def when(text: str | None) -> datetime | None:
-        return datetime.fromisoformat(text).replace(tzinfo=None) if text else None
+    def when(number: int, fact: dict[str, Any], field: str) -> datetime | None:
+        text = fact.get(field)
+        if not text:
+            return None
+        try:
+            return datetime.fromisoformat(str(text)).replace(tzinfo=None)
+        except ValueError:
+            raise ValueError(f"Entry {number} of the export's 'facts' has {field} {str(text)[:40]!r}, "
+                             "not an ISO time.") from None
 
     for number, fact in enumerate(items, 1):
         if not isinstance(fact, dict) or any(not fact.get(key) for key in ("subject", "relation", "object",
@@ -288,8 +300,9 @@ def imported(session: Session, agent_id: int, items: list[dict[str, Any]]) -> in
     rows = [FactRow(agent_id=agent_id, subject=fact["subject"], subject_key=_key_of(fact["subject"]),
                     relation=relation_name(fact["relation"]), object=fact["object"],
                     object_key=_key_of(fact["object"]), private=bool(fact.get("private", True)),
-                    valid_from=when(fact["valid_from"]), recorded_at=when(fact.get("recorded_at")) or when(fact["valid_from"]),
-                    valid_to=when(fact.get("valid_to"))) for fact in items]
+                    valid_from=when(number, fact, "valid_from"),
+                    recorded_at=when(number, fact, "recorded_at") or when(number, fact, "valid_from"),
+                    valid_to=when(number, fact, "valid_to")) for number, fact in enumerate(items, 1)]
     session.add_all(rows)
     session.flush()
     for row, fact in zip(rows, items, strict=True):

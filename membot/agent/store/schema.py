@@ -328,7 +328,6 @@ class FactRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     valid_to: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("facts.id"), nullable=True)
-    source_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("ix_facts_agent_subject", "agent_id", "subject_key"),

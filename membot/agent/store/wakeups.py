@@ -173,6 +173,11 @@ def agent_zone(session: Session, agent_id: int) -> str | None:
     return session.scalar(select(AgentRow.timezone).where(AgentRow.id == agent_id))
 
 
+def user_zone(session: Session, agent_id: int) -> ZoneInfo:
+    """The time zone the agent knows its user in (UTC until it learns one)."""
+    return zone_or_utc(agent_zone(session, agent_id))
+
+
 def set_zone(session: Session, agent_id: int, name: str) -> None:
     session.execute(update(AgentRow).where(AgentRow.id == agent_id).values(timezone=name))
 
@@ -377,5 +382,5 @@ class Reminder:
 
 
 def reminders_of(session: Session, agent_id: int) -> list[Reminder]:
-    tz = zone_or_utc(agent_zone(session, agent_id))
+    tz = user_zone(session, agent_id)
     return [Reminder(w.id, w.due_at, local_text(w.due_at, tz), w.note) for w in pending_reminders(session, agent_id)]

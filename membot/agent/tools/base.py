@@ -146,7 +146,7 @@ async def schedule_wakeup(
         tz = wakeups.zone(timezone)
         await ctx.write(partial(wakeups.set_zone, agent_id=ctx.agent_id, name=tz.key))
     else:
-        tz = wakeups.zone_or_utc(await db.read(partial(wakeups.agent_zone, agent_id=ctx.agent_id)))
+        tz = await db.read(partial(wakeups.user_zone, agent_id=ctx.agent_id))
     due_at = wakeups.parse_when(when, now, tz)
     wakeup_id = await ctx.write(partial(wakeups.add_reminder, agent_id=ctx.agent_id, due_at=due_at, note=note, now=now))
     ctx.announce_wakeup()

@@ -15,7 +15,7 @@ from membot.agent.tools.context import ToolContext
 
 
 async def _zone(ctx: ToolContext) -> ZoneInfo:
-    return wakeups.zone_or_utc(await ctx.recall.db.read(partial(wakeups.agent_zone, agent_id=ctx.agent_id)))
+    return await ctx.recall.db.read(partial(wakeups.user_zone, agent_id=ctx.agent_id))
 
 
 async def knowledge_insert(ctx: ToolContext, subject: str, relation: str, object: str, when: str = "",
@@ -38,6 +38,9 @@ async def knowledge_insert(ctx: ToolContext, subject: str, relation: str, object
                 f"Could not read when={when[:80]!r}; give a date (YYYY-MM-DD) or an ISO time (2023-05-08T14:00), "
                 "or leave it empty for now."
             ) from None
+        if since > now:
+            raise ValueError(f"when={when[:80]!r} is in the future; record a fact once it holds (schedule_wakeup "
+                             "can remind you), or give the date it began.")
     added = await ctx.write(partial(
         facts.add_fact, agent_id=ctx.agent_id, subject=subject, relation=relation, object=object,
         private=ctx.place.private, valid_from=since, now=now,

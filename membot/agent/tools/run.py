@@ -6,6 +6,7 @@ import logging
 
 from membot.agent.llm.client import ContextOverflow, ModelUnavailable, ToolCallOut
 from membot.agent.memory.core import CoreMemoryError
+from membot.agent.store.leases import LeaseLost
 from membot.agent.store.passages import PassageStoreError
 from membot.agent.tools.context import ToolContext
 from membot.agent.tools.registry import HEARTBEAT, ToolArgumentsError, ToolRegistry
@@ -28,6 +29,8 @@ async def run_tool(tools: ToolRegistry, ctx: ToolContext, call: ToolCallOut) -> 
         output = await tool.func(ctx, **args) if tool.takes_context else await tool.func(**args)
     except (CoreMemoryError, ValueError, PassageStoreError, ModelUnavailable, ContextOverflow) as exc:
         return False, f"{call.name} failed: {exc}", heartbeat
+    except LeaseLost:  # another process runs the agent now: the step must stop, not tell the model
+        raise
     except Exception as exc:  # a function must never take the agent down with it
         log.exception("function %s raised", call.name)
         return False, f"{call.name} failed with {type(exc).__name__}: {str(exc)[:500]}", heartbeat

@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(), nullable=False),
         sa.Column("valid_to", sa.DateTime(), nullable=True),
         sa.Column("superseded_by", sa.Integer(), sa.ForeignKey("facts.id"), nullable=True),
-        sa.Column("source_message_id", sa.Integer(), nullable=True),
     )
     op.create_index("ix_facts_agent_subject", "facts", ["agent_id", "subject_key"])
     op.create_index("ix_facts_agent_object", "facts", ["agent_id", "object_key"])
