@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, update
 
+from membot.agent.llm.reply import ToolCallOut
 from membot.agent.messages import user_message
 from membot.agent.place import PRIVATE
 from membot.agent.step_write import StepWrite
@@ -19,6 +20,9 @@ from membot.agent.store.db import Database
 from membot.agent.store.leases import AgentBusy, LeaseLost, Leases, NoSuchAgent, new_holder
 from membot.agent.store.schema import AgentRow, BlockRow, FactRow, LeaseRow, MessageRow, utcnow
 from membot.agent.tools.context import ToolContext
+from membot.agent.tools.knowledge import KNOWLEDGE_FUNCTIONS
+from membot.agent.tools.registry import ToolRegistry
+from membot.agent.tools.run import run_tool
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
 
@@ -74,6 +78,18 @@ async def test_a_tools_own_write_lands_only_under_the_steps_lease(db: Database):
     with pytest.raises(LeaseLost):  # the step is over
         await mine.write(partial(fact, subject="Cy", object="Lima"))
     assert await db.scalar(select(func.count()).select_from(FactRow)) == 1
+
+
+async def test_a_lease_lost_in_a_tools_write_stops_the_step_instead_of_telling_the_model(db: Database):
+    agent = await _agent(db)
+    first, second = Leases(db, "proc-a"), Leases(db, "proc-b")
+    theirs = ToolContext(agent, None, SimpleNamespace(db=db), None, None, None, PRIVATE,  # type: ignore[arg-type]
+                         second.holder)
+    call = ToolCallOut("c1", "knowledge_insert", '{"subject": "Ann", "relation": "lives_in", "object": "Oslo"}')
+    async with first.hold(agent):
+        with pytest.raises(LeaseLost):
+            await run_tool(ToolRegistry(KNOWLEDGE_FUNCTIONS, thoughts=None), theirs, call)
+    assert await db.scalar(select(func.count()).select_from(FactRow)) == 0
 
 
 async def test_a_second_process_waits_for_the_first_and_sees_its_version(db: Database):
