@@ -23,6 +23,7 @@ import discord.http
 import pytest
 from aiohttp import web
 
+from membot.adapters.discord import client as discord_client
 from membot.adapters.discord.client import TYPING_DELAY
 from membot.adapters.discord.render import split_message, strip_mentions, units
 from membot.adapters.discord.runner import NO_INTENT, run_discord, sync_commands
@@ -203,6 +204,22 @@ async def test_a_slow_reply_shows_the_typing_indicator(fake, bot, model):
     await fake.send_dm(ALICE, "a hard question")
     await fake.wait_for_message(dm(ALICE))
     assert fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
+
+
+async def test_no_typing_indicator_while_the_bots_optional_requests_are_spent(fake, service, settings, model,
+                                                                              monkeypatch):
+    # Many users at once: the bot's requests near Discord's global limit; an indicator would only delay replies.
+    monkeypatch.setattr(discord_client, "OPTIONAL_PER_SECOND", 0)
+
+    async def slow(body: dict[str, Any]) -> Any:
+        await asyncio.sleep(TYPING_DELAY + 0.3)
+        return send("Thought it over.")
+
+    model.script(slow)
+    async with serving(service, settings, fake):
+        await fake.send_dm(ALICE, "a hard question")
+        assert (await fake.wait_for_message(dm(ALICE)))["content"] == "Thought it over."
+    assert not fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
 
 
 async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_its_thoughts_logged(fake, bot, model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,7 @@ from membot.adapters.discord.people import PLATFORM, origin, person, said_in
 from membot.adapters.discord.relay import Say, relay
 from membot.adapters.discord.render import strip_mentions
 from membot.adapters.discord.uploads import load_upload
-from membot.adapters.live_reply import Budgets
+from membot.adapters.live_reply import Budget, Budgets
 from membot.agent.events import Event
 from membot.bot.access import AccessPolicy, Origin, not_open_text
 from membot.bot.errors import QuotaReached
@@ -33,6 +34,9 @@ GUILD_UPLOAD_HINT = "To load a file here, use /attach with the file (or send it 
 #: On shutdown, messages being answered get this long to finish before they are cancelled.
 DRAIN_SECONDS = 10.0
 DRAFT_EDITS, DRAFT_WINDOW = 3, 5.0
+#: Typing indicators and draft edits the whole bot sends in a second: half of Discord's global limit (50
+#: requests a second per bot), leaving the rest to replies, the monologue and commands, which must go.
+OPTIONAL_PER_SECOND = 25
 THREAD_NAME_CHARS = 80
 
 
@@ -50,12 +54,17 @@ TYPING_DELAY = 1.0
 
 
 @asynccontextmanager
-async def typing(channel: discord.abc.Messageable, delay: float = TYPING_DELAY) -> AsyncIterator[None]:
-    """The typing indicator while the agent works, once it has taken `delay`; a channel that refuses it does
-    not stop the answer."""
+async def typing(channel: discord.abc.Messageable, budget: Budget, delay: float = TYPING_DELAY) -> AsyncIterator[None]:
+    """The typing indicator while the agent works, once it has taken `delay`, if the bot-wide `budget` of
+    optional requests allows it then (else none: it would only add to the wait for replies); a channel that
+    refuses it does not stop the answer."""
 
     async def show() -> None:
         await asyncio.sleep(delay)
+        now = time.monotonic()
+        if not budget.free(now):
+            return
+        budget.spend(now)
         try:
             async with channel.typing():
                 await asyncio.Event().wait()  # until the answer is ready (cancelled)
@@ -96,6 +105,8 @@ class MembotClient(discord.Client):
         self.monologue = Monologue(self, settings.discord_monologue_channel_id)
         #: Draft edits per channel, within Discord's 5 posts per 5 s, with room left for other replies.
         self.drafts = Budgets(DRAFT_EDITS, DRAFT_WINDOW)
+        #: Typing indicators and draft edits of the whole bot, within Discord's global limit.
+        self.optional = Budget(OPTIONAL_PER_SECOND, 1.0)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
         add_commands(self.tree)
         self.drain_seconds = drain_seconds
@@ -200,6 +211,8 @@ class MembotClient(discord.Client):
 
         async def say(text: str) -> discord.Message:
             nonlocal replied
+            # Counted in the bot-wide budget without asking: optional requests give way to replies.
+            self.optional.spend(time.monotonic())
             if replied:
                 return await message.channel.send(text)
             replied = True
@@ -223,7 +236,7 @@ class MembotClient(discord.Client):
         if thread is not None:
             say = thread.send
         try:
-            async with typing(thread or message.channel):
+            async with typing(thread or message.channel, self.optional):
                 if message.guild is None:
                     for attachment in message.attachments:
                         await load_upload(
@@ -234,7 +247,7 @@ class MembotClient(discord.Client):
                     await say(GUILD_UPLOAD_HINT)
                 if text:
                     channel = thread or message.channel
-                    live = self.drafts.of(str(channel.id)) if self.settings.stream else None
+                    live = [self.drafts.of(str(channel.id)), self.optional] if self.settings.stream else None
                     said = said_in(message, thread)
                     await relay(self.service.chat(user, text, said), say, self.monologue, user, live,
                                 "DM" if said.private else said.label)

@@ -4,7 +4,7 @@ everything else to the monologue, batched per step."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -24,10 +24,10 @@ Say = Callable[[str], Awaitable[object]]
 
 
 async def relay(
-    events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef, live: Budget | None = None,
+    events: AsyncIterator[Event], say: Say, monologue: Monologue, who: UserRef, live: Sequence[Budget] | None = None,
     where: str = "",
 ) -> None:
-    """Post a step's events. With `live` (the channel's draft budget), replies show while they are written
+    """Post a step's events. With `live` (the draft budgets: the channel's, the bot's), replies show while they are written
     (adapters/live_reply.py): `say` must then return the message it posted, to be edited. `where` tags the
     step's monologue with its place."""
     lines: list[str] = []
@@ -50,7 +50,7 @@ async def relay(
             await monologue.post(who, lines, where)
 
 
-def _live(say: Say, budget: Budget) -> LiveReply:
+def _live(say: Say, budgets: Sequence[Budget]) -> LiveReply:
     async def post(text: str, final: bool) -> Any:
         try:
             return await say(text)
@@ -66,7 +66,7 @@ def _live(say: Say, budget: Budget) -> LiveReply:
     async def delete(message: Any) -> None:
         await message.delete()
 
-    return LiveReply(post, edit, delete, split_message, [budget])
+    return LiveReply(post, edit, delete, split_message, budgets)
 
 
 async def _quietly(posting: Awaitable[object], who: UserRef) -> None:
