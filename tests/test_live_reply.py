@@ -3,6 +3,7 @@ posted and edited, and what happens when a post or an edit fails or the step end
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from membot.adapters.live_reply import Budget, LiveReplies, LiveReply
@@ -101,3 +102,12 @@ async def test_drafts_whose_final_text_never_came_are_taken_back():
     assert not await replies.handle(AssistantMessage(1, "another reply, not a draft's"))
     await replies.close()
     assert chat.shown == {}
+
+
+async def test_a_budget_paces_what_must_go_instead_of_refusing_it():
+    budget = Budget(2, 0.2)
+    started = time.monotonic()
+    for _ in range(3):
+        await budget.take()
+    # The third waited for the first to leave the window: paced, not refused.
+    assert 0.18 <= time.monotonic() - started < 1.0

@@ -13,6 +13,7 @@ Platform-neutral: the adapter gives how to post, edit and delete one message, an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -58,6 +59,16 @@ class Budget:
     def spend(self, now: float) -> None:
         self._forget(now)
         self._times.append(now)
+
+    async def take(self) -> None:
+        """Spend one, first waiting until the window has room: for requests that must go, paced before a
+        platform's limit rather than refused by it (a 429 costs its retry_after, longer than the wait)."""
+        while True:
+            now = time.monotonic()
+            if self.free(now):
+                self.spend(now)
+                return
+            await asyncio.sleep(max(0.001, self.window - (now - self._times[0])))
 
 
 class Budgets:

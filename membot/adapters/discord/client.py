@@ -37,6 +37,9 @@ DRAFT_EDITS, DRAFT_WINDOW = 3, 5.0
 #: Typing indicators and draft edits the whole bot sends in a second: half of Discord's global limit (50
 #: requests a second per bot), leaving the rest to replies, the monologue and commands, which must go.
 OPTIONAL_PER_SECOND = 25
+#: Replies the whole bot posts in a second, paced below Discord's global limit (with room for the monologue
+#: and commands): many users' replies finishing at once wait milliseconds here instead of a 429's second.
+REPLIES_PER_SECOND = 40
 THREAD_NAME_CHARS = 80
 
 
@@ -107,6 +110,7 @@ class MembotClient(discord.Client):
         self.drafts = Budgets(DRAFT_EDITS, DRAFT_WINDOW)
         #: Typing indicators and draft edits of the whole bot, within Discord's global limit.
         self.optional = Budget(OPTIONAL_PER_SECOND, 1.0)
+        self.replies = Budget(REPLIES_PER_SECOND, 1.0)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
         add_commands(self.tree)
         self.drain_seconds = drain_seconds
@@ -211,14 +215,24 @@ class MembotClient(discord.Client):
 
         async def say(text: str) -> discord.Message:
             nonlocal replied
-            # Counted in the bot-wide budget without asking: optional requests give way to replies.
-            self.optional.spend(time.monotonic())
             if replied:
-                return await message.channel.send(text)
+                return await send(text)
             replied = True
-            return await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
+            return await send(text, reference=message.to_reference(fail_if_not_exists=False))
 
+        send = self._paced(message.channel.send)
         return say
+
+    def _paced(self, send: Callable[..., Awaitable[discord.Message]]) -> Callable[..., Awaitable[discord.Message]]:
+        """`send` for replies: paced within the bot's reply budget, and counted in its budget of optional
+        requests (typing, draft edits) without asking, so that those give way to replies."""
+
+        async def paced(text: str, **options: Any) -> discord.Message:
+            await self.replies.take()
+            self.optional.spend(time.monotonic())
+            return await send(text, **options)
+
+        return paced
 
     async def _answer(self, message: discord.Message) -> None:
         assert self.user is not None
@@ -234,7 +248,7 @@ class MembotClient(discord.Client):
         if thread is False:
             return
         if thread is not None:
-            say = thread.send
+            say = self._paced(thread.send)
         try:
             async with typing(thread or message.channel, self.optional):
                 if message.guild is None:
@@ -297,7 +311,7 @@ class MembotClient(discord.Client):
             log.warning("cannot open a DM with %s: %s", user.user_id, exc)
             await undelivered(events, f"{user.user_id} (no DM)")
             return
-        await relay(events, channel.send, self.monologue, user)
+        await relay(events, self._paced(channel.send), self.monologue, user)
 
     # ----- shutdown --------------------------------------------------------------------------------------
 
