@@ -124,6 +124,11 @@ def _fixed(unit: str, back: int) -> Callable[[dict[str, str], date], Days]:
     return lambda _g, today: _this_or_last(unit, back, today)
 
 
+def _year_in(g: dict[str, str], _today: date) -> Days:
+    year = int(g["year"])
+    return date(year, 1, 1), date(year + 1, 1, 1)
+
+
 def _month_in(g: dict[str, str], today: date) -> Days | None:
     month = _month_group(g)
     if not 1 <= month <= 12:
@@ -157,7 +162,7 @@ _RULES: list[_Rule] = [
     _rule(rf"{_ON}\b{_DAY}\s+(?:of\s+)?{_MONTH}{_SEP}{_YEAR}\b", _dated),
     _rule(rf"{_ON}\b{_MONTH}\s+{_DAY}{_SEP}{_YEAR}\b", _dated),
     _rule(rf"(?:\b(?:in|during)\s+)?\b{_MONTH}{_SEP}{_YEAR}\b", _month_in),
-    _rule(rf"\b(?:in|during)\s+{_YEAR}\b", lambda g, _t: (date(int(g["year"]), 1, 1), date(int(g["year"]) + 1, 1, 1))),
+    _rule(rf"\b(?:in|during)\s+{_YEAR}\b", _year_in),
     _rule(rf"\blast\s+{_MONTH}(?!\w)", lambda g, today: _month_span(_latest_month(_month_group(g), today, before_this=True))),
     _rule(rf"{_ON}\b{_DAY}\s+(?:of\s+)?{_MONTH}(?!\w)", _dated),
     _rule(rf"{_ON}\b{_MONTH}\s+{_DAY}(?!\w)", _dated),
@@ -176,7 +181,7 @@ _RULES: list[_Rule] = [
     _rule(r"(?P<year>\d{4})\s*年\s*(?P<month>\d{1,2})\s*月\s*(?P<day>\d{1,2})\s*[日号號]", _dated),
     _rule(r"(?P<year>\d{4})\s*年\s*(?P<month>\d{1,2})\s*月(?:份)?", _month_in),
     _rule(r"(?<!\d)(?P<month>\d{1,2})\s*月\s*(?P<day>\d{1,2})\s*[日号號]", _dated),
-    _rule(r"(?P<year>\d{4})\s*年(?:에)?", lambda g, _t: (date(int(g["year"]), 1, 1), date(int(g["year"]) + 1, 1, 1))),
+    _rule(r"(?P<year>\d{4})\s*年(?:에)?", _year_in),
     _rule(r"(?<!\d)(?P<month>\d{1,2})\s*月(?:份)?", _month_in),
     _rule(r"前天|一昨日|おととい|그저께", _fixed("day", 2)),
     _rule(r"昨天|昨日|きのう|어제", _fixed("day", 1)),
