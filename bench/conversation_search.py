@@ -120,8 +120,8 @@ async def _measure(label: str, url: str | None, total: int, queries: int) -> lis
         with stopwatch() as fill:
             await _fill(db, agents, turns)
         asked = [(agents[(i * 37) % len(agents)], questions[i % len(questions)]) for i in range(queries)]
-        await RecallMemory(db, agents[-1], terms).search("warm up the connections")
-        split = [lambda a=agent_id, q=question: RecallMemory(db, a, terms).search(q) for agent_id, question in asked]
+        await RecallMemory(db, agents[-1], terms).search("warm up the connections", private=True)
+        split = [lambda a=agent_id, q=question: RecallMemory(db, a, terms).search(q, private=True) for agent_id, question in asked]
         searched = await _timed(split)
         # Again with the counts cached, beside the same query with every term finding the messages; taken in
         # turns so that neither gains from the other's reads.
