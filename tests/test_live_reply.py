@@ -111,3 +111,7 @@ async def test_a_budget_paces_what_must_go_instead_of_refusing_it():
         await budget.take()
     # The third waited for the first to leave the window: paced, not refused.
     assert 0.18 <= time.monotonic() - started < 1.0
+    # A budget of none refuses drafts; what must go is not held back by it.
+    nothing = Budget(0, 1.0)
+    await nothing.take()
+    assert not nothing.free(time.monotonic())

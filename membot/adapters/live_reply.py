@@ -65,7 +65,7 @@ class Budget:
         platform's limit rather than refused by it (a 429 costs its retry_after, longer than the wait)."""
         while True:
             now = time.monotonic()
-            if self.free(now):
+            if self.limit <= 0 or self.free(now):  # a budget of none paces nothing (it only refuses drafts)
                 self.spend(now)
                 return
             await asyncio.sleep(max(0.001, self.window - (now - self._times[0])))
