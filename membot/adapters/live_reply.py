@@ -42,10 +42,12 @@ Split = Callable[[str], list[str]]
 
 class Budget:
     """At most `limit` draft posts and edits in any `window` seconds; posts that must go (a final text) are
-    counted without asking."""
+    counted without asking. `edits_only`: only edits spend it (a platform limit on its edit method alone; a
+    draft's first post is the post the reply makes anyway), though a draft still waits for room in it, since its
+    final text will be an edit."""
 
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
+    def __init__(self, limit: int, window: float, *, edits_only: bool = False) -> None:
+        self.limit, self.window, self.edits_only = limit, window, edits_only
         self._times: deque[float] = deque()
 
     def _forget(self, now: float) -> None:
@@ -74,8 +76,8 @@ class Budget:
 class Budgets:
     """The budgets of one platform's places (channels, workspaces), made on first use."""
 
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
+    def __init__(self, limit: int, window: float, *, edits_only: bool = False) -> None:
+        self.limit, self.window, self.edits_only = limit, window, edits_only
         self._by_key: dict[str, Budget] = {}
 
     def of(self, key: str) -> Budget:
@@ -83,7 +85,7 @@ class Budgets:
         if budget is None:
             if len(self._by_key) > 10_000:  # idle places' budgets are empty anyway
                 self._by_key.clear()
-            budget = self._by_key[key] = Budget(self.limit, self.window)
+            budget = self._by_key[key] = Budget(self.limit, self.window, edits_only=self.edits_only)
         return budget
 
 
@@ -135,7 +137,8 @@ class LiveReply:
         """Make the posted messages show `parts`. A draft's failure stops there (a later draft or the final text
         tries again); the final text never gives up on a part: one that cannot be edited in is posted anew."""
         for i, part in enumerate(parts):
-            if i < len(self._shown):
+            edited = i < len(self._shown)
+            if edited:
                 handle, showing = self._shown[i]
                 if showing == part:
                     continue
@@ -154,7 +157,8 @@ class LiveReply:
                     return  # not shown: the next draft, or the final text, posts it
                 self._shown.append((handle, part))
             for budget in self._budgets:
-                budget.spend(now)
+                if edited or not budget.edits_only:
+                    budget.spend(now)
         if final:
             for handle, _ in self._shown[len(parts):]:
                 await self._quiet_delete(handle)

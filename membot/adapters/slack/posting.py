@@ -32,8 +32,9 @@ POST_INTERVAL = 1.0
 #: How long a user's reply may wait out rate limits in all (beyond the client's own retries) before it is
 #: given up and logged.
 REPLY_PATIENCE = 120.0
-#: Draft posts and edits a second per channel, and a minute per workspace (chat.update is Tier 3: about 50).
-CHANNEL_DRAFTS, WORKSPACE_DRAFTS = 1, 30
+#: Draft posts and edits a second per channel; edits a minute per workspace (chat.update is Tier 3: 50 and
+#: more a minute, per workspace; a draft's first post is the post its reply makes anyway).
+CHANNEL_DRAFTS, WORKSPACE_EDITS = 1, 40
 ADVICE = (
     "Set SLACK_MONOLOGUE_CHANNEL to the id of a channel the bot is in (/invite it there; it needs the "
     "chat:write scope), or unset it to keep the monologue in the log."
@@ -55,7 +56,7 @@ class Poster:
         #: second per channel, and within chat.update's per-workspace limit (Tier 3), with room left.
         self.stream = stream
         self.channel_drafts = Budgets(CHANNEL_DRAFTS, 1.0)
-        self.workspace_drafts = Budgets(WORKSPACE_DRAFTS, 60.0)
+        self.workspace_drafts = Budgets(WORKSPACE_EDITS, 60.0, edits_only=True)
         self._client: AsyncWebClient | None = None  # the latest one handed to us; the queue posts with it
         self.monologue: MonologueQueue | None = None
         if monologue_channel:
