@@ -117,20 +117,17 @@ async def test_a_budget_paces_what_must_go_instead_of_refusing_it():
     assert not nothing.free(time.monotonic())
 
 
-async def test_a_budget_of_edits_is_spent_by_edits_alone_and_still_holds_drafts_back():
-    # Slack's chat.update limit per workspace: a draft's first post is the reply's own post, its final text an edit.
+async def test_a_budget_of_edits_is_spent_by_drafts_for_their_final_edit_and_holds_others_back():
+    # Slack's chat.update limit per workspace: a reply that shows drafts ends with an edit; one that does not, not.
     chat, clock = Chat(), [0.0]
     edits = Budget(1, 60.0, edits_only=True)
-    first = _reply(chat, clock, edits)
-    await first.draft("Hello")
-    clock[0] = 0.5
-    await first.draft("Hello there. How")
-    assert chat.calls == ["post"] and edits.free(clock[0])  # the post spent none
-    await first.finish("Hello there. How are")
-    assert chat.calls == ["post", "edit"] and not edits.free(clock[0])
-    second = _reply(chat, clock, edits)
+    first, second = _reply(chat, clock, edits), _reply(chat, clock, edits)
+    await first.draft("He")
     await second.draft("Hi")
-    clock[0] = 1.5
-    await second.draft("Hi. Second reply")  # no room for the edit its final text would need: not shown
-    await second.finish("Hi. Second reply.")
-    assert chat.calls == ["post", "edit", "post"]
+    clock[0] = 0.5
+    await first.draft("Hello there. How")  # posted: it spends the edit its final text will need
+    await second.draft("Hi. A second reply")  # written at the same time: no edit left to promise, no draft
+    await first.finish("Hello there. How are")
+    await second.finish("Hi. A second reply!")
+    assert chat.calls == ["post", "edit", "post"]  # one edit in all, within the budget
+    assert list(chat.shown.values()) == ["Hello there. How are", "Hi. A second reply!"]

@@ -42,9 +42,9 @@ Split = Callable[[str], list[str]]
 
 class Budget:
     """At most `limit` draft posts and edits in any `window` seconds; posts that must go (a final text) are
-    counted without asking. `edits_only`: only edits spend it (a platform limit on its edit method alone; a
-    draft's first post is the post the reply makes anyway), though a draft still waits for room in it, since its
-    final text will be an edit."""
+    counted without asking. `edits_only`: a limit on the platform's edit method alone. A reply's first post is
+    the post it makes anyway, but once it is a draft its final text will be an edit: the draft's post spends
+    that edit ahead, and the final text spends nothing of it."""
 
     def __init__(self, limit: int, window: float, *, edits_only: bool = False) -> None:
         self.limit, self.window, self.edits_only = limit, window, edits_only
@@ -157,7 +157,9 @@ class LiveReply:
                     return  # not shown: the next draft, or the final text, posts it
                 self._shown.append((handle, part))
             for budget in self._budgets:
-                if edited or not budget.edits_only:
+                # A budget of edits: a draft's post reserves the edit its final text will need, which then
+                # spends nothing; so drafts of many replies at once cannot promise more edits than it holds.
+                if not (budget.edits_only and final):
                     budget.spend(now)
         if final:
             for handle, _ in self._shown[len(parts):]:
