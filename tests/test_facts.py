@@ -181,6 +181,9 @@ async def test_a_fact_that_cannot_be_recorded_says_what_to_change(db):
             {"subject": "A", "relation": "r", "object": "B", "valid_from": "2023-01-01T00:00:00"},
             {"subject": "A", "relation": "r", "object": "C", "valid_from": "2023-02-01T00:00:00",
              "valid_to": "someday"}]))
+    with pytest.raises(ValueError, match="Entry 1 of the export's 'facts': The subject is 400 characters"):
+        await db.write(lambda s: facts.imported(s, alice, [
+            {"subject": "A" * 400, "relation": "r", "object": "B", "valid_from": "2023-01-01T00:00:00"}]))
 
 
 async def test_neighbours_include_entities_named_in_the_same_messages_of_the_view(db):

@@ -168,3 +168,16 @@ async def test_a_question_of_stop_words_and_a_time_lists_that_time(db: Database)
     # "what did we do" is only stop words: the question is the day, not those words on any day.
     page = await recall.search("what did we do yesterday", private=True, now=NOW, tz=UTC)
     assert [m.search_text for m in page.items] == ["we went to the lake"]
+
+
+async def test_conversation_search_date_reads_days_in_the_users_zone_too(db: Database):
+    (alice,) = await _agents(db, "alice")
+    # 20:00 UTC on the 2nd is 05:00 on the 3rd in Tokyo: the same day a search naming "3 December" means there.
+    await store_messages(db, _said(alice, "late call with Ken", datetime(2026, 12, 2, 20)))
+    recall = RecallMemory(db, alice, TermFrequencies())
+    assert (await recall.search_dates("2026-12-02", "2026-12-02", private=True)).total == 1  # UTC until known
+    await db.write(lambda session: wakeups.set_zone(session, agent_id=alice, name="Asia/Tokyo"))
+    assert (await recall.search_dates("2026-12-02", "2026-12-02", private=True)).total == 0
+    assert (await recall.search_dates("2026-12-03", "2026-12-03", private=True)).total == 1
+    assert (await recall.search("call on 3 December 2026", private=True, now=NOW)).items[0].search_text == (
+        "late call with Ken")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from membot.agent.drafts import Drafts
 from membot.agent.events import AssistantMessage, DraftDropped, ReplyDraft
 from membot.agent.llm.partial_json import partial_string
 from membot.bot.service import BotService
@@ -58,6 +59,19 @@ async def test_a_slow_reply_arrives_as_growing_drafts_then_the_exact_message(ser
     assert time.monotonic() - started > 0.3  # it really was written over time
     request = model.requests[0]
     assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
+
+
+async def test_drafts_that_fail_to_show_cost_the_reply_nothing(service, model, user, monkeypatch, caplog):
+    # A defect in showing drafts is no failure of the model's answer: the reply arrives whole, logged once.
+    def broken(self, reply):
+        raise IndexError("a draft defect")
+
+    monkeypatch.setattr(Drafts, "update", broken)
+    model.script(send(LONG))
+    events = await collect(service.chat(user("sam"), "tell me more"))
+    assert [e.text for e in events if isinstance(e, AssistantMessage)] == [LONG]
+    assert not [e for e in events if isinstance(e, ReplyDraft)]
+    assert caplog.text.count("showing a reply while it is written failed") == 1
 
 
 async def test_a_malformed_reply_call_drops_its_draft(service, model, user):

@@ -188,7 +188,7 @@ class LiveReplies:
     async def handle(self, event: Event) -> bool:
         """Show what `event` says of a draft; whether it was a draft's (else the caller posts it as usual)."""
         if isinstance(event, ReplyDraft):
-            reply = self._open.setdefault(event.draft, self._make())
+            reply = self._open.get(event.draft) or self._open.setdefault(event.draft, self._make())
             try:
                 await reply.draft(event.text)
             except Exception as exc:  # a draft that could not be shown: the final text goes anyway

@@ -38,11 +38,10 @@ class Drafts:
             if call.name != REPLY_FUNCTION:
                 continue
             key = self.key(order.index(index))
-            arguments = call.arguments
-            if key in self.shown and len(arguments) - self._read_at[key] < READ_EVERY:
+            if key in self.shown and call.length - self._read_at[key] < READ_EVERY:
                 continue  # the message has begun: read it again once it has grown some more
-            self._read_at[key] = len(arguments)
-            text = partial_string(arguments, REPLY_FIELD)
+            self._read_at[key] = call.length
+            text = partial_string(call.arguments, REPLY_FIELD)
             if text and text != self.shown.get(key):
                 self.shown[key] = text
                 grown.append(ReplyDraft(self.agent_id, key, text))

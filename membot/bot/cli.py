@@ -27,6 +27,7 @@ from membot.bot.loading import TERMINAL_SCOPE, delete_source, list_sources, load
 from membot.bot.log_setup import configure_logging
 from membot.bot.memory_cli import add_arguments as add_memory_file_arguments
 from membot.bot.memory_cli import run as run_memory_file
+from membot.bot.memory_cli import user_of
 from membot.bot.serve import serve
 from membot.bot.service import BotService, CommandError
 from membot.bot.settings import Settings
@@ -89,11 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user(args: argparse.Namespace) -> UserRef:
-    scope = args.scope or ("local" if args.platform == "terminal" else "")
-    return UserRef(args.platform, scope, args.user, args.user)
-
-
 async def _with_service(settings: Settings, work: Callable[[BotService], Awaitable[int | None]]) -> int:
     service = await BotService.open(settings)
     try:
@@ -114,7 +110,7 @@ async def _discord_sync(settings: Settings, guild: int | None) -> int:
 async def _memory(service: BotService, args: argparse.Namespace) -> int:
     if args.action in ("export", "import", "forget"):
         return await run_memory_file(service, args)
-    user = _user(args)
+    user = user_of(args)
     if args.action == "show":
         # The shell is an admin's seat: it sees any agent but creates none.
         admin = UserRef("cli", "local", "admin")

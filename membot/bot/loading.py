@@ -85,8 +85,7 @@ def load_summary(name: str, passages: int, documents: int, already: int) -> str:
 async def _drop_if_empty(service: BotService, source: SourceRow) -> None:
     """Deletes a source without files (made by this load, whose files all failed)."""
     try:
-        if (await service.engine.catalog.info(source.id)).files == 0:
-            await service.engine.catalog.delete(source.scope, source.name)
+        await service.engine.catalog.delete_if_empty(source)
     except (SourceError, PassageStoreError) as exc:  # harmless to leave; the failures were said already
         print(f"Could not delete the empty source {source.name}: {exc}", file=sys.stderr)
 

@@ -44,7 +44,8 @@ def _who(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--scope", default=None, help="guild or workspace id, for platform users")
 
 
-def _user(args: argparse.Namespace) -> UserRef:
+def user_of(args: argparse.Namespace) -> UserRef:
+    """The user a shell command names (--platform, --scope, --user): a terminal user by default."""
     platform = args.platform or "terminal"
     scope = args.scope if args.scope is not None else ("local" if platform == "terminal" else "")
     return UserRef(platform, scope, args.user, args.user)
@@ -59,7 +60,7 @@ async def run(service: BotService, args: argparse.Namespace) -> int:
 
 
 async def _export(service: BotService, args: argparse.Namespace) -> int:
-    name, raw = await service.export_memory(SHELL, _user(args), is_admin=True)
+    name, raw = await service.export_memory(SHELL, user_of(args), is_admin=True)
     if args.output == "-":
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
@@ -80,7 +81,7 @@ async def _import(service: BotService, args: argparse.Namespace) -> int:
         raise CommandError(f"Could not read {args.file}: {exc.strerror or exc}.") from None
     user = None
     if args.user is not None:
-        user = _user(args)
+        user = user_of(args)
     elif args.platform is not None or args.scope is not None:
         raise CommandError("Name the user with --user when you give --platform or --scope.")
     print(await service.import_memory(raw, user, replace=args.replace))
@@ -88,7 +89,7 @@ async def _import(service: BotService, args: argparse.Namespace) -> int:
 
 
 async def _forget(service: BotService, args: argparse.Namespace) -> int:
-    user = _user(args)
+    user = user_of(args)
     if not args.yes:
         if not sys.stdin.isatty():
             raise CommandError("Deleting an agent asks for a confirmation; add --yes when nobody can answer.")

@@ -103,15 +103,17 @@ class Scheduler:
 
     async def _fire(self, wakeup: wakeups.Wakeup, now: datetime) -> bool:
         """Claim and run one wake-up; whether it was claimed here."""
-        zone = await self.db.read(partial(wakeups.user_zone, agent_id=wakeup.agent_id))
+        zone = None  # the user's, read once and only when needed
         quiet = self.service.settings.quiet_hours
         if wakeup.kind in wakeups.UNSOLICITED and wakeup.attempts == 0 and quiet is not None:
+            zone = await self.db.read(partial(wakeups.user_zone, agent_id=wakeup.agent_id))
             if (end := quiet.end_after(now, zone)) is not None:  # the user's quiet hours: wait for their end
                 await self.db.write(partial(wakeups.move, wakeup_id=wakeup.id, due_at=end))
                 return False
         if not await self.db.write(partial(wakeups.claim, wakeup=wakeup, now=now, holder=self.holder)):
             return False  # another process has it, or a pause moved it
         try:
+            zone = zone or await self.db.read(partial(wakeups.user_zone, agent_id=wakeup.agent_id))
             await self._run(wakeup, now, zone)
         except Exception:  # one failed wake-up never stops the others
             log.exception("agent %s: wake-up %s failed", wakeup.agent_id, wakeup.id)

@@ -99,12 +99,10 @@ class SourceCommands(ServiceParts):
         return outcome, events
 
     async def _drop_if_empty(self, source: SourceRow) -> None:
-        info = await self.engine.catalog.info(source.id)
-        if info.files == 0:
-            try:
-                await self.engine.catalog.delete(source.scope, source.name)
-            except PassageStoreError as exc:  # an empty source left behind is harmless; the outcome says why
-                log.warning("could not drop the empty source %s: %s", source.name, exc)
+        try:
+            await self.engine.catalog.delete_if_empty(source)
+        except (SourceError, PassageStoreError) as exc:  # an empty source left is harmless; the outcome says why
+            log.warning("could not drop the empty source %s: %s", source.name, exc)
 
 
 def uploader(user: UserRef) -> str:

@@ -103,7 +103,7 @@ def guild_admin(interaction: discord.Interaction) -> bool:
 def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
     """Build the commands afresh for this tree (a command object belongs to one tree)."""
     # Here, not at the top: the module builds on this one's helpers.
-    from membot.adapters.discord.memory_files import add_forget, export_memory
+    from membot.adapters.discord.memory_files import add_forget, export_memory, target_of
 
     add_forget(tree)
 
@@ -182,17 +182,16 @@ def add_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
         bot = _bot(interaction)
         requester = person(interaction.user, interaction.guild_id)
         async with answering(interaction):
-            target, whose, is_admin = None, interaction.user.display_name, False
-            if user is not None and user.id != interaction.user.id:
-                # The service refuses non-admins (CommandError) before it reads any memory.
-                target, whose, is_admin = person(user), user.display_name, await is_operator(interaction)
-                if not is_admin and bot.settings.guild_admins_see_guild and guild_admin(interaction):
-                    # What the member said in this server only: never DMs, never their agent's memory.
-                    assert interaction.guild is not None
-                    lines = await bot.service.said_in(requester, target, f"{PLATFORM}:{interaction.guild.id}/",
-                                                      interaction.guild.name)
-                    await private(interaction, lines)
-                    return
+            # The service refuses non-admins another's memory (CommandError) before it reads any of it.
+            target, is_admin = await target_of(interaction, user)
+            whose = (user or interaction.user).display_name
+            if target is not None and not is_admin and bot.settings.guild_admins_see_guild and guild_admin(interaction):
+                # What the member said in this server only: never DMs, never their agent's memory.
+                assert interaction.guild is not None
+                lines = await bot.service.said_in(requester, target, f"{PLATFORM}:{interaction.guild.id}/",
+                                                  interaction.guild.name)
+                await private(interaction, lines)
+                return
             report = await bot.service.memory(requester, target, is_admin=is_admin)
             await interaction.followup.send(embed=memory_embed(report, whose), ephemeral=True)
 

@@ -19,7 +19,7 @@ from membot.bot.views import EXPORT_NOTE, forget_warning
 MAX_FILE_BYTES = 10 * 1024 * 1024 - 64 * 1024
 
 
-async def _target(
+async def target_of(
     interaction: discord.Interaction, user: discord.User | discord.Member | None
 ) -> tuple[UserRef | None, bool]:
     """(whose agent, if not the requester's own; whether the requester is one of the bot's operators)."""
@@ -32,7 +32,7 @@ async def export_memory(interaction: discord.Interaction, user: discord.User | d
     """The agent's export as an ephemeral follow-up with the file attached: nobody else sees it."""
     bot = _bot(interaction)
     async with answering(interaction):
-        target, is_admin = await _target(interaction, user)
+        target, is_admin = await target_of(interaction, user)
         name, raw = await bot.service.export_memory(person(interaction.user, interaction.guild_id), target,
                                                     is_admin=is_admin)
         if len(raw) > MAX_FILE_BYTES:
@@ -56,7 +56,7 @@ def add_forget(tree: app_commands.CommandTree[discord.Client]) -> None:
                      user: discord.User | None = None) -> None:
         bot = _bot(interaction)
         async with answering(interaction):
-            target, is_admin = await _target(interaction, user)
+            target, is_admin = await target_of(interaction, user)
             requester = person(interaction.user, interaction.guild_id)
             if confirm != "yes":
                 if target is not None and not is_admin:

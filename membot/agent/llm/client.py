@@ -114,10 +114,11 @@ class ModelClient:
 
     async def _ask_streamed(self, body: dict[str, Any], on_chunk: OnChunk) -> ChatResult:
         reply = StreamedReply()
+        showing = True
         try:
             async for chunk in self.endpoint.stream("/chat/completions", body):
                 reply.add(chunk)
-                on_chunk(reply)
+                showing = showing and _show(on_chunk, reply)
         except openai.OpenAIError:
             raise  # an error event in the stream: said as any SDK error is
         except ValueError:
@@ -160,3 +161,14 @@ def _no_tools(model: str, endpoint: Endpoint, said: str) -> str:
         fix = "Use a model with tool support (MEMBOT_MODEL), or set MEMBOT_TOOL_MODE=json"
     words = f"; the server said: {said.rstrip('.')}" if said else ""
     return f"The model {model} at {endpoint.url} does not take functions (tools){words}. {fix}."
+
+
+def _show(on_chunk: OnChunk, reply: StreamedReply) -> bool:
+    """Hand the reply so far to `on_chunk` (drafts shown while it is written); False once that failed. Its
+    failure is no failure of the model's answer: the call goes on without drafts, its final text shown whole."""
+    try:
+        on_chunk(reply)
+    except Exception:
+        log.exception("showing a reply while it is written failed; it is shown once whole")
+        return False
+    return True

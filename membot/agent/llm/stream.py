@@ -18,6 +18,8 @@ class StreamedCall:
     #: The arguments' pieces as they came: joined when read, as joining on every chunk would copy a long
     #: argument once per chunk.
     pieces: list[str] = field(default_factory=list)
+    #: How long the arguments are so far, known without joining them.
+    length: int = 0
 
     @property
     def arguments(self) -> str:
@@ -71,6 +73,7 @@ class StreamedReply:
                 grown = _text(function.get("arguments"))
                 if grown:
                     call.pieces.append(grown)
+                    call.length += len(grown)
                     self.grown.add(index)
 
     def result(self) -> ChatResult:

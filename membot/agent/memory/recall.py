@@ -34,7 +34,7 @@ from membot.agent.memory.entities import entity_key
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import STOP_WORDS, query_keys, query_terms
 from membot.agent.memory.term_stats import TermFrequencies, TermSplit, fts_phrase, rerank
-from membot.agent.memory.when import TimeRange, find_time, mentions_time
+from membot.agent.memory.when import TimeRange, day_start_utc, find_time, mentions_time
 from membot.agent.messages import Message
 from membot.agent.store import entities, facts, wakeups
 from membot.agent.store.db import Database
@@ -319,12 +319,15 @@ class RecallMemory:
     async def search_dates(
         self, start: str, end: str, page: int = 0, page_size: int = PAGE_SIZE, *, private: bool
     ) -> Page[Message]:
-        """Messages from start to end, both days included (UTC), oldest first; private ones only for a private
-        step."""
+        """Messages from start to end, both days included as the user's time zone has them (the same days a
+        time named to `search` means), oldest first; private ones only for a private step."""
         first, last = parse_day(start, "start_date"), parse_day(end, "end_date")
         if last < first:
             raise ValueError(f"end_date {end} is before start_date {start}")
-        lo = datetime.combine(first, datetime.min.time())
-        hi = datetime.combine(last + timedelta(days=1), datetime.min.time())
-        return await self.db.read(partial(self._between, lo=lo, hi=hi, page=page, page_size=page_size,
-                                          private=private, newest_first=False))
+
+        def read(session: Session) -> Page[Message]:
+            tz = wakeups.user_zone(session, self.agent_id)
+            return self._between(session, day_start_utc(first, tz), day_start_utc(last + timedelta(days=1), tz),
+                                 page, page_size, private, newest_first=False)
+
+        return await self.db.read(read)

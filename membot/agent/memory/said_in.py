@@ -12,16 +12,12 @@ from membot.agent.messages import Message
 from membot.agent.store.schema import MessageRow
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def said_in(session: Session, *, agent_id: int, prefix: str, limit: int) -> list[Message]:
     """The user's newest messages (at most `limit`, oldest first) whose place starts with `prefix`."""
     rows = session.execute(
         select(*MESSAGE_FIELDS)
         .where(MessageRow.agent_id == agent_id, MessageRow.private.is_(False), MessageRow.kind == "user_message",
-               MessageRow.place.like(_like_prefix(prefix), escape="\\"))
+               MessageRow.place.startswith(prefix, autoescape=True))
         .order_by(MessageRow.id.desc())
         .limit(limit)
     )

@@ -75,9 +75,7 @@ def _safe_date(year: int, month: int, day: int) -> date | None:
 
 def _full_date(g: dict[str, str], today: date) -> date | None:
     """A day from named groups: year, month (a name or a number) and day; no year means its latest past date."""
-    month = _MONTHS.get(g["month"].lower().rstrip(".")) if not g["month"].isdigit() else int(g["month"])
-    if month is None:
-        return None
+    month = _month_group(g)  # a name that is no month raises KeyError: find_time passes the phrase over
     day = int(g["day"])
     if g.get("year"):
         return _safe_date(int(g["year"]), month, day)
@@ -216,9 +214,10 @@ def find_time(query: str, now: datetime, tz: ZoneInfo) -> tuple[TimeRange | None
             if days is None:
                 continue
             rest = " ".join((query[: match.start()] + " " + query[match.end() :]).split())
-            return TimeRange(_utc(days[0], tz), _utc(days[1], tz), match.group(0).strip()), rest
+            return TimeRange(day_start_utc(days[0], tz), day_start_utc(days[1], tz), match.group(0).strip()), rest
     return None, query
 
 
-def _utc(day: date, tz: ZoneInfo) -> datetime:
+def day_start_utc(day: date, tz: ZoneInfo) -> datetime:
+    """When `day` begins in the zone `tz`, as a naive UTC time (as messages are stored)."""
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC).replace(tzinfo=None)

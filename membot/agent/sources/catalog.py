@@ -185,6 +185,13 @@ class SourceCatalog:
         query = select(SourceRow).where(SourceRow.owner == owner, SourceRow.private.is_(True))
         return list(await self.db.read(lambda session: list(session.scalars(query))))
 
+    async def delete_if_empty(self, source: SourceRow) -> bool:
+        """Delete a source that holds no file (one made by a load whose files all failed); whether it did."""
+        if (await self.info(source.id)).files:
+            return False
+        await self.delete(source.scope, source.name)
+        return True
+
     async def delete(self, scope: str, name: str) -> SourceInfo:
         source = await self.require(scope, name)
         info = await self.info(source.id)

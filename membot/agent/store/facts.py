@@ -13,7 +13,7 @@ one subject and relation, a later fact with another object ends an earlier one i
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from itertools import groupby
@@ -141,14 +141,20 @@ def _check(name: str, what: str, limit: int) -> str:
     return name
 
 
-def add_fact(session: Session, agent_id: int, subject: str, relation: str, object: str, *, private: bool,
-             valid_from: datetime | None, now: datetime) -> Added:
-    """Record that `subject relation object` holds from `valid_from` (None: `now`), learnt in a private step or
-    not. A fact the view already holds at that time is not stored again."""
+def _checked(subject: str, relation: str, object: str) -> tuple[str, str, str]:
+    """A fact's three parts as stored, or FactRefused saying which part to change."""
     subject, object = _check(subject, "subject", MAX_NAME), _check(object, "object", MAX_NAME)
     relation = relation_name(_check(relation, "relation", MAX_RELATION))
     if not relation:
         raise FactRefused("The relation has no letters or digits; name it, e.g. lives_in.")
+    return subject, relation, object
+
+
+def add_fact(session: Session, agent_id: int, subject: str, relation: str, object: str, *, private: bool,
+             valid_from: datetime | None, now: datetime) -> Added:
+    """Record that `subject relation object` holds from `valid_from` (None: `now`), learnt in a private step or
+    not. A fact the view already holds at that time is not stored again."""
+    subject, relation, object = _checked(subject, relation, object)
     subject_key, object_key = _key_of(subject), _key_of(object)
     start = valid_from or now
     group = _group(session, agent_id, subject_key, relation, private)
@@ -246,16 +252,17 @@ def co_mentioned(session: Session, agent_id: int, key: str, *, private: bool, li
     return list(names.values())[:limit]
 
 
-def neighbours(session: Session, agent_id: int, key: str, *, private: bool, limit: int = 20) -> list[str]:
+def neighbours(session: Session, agent_id: int, key: str, *, private: bool, limit: int = 20,
+               known: Sequence[Fact] | None = None) -> list[str]:
     """The entities one hop from `key`: the other end of any fact touching it (those of current facts first),
-    then those named in the same messages."""
-    facts = sorted(_touching(session, agent_id, key, private), key=lambda fact: (not fact.current, -fact.id))
+    then those named in the same messages. `known`: the key's `history`, when the caller read it already."""
+    touching = known if known is not None else _touching(session, agent_id, key, private)
     names: dict[str, str] = {}
-    for fact in facts:
+    for fact in sorted(touching, key=lambda fact: (not fact.current, -fact.id)):
         other = fact.other_end(key)
-        names.setdefault(entity_key(other), other)
+        names.setdefault(_key_of(other), other)
     for name in co_mentioned(session, agent_id, key, private=private):
-        names.setdefault(entity_key(name), name)
+        names.setdefault(_key_of(name), name)
     names.pop(key, None)
     return list(names.values())[:limit]
 
@@ -293,16 +300,20 @@ def imported(session: Session, agent_id: int, items: list[dict[str, Any]]) -> in
             raise ValueError(f"Entry {number} of the export's 'facts' has {field} {str(text)[:40]!r}, "
                              "not an ISO time.") from None
 
+    rows: list[FactRow] = []
     for number, fact in enumerate(items, 1):
         if not isinstance(fact, dict) or any(not fact.get(key) for key in ("subject", "relation", "object",
                                                                             "valid_from")):
             raise ValueError(f"Entry {number} of the export's 'facts' lacks subject, relation, object or valid_from.")
-    rows = [FactRow(agent_id=agent_id, subject=fact["subject"], subject_key=_key_of(fact["subject"]),
-                    relation=relation_name(fact["relation"]), object=fact["object"],
-                    object_key=_key_of(fact["object"]), private=bool(fact.get("private", True)),
-                    valid_from=when(number, fact, "valid_from"),
-                    recorded_at=when(number, fact, "recorded_at") or when(number, fact, "valid_from"),
-                    valid_to=when(number, fact, "valid_to")) for number, fact in enumerate(items, 1)]
+        try:  # checked as a fact the agent records is: a hand-edited file gets no further
+            subject, relation, object = _checked(str(fact["subject"]), str(fact["relation"]), str(fact["object"]))
+        except FactRefused as exc:
+            raise ValueError(f"Entry {number} of the export's 'facts': {exc}") from None
+        rows.append(FactRow(agent_id=agent_id, subject=subject, subject_key=_key_of(subject), relation=relation,
+                            object=object, object_key=_key_of(object), private=bool(fact.get("private", True)),
+                            valid_from=when(number, fact, "valid_from"),
+                            recorded_at=when(number, fact, "recorded_at") or when(number, fact, "valid_from"),
+                            valid_to=when(number, fact, "valid_to")))
     session.add_all(rows)
     session.flush()
     for row, fact in zip(rows, items, strict=True):

@@ -179,10 +179,23 @@ def _is_empty(client: MilvusClient, collection: str) -> bool:
     return not result or int(result[0]["count(*)"]) == 0
 
 
-def _batches(client: MilvusClient, collection: str, fields: list[str]) -> Iterable[list[dict[str, Any]]]:
-    # Milvus Lite has no server timestamps; pymilvus warns that it uses its own, harmlessly, on every iterator.
-    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-    iterator = client.query_iterator(collection, batch_size=COPY_BATCH, filter="", output_fields=fields)
+class _QuietIterator(logging.Filter):
+    """Milvus Lite gives a query iterator no session time, and pymilvus warns at each one it starts that it uses
+    the client's clock instead: harmless for a copy or an export, so not worth a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
+
+
+def batches(client: MilvusClient, collection: str, fields: list[str], filter: str = "",
+            **options: Any) -> Iterable[list[dict[str, Any]]]:
+    """Every row `filter` selects, a batch at a time, through Milvus's query iterator (blocking: for a worker
+    thread)."""
+    iterator = client.query_iterator(collection, batch_size=COPY_BATCH, filter=filter, output_fields=fields,
+                                     **options)
     try:
         while batch := iterator.next():
             yield batch
@@ -198,7 +211,7 @@ def _move_old(layout: LiteLayout) -> None:
     client.load_collection(OLD_COLLECTION)
     log.info("archival store: moving passages to one partition per owner (once)")
     moved = 0
-    for batch in _batches(client, OLD_COLLECTION, [*FIELDS, "dense"]):
+    for batch in batches(client, OLD_COLLECTION, [*FIELDS, "dense"]):
         by_owner: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in batch:
             by_owner[row["owner"]].append({name: row[name] for name in [*FIELDS, "dense"]})
@@ -214,7 +227,7 @@ def _rebuild_text(layout: LiteLayout) -> None:
     """Fill a missing or half-built text index from the collection."""
     assert layout.text is not None
     layout.text.reset()
-    for batch in _batches(layout.client, COLLECTION, ["id", *FIELDS]):
+    for batch in batches(layout.client, COLLECTION, ["id", *FIELDS]):
         by_owner: dict[str, list[TextRow]] = defaultdict(list)
         for row in batch:
             by_owner[row["owner"]].append(_text_row(row["id"], row))

@@ -52,16 +52,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class _QuietIterator(logging.Filter):
-    """Milvus Lite gives a query iterator no session time, and pymilvus warns at each one it starts that it uses
-    the client's clock instead: what an export wants (it holds the agent's lease), so not worth a log line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "mvccTs" not in record.getMessage()
-
-
-logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
-
 COLLECTION = "membot_passages"
 RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
 # Every page is a search of its own, and Milvus returns equal scores in an order that depends on the limit
@@ -468,16 +458,8 @@ class PassageStore:
         fields = ["id", "text", "filename", "page", "doc_hash", "created_at"]
 
         def read_all() -> list[dict[str, Any]]:
-            pages = opened.client.query_iterator(
-                opened.collection, batch_size=1000, filter=_owner_filter([stored]), output_fields=fields, **kwargs
-            )
-            rows: list[dict[str, Any]] = []
-            try:
-                while batch := pages.next():
-                    rows.extend(batch)
-            finally:
-                pages.close()
-            return rows
+            return [row for batch in milvus_layout.batches(opened.client, opened.collection, fields,
+                                                           _owner_filter([stored]), **kwargs) for row in batch]
 
         rows = await self._blocking("list", read_all)
         passages = [

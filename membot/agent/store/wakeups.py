@@ -263,7 +263,7 @@ def heartbeat_state(session: Session, agent_id: int) -> HeartbeatState:
 
 
 def move(session: Session, wakeup_id: int, due_at: datetime) -> None:
-    """Put an unclaimed wake-up off to `due_at` (a heartbeat due in quiet hours, to their end)."""
+    """Put an unclaimed wake-up off to `due_at` (a heartbeat due in quiet hours or a pause, to their end)."""
     session.execute(update(WakeupRow).where(WakeupRow.id == wakeup_id, WakeupRow.fired_at.is_(None))
                     .values(due_at=due_at))
 
@@ -331,8 +331,7 @@ def claim(session: Session, wakeup: Wakeup, now: datetime, holder: str) -> bool:
     if wakeup.kind == HEARTBEAT and wakeup.attempts == 0:
         paused = session.scalar(select(AgentRow.heartbeats_paused_until).where(AgentRow.id == wakeup.agent_id))
         if paused is not None and paused > now:
-            session.execute(update(WakeupRow).where(WakeupRow.id == wakeup.id, WakeupRow.fired_at.is_(None))
-                            .values(due_at=paused))
+            move(session, wakeup.id, paused)
             return False
     unclaimed = WakeupRow.fired_at.is_(None) if wakeup.attempts == 0 else and_(
         WakeupRow.fired_at < now - STALE_CLAIM, WakeupRow.finished_at.is_(None)

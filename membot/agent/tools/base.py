@@ -89,7 +89,7 @@ async def conversation_search(
 async def conversation_search_date(
     ctx: ToolContext, start_date: str, end_date: str, page: int = 0, request_heartbeat: bool = False
 ) -> str | None:
-    """List past messages between two dates (inclusive, UTC), oldest first.
+    """List past messages between two dates (inclusive, user's zone), oldest first.
 
     Args:
         start_date: First day, YYYY-MM-DD.

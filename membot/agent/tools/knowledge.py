@@ -66,14 +66,14 @@ async def knowledge_search(ctx: ToolContext, entity: str, history: bool = False,
         raise ValueError("entity is empty; name who or what to look up")
     private = ctx.place.private
 
-    def look(session: Session) -> tuple[list[Fact], list[str]]:
-        return (facts.history(session, ctx.agent_id, key, private=private),
-                facts.neighbours(session, ctx.agent_id, key, private=private))
+    def look(session: Session) -> tuple[list[Fact], list[str], ZoneInfo]:
+        known = facts.history(session, ctx.agent_id, key, private=private)
+        linked = facts.neighbours(session, ctx.agent_id, key, private=private, known=known)
+        return known, linked, wakeups.user_zone(session, ctx.agent_id)
 
-    known, linked = await ctx.recall.db.read(look)
+    known, linked, tz = await ctx.recall.db.read(look)
     if not known and not linked:
         return f"Nothing known about {entity}; try conversation_search."
-    tz = await _zone(ctx)
     now = [fact for fact in known if fact.current]
     past = [fact for fact in known if not fact.current]
     lines = [fact.describe(tz) for fact in now] or [f"No current facts about {entity}."]
