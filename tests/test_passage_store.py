@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from membot.agent.store.lite_shared import SharedLite
-from membot.agent.store.passages import COLLECTION, PassageRow, PassageStore
+from membot.agent.store.milvus_open import COLLECTION, index, schema
+from membot.agent.store.passages import PassageRow, PassageStore
 from tests.conftest import EMBEDDING_DIM
 from tests.fakes.openai_server import embed_text
 
@@ -156,7 +157,7 @@ def old_layout(uri: str) -> MilvusClient:
     shared = SharedLite.attach(Path(uri))
     client = MilvusClient(shared.uri)
     client.create_collection(
-        COLLECTION, schema=PassageStore._schema(DIM, True), index_params=PassageStore._index(client, True)
+        COLLECTION, schema=schema(DIM, True), index_params=index(client, True)
     )
     # The server stays up while the test goes on (it stops once unused), so the use can end here.
     shared.release()

@@ -31,40 +31,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from membot.agent.store import milvus_layout
-from membot.agent.store.lite_shared import LiteFiles, SharedLite, SharedLiteError, file_lock
 from membot.agent.store.milvus_layout import LiteLayout
-from membot.agent.store.passage_text import PassageText, TextHit, TextRow
-
-if TYPE_CHECKING:
-    from pymilvus import MilvusClient
+from membot.agent.store.milvus_open import (
+    Opened,
+    PassageStoreError,
+    is_server,
+    one_line,
+    open_store,
+    unreachable,
+)
+from membot.agent.store.passage_text import TextHit, TextRow
 
 T = TypeVar("T")
 
-log = logging.getLogger(__name__)
-
-
-COLLECTION = "membot_passages"
 RRF_K = 60  # Milvus's RRFRanker default, used on both layouts
 # Every page is a search of its own, and Milvus returns equal scores in an order that depends on the limit
 # asked for: each search fetches this many more than its window, and ties are broken by id here, so that
 # pages neither repeat nor skip a passage.
 TIE_MARGIN = 16
 STRONG = "Strong"  # see the module's docstring
-CONNECT_SECONDS = 10.0
 MAX_TEXT = 16_000  # characters kept per passage (Milvus VARCHAR limit is counted in bytes: 65,535)
-
-
-class PassageStoreError(RuntimeError):
-    """Milvus could not be opened or used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -139,28 +131,6 @@ def fuse(dense: list[dict[str, Any]], lexical: list[TextHit], window: int) -> li
     return [replace(hits[pk], score=scores[pk]) for pk in best]
 
 
-@dataclass(frozen=True)
-class _Opened:
-    client: MilvusClient
-    #: The collection searched: the server layout's, or Lite's per-owner one.
-    collection: str
-    #: The server collection has Milvus's BM25 (decided once, when it was created). On Lite, BM25 is the
-    #: layout's FTS5 text index instead (`lite.text`), and this is unused.
-    hybrid: bool
-    #: Milvus Lite's per-owner partitions and FTS5 texts; None on a server.
-    lite: LiteLayout | None = None
-    #: This process's use of the shared Milvus Lite server; None on a server.
-    shared: SharedLite | None = None
-
-    def close(self) -> None:
-        """Blocking."""
-        self.client.close()
-        if self.lite is not None:
-            self.lite.close()
-        if self.shared is not None:
-            self.shared.release()
-
-
 class PassageStore:
     def __init__(
         self, uri: str, dim: int, token: str | None = None, namespace: str = "", consistency: str = STRONG
@@ -172,7 +142,7 @@ class PassageStore:
         self.namespace = namespace
         #: Of searches and counts; only the bench asks for another, to measure what Strong costs.
         self.consistency = consistency
-        self._opened: _Opened | None = None
+        self._opened: Opened | None = None
         self._opening = asyncio.Lock()
 
     def _stored(self, owner: str) -> str:
@@ -186,126 +156,15 @@ class PassageStore:
     @property
     def is_server(self) -> bool:
         """A Milvus server URI rather than a Milvus Lite file."""
-        return "://" in self.uri
+        return is_server(self.uri)
 
-    async def ready(self) -> _Opened:
+    async def ready(self) -> Opened:
         """The open store, opened now if this is its first use."""
         if self._opened is None:
             async with self._opening:
                 if self._opened is None:
-                    self._opened = await asyncio.to_thread(self._open_blocking)
+                    self._opened = await asyncio.to_thread(open_store, self.uri, self.dim, self.token)
         return self._opened
-
-    def _open_blocking(self) -> _Opened:
-        if self.is_server:
-            client = self._connect(self.uri, self.uri)
-            try:
-                return _Opened(client, COLLECTION, self._prepare(client))
-            except Exception as exc:
-                client.close()  # the next use tries again from scratch
-                raise _prepare_failed(self.uri, exc) from None
-        path = Path(self.uri).expanduser().absolute()
-        try:
-            shared = SharedLite.attach(path)
-        except (SharedLiteError, OSError) as exc:
-            raise PassageStoreError(f"The archival store {path} could not be opened: {_one_line(exc)}") from None
-        client: MilvusClient | None = None
-        text: PassageText | None = None
-        try:
-            client = self._connect(shared.uri, f"{path} (its Milvus Lite server at {shared.uri})")
-            # The texts' index is a file of its own beside the Milvus Lite file, not inside it.
-            text = PassageText.open(path.with_name(path.name + ".text.sqlite"))
-            # One process at a time creates the layout or moves an earlier one; the others then find it made.
-            with file_lock(LiteFiles(path).layout):
-                layout = milvus_layout.open_lite(
-                    client, self.dim, text, lambda name: self._check_existing(client, self.dim, name)
-                )
-            return _Opened(client, milvus_layout.COLLECTION, False, layout, shared)
-        except Exception as exc:
-            if client is not None:
-                client.close()
-            if text is not None:
-                text.close()
-            shared.release()
-            raise _prepare_failed(str(path), exc) from None
-
-    def _connect(self, uri: str, where: str) -> MilvusClient:
-        """Blocking: a client of the Milvus at `uri` (`where` names it for people)."""
-        # Arrow's own allocator keeps more memory than malloc; it is read when pyarrow loads, so it is set
-        # before the first pymilvus import (unless set already).
-        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-        from pymilvus import MilvusClient
-
-        try:
-            return MilvusClient(uri=uri, token=self.token or "", timeout=CONNECT_SECONDS)
-        except Exception as exc:
-            raise PassageStoreError(f"Could not reach Milvus at {where}: {_one_line(exc)}") from None
-
-    def _prepare(self, client: MilvusClient) -> bool:
-        """Load or create the collection; whether it has BM25 (hybrid search)."""
-        if client.has_collection(COLLECTION):
-            hybrid = self._check_existing(client, self.dim, COLLECTION)
-            # A collection from an earlier process starts released; searches need it loaded.
-            client.load_collection(COLLECTION)
-            return hybrid
-        try:
-            client.create_collection(
-                COLLECTION, schema=self._schema(self.dim, True), index_params=self._index(client, True)
-            )
-            return True
-        except Exception as exc:  # a backend without the BM25 function: dense search only
-            log.info("BM25 full-text search not available (%s); archival search is dense only", exc)
-            if client.has_collection(COLLECTION):
-                client.drop_collection(COLLECTION)
-            client.create_collection(
-                COLLECTION, schema=self._schema(self.dim, False), index_params=self._index(client, False)
-            )
-            return False
-
-    @staticmethod
-    def _check_existing(client: MilvusClient, dim: int, collection: str) -> bool:
-        info = client.describe_collection(collection)
-        fields = {f["name"]: f for f in info["fields"]}
-        stored = int(fields["dense"]["params"].get("dim", dim))
-        if stored != dim:
-            raise PassageStoreError(
-                f"The archival store holds {stored}-dimensional embeddings but MEMBOT_EMBEDDING_DIM is {dim}. "
-                "Set it back, or use a new MEMBOT_MILVUS_URI for the new embedding model."
-            )
-        return "sparse" in fields
-
-    @staticmethod
-    def _schema(dim: int, hybrid: bool) -> Any:
-        from pymilvus import DataType, Function, FunctionType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("owner", DataType.VARCHAR, max_length=64, is_partition_key=True)
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=hybrid)
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("filename", DataType.VARCHAR, max_length=512)
-        schema.add_field("page", DataType.INT64)
-        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("created_at", DataType.DOUBLE)
-        if hybrid:
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(
-                Function(
-                    name="text_bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["text"],
-                    output_field_names=["sparse"],
-                )
-            )
-        return schema
-
-    @staticmethod
-    def _index(client: MilvusClient, hybrid: bool) -> Any:
-        params = client.prepare_index_params()
-        params.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
-        if hybrid:
-            params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        return params
 
     async def _blocking(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn` in a worker thread; a failure becomes a PassageStoreError."""
@@ -314,9 +173,9 @@ class PassageStore:
         except PassageStoreError:
             raise
         except Exception as exc:
-            if _unreachable(exc):
+            if unreachable(exc):
                 await self._forget()  # its server is gone (killed, stopped): the next use finds or starts one
-            raise PassageStoreError(f"The archival store failed ({what}): {_one_line(exc)}") from exc
+            raise PassageStoreError(f"The archival store failed ({what}): {one_line(exc)}") from exc
 
     async def _forget(self) -> None:
         opened, self._opened = self._opened, None
@@ -500,24 +359,3 @@ class PassageStore:
         if self._opened is not None:
             opened, self._opened = self._opened, None
             await asyncio.to_thread(opened.close)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's first line, short: errors here reach people as one line, never a traceback."""
-    words = str(exc).strip().splitlines()
-    return (words[0] if words else type(exc).__name__)[:300]
-
-
-def _prepare_failed(where: str, exc: Exception) -> PassageStoreError:
-    if isinstance(exc, PassageStoreError):
-        return exc
-    return PassageStoreError(f"Could not prepare the archival store at {where}: {_one_line(exc)}")
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """A failure because the Milvus server cannot be reached (rather than a refused call)."""
-    from pymilvus.exceptions import MilvusException
-
-    code = getattr(exc, "code", None)
-    text = str(exc).lower()
-    return isinstance(exc, MilvusException) and (code == 2 or "unavailable" in text or "connect" in text)
