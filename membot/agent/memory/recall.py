@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from membot.agent.memory import recall_pg
+from membot.agent.memory import recall_common, recall_pg, replies
 from membot.agent.memory.entities import entity_key
 from membot.agent.memory.paging import PAGE_SIZE, Page
 from membot.agent.memory.query import STOP_WORDS, query_keys, query_terms
@@ -230,7 +230,18 @@ class RecallMemory:
             others, total = self._ranked_rows(session, every_term, window, private, None, weights)
             total = max(total, len(seen))
             rows += [row for row in others if row.id not in seen]
-        return Page([self._message(row) for row in rows[page * page_size : window]], total, page, page_size)
+        rows = self._with_replies(session, rows, window, private)
+        return Page([self._message(row) for row in rows[page * page_size : window]], max(total, len(rows)), page,
+                    page_size)
+
+    def _with_replies(self, session: Session, rows: Sequence[Any], window: int, private: bool) -> list[Any]:
+        """The first `window` rows, each question among them followed by its reply (see replies.py): one
+        statement more when one of them asks something."""
+        asking = replies.questions(rows[:window])
+        if not asking:
+            return list(rows[:window])
+        found = session.execute(replies.replies_statement(private), {"ids": asking, "agent_id": self.agent_id})
+        return replies.with_replies(rows, {row.question: row for row in found}, window)
 
     def _ranked_rows(
         self, session: Session, terms: list[str], window: int, private: bool, span: TimeRange | None,
@@ -280,12 +291,25 @@ class RecallMemory:
 
     def _ranked(
         self, session: Session, terms: list[str], limit: int, private: bool, span: TimeRange | None
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Row[Any] | recall_common.Hit]:
+        """The agent's best `limit` hits for any of the terms, best first, each with its score and the count of
+        all hits. Common terms (see term_stats) are not given to bm25(), whose weights would read their whole
+        lists: they are ranked as recall_common says."""
         params: dict[str, Any] = {"query": fts_query(self.agent_id, terms), "agent_id": self.agent_id,
                                   "limit": limit, "private": private}
         if span is not None:
             params |= {"lo": span.start, "hi": span.end}
-        return session.execute(_fts_ranked(span is not None), params).all()
+        common = self.terms.common(session, terms)
+        if not common:
+            return session.execute(_fts_ranked(span is not None), params).all()
+        rare = [term for term in terms if term not in common]
+        scores: dict[int, float] = {}
+        if rare:  # every message a rare term finds (limit -1: no limit), to add to the common terms' weights
+            found = session.execute(_fts_ranked(span is not None),
+                                    params | {"query": fts_query(self.agent_id, rare), "limit": -1})
+            scores = {row.id: row.score for row in found}
+        return recall_common.ranked(session, terms, partial(fts_query, self.agent_id), params, common, scores, limit,
+                                    span is not None)
 
     def _message(self, row: Row[Any]) -> Message:
         return Message(id=row.id, agent_id=self.agent_id, role=row.role, kind=row.kind, content=row.content,

@@ -4,13 +4,16 @@ Ranking an OR query costs one BM25 score per message that holds any of its words
 twentieth of all messages (a speaker's name, "go", "like") would have tens of thousands scored for a
 ranking it barely moves, since its weight (IDF) is small. So, as a search engine's common-terms query does,
 terms are split: the rarer ones find and rank the candidates; the common ones only add their weight to the
-candidates that contain them (see `rerank`). Queries made only of common words are ranked in full.
+candidates that contain them (see `rerank`). Queries made only of common words are ranked in full: on
+PostgreSQL by every word's weight, on SQLite by the weights of the words each message holds (recall_common.py:
+FTS5's BM25 would read each common word's whole list for its weight).
 
-Document frequencies are counted over the whole index (as FTS5's own BM25 does) and cached here: common
+Document frequencies are for the whole index (the share FTS5's own BM25 uses) and cached here: common
 words are the ones every search repeats. Counts are refreshed when the index has grown by a tenth. On SQLite
-they come from the FTS5 table. On PostgreSQL, where they also give each term its IDF weight in the ranking
-(see recall_pg.py), the commonest words' counts come from the planner's statistics and the others' from the
-GIN index over `messages.search_vector`.
+they are counted in the FTS5 table among the newest messages (`SAMPLE_IDS`) and scaled to the whole: reading
+a common word's whole list costs as much as the search, and only its share matters. On PostgreSQL, where they
+also give each term its IDF weight in the ranking (see recall_pg.py), the commonest words' counts come from the
+planner's statistics and the others' from the GIN index over `messages.search_vector`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ COMMON_SHARE = 20
 CACHE_SIZE = 4_096
 # Cached counts stay valid until the index has grown by this factor.
 STALE_GROWTH = 1.1
+# On SQLite a term's messages are counted among the newest this many ids (all of them, in a smaller index).
+SAMPLE_IDS = 50_000
 
 _SIZE = text("SELECT coalesce(max(id), 0) FROM messages")
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
@@ -51,6 +56,8 @@ class _Matcher:
     quote: Callable[[str], str]  # the term as that clause takes it
     # (term, messages) for the terms (:terms) whose counts the database's own statistics already estimate.
     estimate: TextClause | None = None
+    # The same clause kept to the messages of ids above :lo, where terms are counted in the newest messages.
+    sampled: str | None = None
 
     def capped(self, name: str) -> str:
         return f"(SELECT count(*) FROM (SELECT 1 FROM {self.where.format(name=name)} LIMIT :cap) AS {name})"
@@ -78,7 +85,10 @@ _PG_COMMON = text(
 
 _MATCHERS = {
     # The text columns only: a word spelled like an agent's token (a12) must not count that agent's rows.
-    "sqlite": _Matcher("messages_fts WHERE messages_fts MATCH :{name}", lambda term: "{search_text context}: " + fts_phrase(term)),
+    "sqlite": _Matcher(
+        "messages_fts WHERE messages_fts MATCH :{name}", lambda term: "{search_text context}: " + fts_phrase(term),
+        sampled="messages_fts WHERE messages_fts MATCH :{name} AND rowid > :lo",
+    ),
     # plainto_tsquery takes any text (a stop word gives an empty query, which matches nothing).
     "postgresql": _Matcher(
         "messages WHERE search_vector @@ plainto_tsquery('english', :{name})", lambda term: term, _PG_COMMON
@@ -115,20 +125,31 @@ def _inflections(term: str) -> re.Pattern[str]:
     return re.compile(rf"\b{re.escape(light_stem(term))}(?:{alternatives})?\b", re.IGNORECASE)
 
 
+def rescore(
+    candidates: Sequence[tuple[int, str, float]], common: dict[str, float], boost: dict[int, float] | None = None
+) -> list[tuple[int, float]]:
+    """(id, score) of (id, text, bm25) candidates, best first, FTS5 scores being negative (lower is better),
+    after adding the weight of each common term a candidate contains and multiplying by the candidate's `boost`
+    (an entity of the query it names); ties go to the newer message."""
+    boost = boost or {}
+    patterns = [(light_stem(term).lower(), _inflections(term), weight) for term, weight in common.items()]
+    scored = []
+    for row_id, body, score in candidates:
+        # An ASCII text without the stem cannot match: the search, slower, is left out (most candidates hold few
+        # of the common terms).
+        lower = body.lower() if body.isascii() else None
+        bonus = sum(weight for stem, pattern, weight in patterns
+                    if (lower is None or stem in lower) and pattern.search(body))
+        scored.append(((score - bonus) * boost.get(row_id, 1.0), -row_id))
+    scored.sort()
+    return [(-neg_id, score) for score, neg_id in scored]
+
+
 def rerank(
     candidates: Sequence[tuple[int, str, float]], common: dict[str, float], boost: dict[int, float] | None = None
 ) -> list[int]:
-    """Order (id, text, bm25) candidates, FTS5 scores being negative (lower is better), after adding the
-    weight of each common term a candidate contains and multiplying by the candidate's `boost` (an entity of the
-    query it names); ties go to the newer message."""
-    boost = boost or {}
-    patterns = [(_inflections(term), weight) for term, weight in common.items()]
-    scored = []
-    for row_id, body, score in candidates:
-        bonus = sum(weight for pattern, weight in patterns if pattern.search(body))
-        scored.append(((score - bonus) * boost.get(row_id, 1.0), -row_id))
-    scored.sort()
-    return [-neg_id for _, neg_id in scored]
+    """The ids of `rescore`, best first."""
+    return [row_id for row_id, _ in rescore(candidates, common, boost)]
 
 
 @dataclass(frozen=True)
@@ -145,9 +166,11 @@ class TermCounts:
 
 
 class TermFrequencies:
-    """Process-wide cache of document frequencies in the message index (one per engine)."""
+    """Process-wide cache of document frequencies in the message index (one per engine). `sample`: on SQLite,
+    how many of the newest ids terms are counted among."""
 
-    def __init__(self) -> None:
+    def __init__(self, sample: int = SAMPLE_IDS) -> None:
+        self._sample = sample
         self._cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
         # Searches run on the database's reader threads, several at once.
         self._lock = threading.Lock()
@@ -158,6 +181,11 @@ class TermFrequencies:
         if not rare or len(rare) == len(terms):
             return TermSplit(terms, {})  # nothing to split: every term ranks
         return TermSplit(rare, {term: counts.idf(term) for term in terms if counts.common(term)})
+
+    def common(self, session: Session, terms: list[str]) -> dict[str, float]:
+        """The common ones of these terms, each with its IDF."""
+        counts = self.counts(session, terms)
+        return {term: counts.idf(term) for term in terms if counts.common(term)}
 
     def counts(self, session: Session, terms: list[str]) -> TermCounts:
         """How many messages hold each term, of how many (the newest id: near enough, and read at once)."""
@@ -179,12 +207,14 @@ class TermFrequencies:
         return cached[0]
 
     def _count(self, session: Session, terms: list[str], total: int, cap: int) -> dict[str, int]:
-        # One statement for all the terms (each statement is a round trip to the database), after the estimates
-        # where the database keeps them. Counting a rare term is cheap; only past the cap is a term's whole list
-        # counted, for its IDF.
+        # One statement for all the terms (each statement is a round trip to the database): on SQLite among the
+        # newest messages; on PostgreSQL after the estimates its statistics keep. Counting a rare term is cheap;
+        # only past the cap is a term's whole list counted, for its IDF.
         matcher = _MATCHERS[session.get_bind().dialect.name]
         counts: dict[str, int] = {}
-        if matcher.estimate is not None:
+        if matcher.sampled is not None:
+            counts = self._sampled(session, matcher.sampled, matcher.quote, terms, total)
+        elif matcher.estimate is not None:
             counts.update((term, round(docs)) for term, docs in session.execute(matcher.estimate, {"terms": terms}))
         rest = [term for term in terms if term not in counts]
         if rest:
@@ -194,9 +224,23 @@ class TermFrequencies:
             counts.update(zip(rest, row, strict=True))
         for term in [t for t in rest if counts[t] > cap]:
             counts[term] = int(session.execute(matcher.count(), {"term": matcher.quote(term)}).scalar_one())
+        self._keep(counts, total)
+        return {term: int(count) for term, count in counts.items()}
+
+    def _sampled(
+        self, session: Session, where: str, quote: Callable[[str], str], terms: list[str], total: int
+    ) -> dict[str, int]:
+        """Each term's messages among the newest `sample` ids, scaled to all `total`: one statement, which reads
+        at most that many of each term's list."""
+        lo = max(0, total - self._sample)
+        counted = ", ".join(f"(SELECT count(*) FROM {where.format(name=f't{i}')})" for i in range(len(terms)))
+        params: dict[str, object] = {f"t{i}": quote(term) for i, term in enumerate(terms)}
+        row = session.execute(text(f"SELECT {counted}"), {**params, "lo": lo}).one()
+        return {term: round(hits * total / (total - lo)) if hits else 0 for term, hits in zip(terms, row, strict=True)}
+
+    def _keep(self, counts: dict[str, int], total: int) -> None:
         with self._lock:
             for term, count in counts.items():
                 self._cache[term] = (int(count), max(total, 1))
                 if len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-        return {term: int(count) for term, count in counts.items()}
