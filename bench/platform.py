@@ -22,11 +22,14 @@ Streamed (MEMBOT_STREAM, on as in production): the model thinks STREAM_LATENCY, 
 about a second, chunk by chunk, and its reply is three sentences (LONG_REPLY). The reply then shows as a post
 that is edited in place; "first words" is the post, "final text" the post or edit that carries the whole
 reply. Each user sends their next message once the final text is there.
+
+BENCH_PLATFORM_ONLY, BENCH_PLATFORM_USERS and BENCH_PLATFORM_MODEL run a part of it (see `Only`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -300,16 +303,51 @@ def _delta(before: dict[tuple[str, Hashable], tuple[int, int]],
 # ----- the benchmark ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Only:
+    """Which groups to run (all by default), from the environment, to look at one of them alone:
+    BENCH_PLATFORM_ONLY names platforms (discord, slack), BENCH_PLATFORM_USERS group sizes (50), and
+    BENCH_PLATFORM_MODEL the model runs (0, 1000 or streamed), each a comma-separated list."""
+
+    platforms: frozenset[str] | None = None
+    users: frozenset[int] | None = None
+    models: frozenset[str] | None = None
+
+    @classmethod
+    def from_env(cls) -> Only:
+        def listed(name: str) -> frozenset[str] | None:
+            value = os.environ.get(name, "").strip()
+            return frozenset(v.strip().lower() for v in value.split(",") if v.strip()) if value else None
+
+        users = listed("BENCH_PLATFORM_USERS")
+        return cls(listed("BENCH_PLATFORM_ONLY"), None if users is None else frozenset(map(int, users)),
+                   listed("BENCH_PLATFORM_MODEL"))
+
+    def platform(self, name: str) -> bool:
+        return self.platforms is None or name.lower() in self.platforms
+
+    def model(self, name: str) -> bool:
+        return self.models is None or name in self.models
+
+    def sizes(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        return sizes if self.users is None else tuple(n for n in sizes if n in self.users)
+
+
 async def run(quick: bool) -> list[Row]:
     sizes, delays, drain_bound = ((3,), (0.0, 0.2), 20.0) if quick else ((12, 50), (0.0, 1.0), 60.0)
+    only = Only.from_env()
+    sizes = only.sizes(sizes)
+    openers = [o for name, o in (("discord", discord_bot), ("slack", slack_bot)) if only.platform(name)]
     rows: list[Row] = []
-    for delay in delays:
+    for delay in [d for d in delays if only.model(f"{ms(d):.0f}")]:
         async with model_process("chain", delay, processes=2) as url:
-            for opener in (discord_bot, slack_bot):
+            for opener in openers:
                 async with opener(url) as bot:
                     rows += await _measure(bot, sizes, delay, drain_bound)
+    if not only.model("streamed"):
+        return rows
     async with model_process("chain_long", STREAM_LATENCY, processes=2, stream_delay=STREAM_DELAY) as url:
-        for opener in (discord_bot, slack_bot):
+        for opener in openers:
             async with opener(url) as bot:
                 rows += await _measure(bot, sizes, STREAM_LATENCY, drain_bound, streamed=True)
     return rows

@@ -37,6 +37,7 @@ from membot.bot.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
 from tests.fakes.openai_server import ChatReply, ScriptedModel, send, tool_call
+from tests.fakes.ratelimit import Limit
 from tests.fakes.scripted_replies import SCRIPTED_REASONING, reasoned
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "memgpt_paper.pdf"
@@ -220,6 +221,22 @@ async def test_no_typing_indicator_while_the_bots_optional_requests_are_spent(fa
         await fake.send_dm(ALICE, "a hard question")
         assert (await fake.wait_for_message(dm(ALICE)))["content"] == "Thought it over."
     assert not fake.calls_to("POST", f"/channels/{dm(ALICE)}/typing")
+
+
+async def test_replies_of_many_users_at_once_wait_their_turn_under_the_global_limit(fake, service, settings,
+                                                                                     monkeypatch):
+    # Every request of the bot (replies, the monologue, logging in) is counted as it is sent: past the global
+    # limit a reply waits for the second to have room instead of meeting a 429.
+    monkeypatch.setattr(discord_client, "GLOBAL_LIMIT", 3)
+    fake.limits.global_limit = Limit(3, 1.0)
+    users = [9000 + i for i in range(6)]
+    for user_id in users:
+        fake.add_user(user_id, f"user{user_id}")
+    async with serving(service, settings, fake):
+        await asyncio.gather(*(fake.send_dm(user_id, "hello") for user_id in users))
+        for user_id in users:
+            await fake.wait_for_message(dm(user_id), timeout=15)
+        assert fake.limits.counters.tally("global").limited == 0
 
 
 async def test_a_model_that_thinks_in_its_calls_and_calls_twice_is_answered_and_its_thoughts_logged(fake, bot, model):

@@ -55,12 +55,23 @@ class Budget:
             self._times.popleft()
 
     def free(self, now: float) -> bool:
+        return self.room(now) > 0
+
+    def room(self, now: float) -> int:
+        """How many could be spent now."""
         self._forget(now)
-        return len(self._times) < self.limit
+        return self.limit - len(self._times)
 
     def spend(self, now: float) -> None:
         self._forget(now)
         self._times.append(now)
+
+    def until(self, now: float, room: int = 1) -> float:
+        """Seconds until `room` could be spent (0: now, or never: more than the whole budget)."""
+        short = room - self.room(now)
+        if short <= 0 or not self._times:
+            return 0.0
+        return self.window - (now - self._times[min(short, len(self._times)) - 1])
 
     async def take(self) -> None:
         """Spend one, first waiting until the window has room: for requests that must go, paced before a
@@ -70,7 +81,7 @@ class Budget:
             if self.limit <= 0 or self.free(now):  # a budget of none paces nothing (it only refuses drafts)
                 self.spend(now)
                 return
-            await asyncio.sleep(max(0.001, self.window - (now - self._times[0])))
+            await asyncio.sleep(max(0.001, self.until(now)))
 
 
 class Budgets:

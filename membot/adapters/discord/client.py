@@ -15,6 +15,7 @@ from discord import app_commands
 
 from membot.adapters.discord.commands import add_commands
 from membot.adapters.discord.monologue import Monologue
+from membot.adapters.discord.pacing import GLOBAL_LIMIT, GLOBAL_WINDOW, GlobalPacer, OptionalBudget
 from membot.adapters.discord.people import PLATFORM, origin, person, said_in
 from membot.adapters.discord.relay import Say, relay
 from membot.adapters.discord.render import strip_mentions
@@ -34,12 +35,10 @@ GUILD_UPLOAD_HINT = "To load a file here, use /attach with the file (or send it 
 #: On shutdown, messages being answered get this long to finish before they are cancelled.
 DRAIN_SECONDS = 10.0
 DRAFT_EDITS, DRAFT_WINDOW = 3, 5.0
-#: Typing indicators and draft edits the whole bot sends in a second: half of Discord's global limit (50
-#: requests a second per bot), leaving the rest to replies, the monologue and commands, which must go.
+#: Typing indicators and draft edits the whole bot sends in a second: half of Discord's global limit, and
+#: only while more than half of its second is free (pacing.py), leaving the rest to replies, the monologue and
+#: commands, which must go.
 OPTIONAL_PER_SECOND = 25
-#: Replies the whole bot posts in a second, paced below Discord's global limit (with room for the monologue
-#: and commands): many users' replies finishing at once wait milliseconds here instead of a 429's second.
-REPLIES_PER_SECOND = 40
 THREAD_NAME_CHARS = 80
 
 
@@ -93,7 +92,10 @@ class MembotClient(discord.Client):
         **options: Any,
     ) -> None:
         # `options`: more discord.Client options, such as a sharded client's shard_ids and shard_count.
+        #: Every request under Discord's global limit waits its turn here, as it is sent.
+        self.pacer = GlobalPacer(GLOBAL_LIMIT, GLOBAL_WINDOW)
         super().__init__(
+            http_trace=self.pacer.trace(),
             intents=intents(),
             guild_ready_timeout=guild_ready_timeout,
             # An agent repeating "@everyone" or a role must not ping anyone; replying still notifies the
@@ -105,12 +107,11 @@ class MembotClient(discord.Client):
         self.settings = settings
         self.max_upload_bytes = int(settings.max_upload_mb * 1024 * 1024)
         self.access = AccessPolicy.from_settings(settings)
-        self.monologue = Monologue(self, settings.discord_monologue_channel_id)
+        self.monologue = Monologue(self, settings.discord_monologue_channel_id, self.pacer)
         #: Draft edits per channel, within Discord's 5 posts per 5 s, with room left for other replies.
         self.drafts = Budgets(DRAFT_EDITS, DRAFT_WINDOW)
-        #: Typing indicators and draft edits of the whole bot, within Discord's global limit.
-        self.optional = Budget(OPTIONAL_PER_SECOND, 1.0)
-        self.replies = Budget(REPLIES_PER_SECOND, 1.0)
+        #: Typing indicators and draft edits of the whole bot, when the global limit has room to spare.
+        self.optional = OptionalBudget(OPTIONAL_PER_SECOND, 1.0, self.pacer)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
         add_commands(self.tree)
         self.drain_seconds = drain_seconds
@@ -212,6 +213,7 @@ class MembotClient(discord.Client):
     def _sayer(self, message: discord.Message) -> Say:
         """Replies in DMs are plain messages; in a channel the first part replies to the message."""
         replied = message.guild is None
+        send = message.channel.send
 
         async def say(text: str) -> discord.Message:
             nonlocal replied
@@ -220,19 +222,7 @@ class MembotClient(discord.Client):
             replied = True
             return await send(text, reference=message.to_reference(fail_if_not_exists=False))
 
-        send = self._paced(message.channel.send)
         return say
-
-    def _paced(self, send: Callable[..., Awaitable[discord.Message]]) -> Callable[..., Awaitable[discord.Message]]:
-        """`send` for replies: paced within the bot's reply budget, and counted in its budget of optional
-        requests (typing, draft edits) without asking, so that those give way to replies."""
-
-        async def paced(text: str, **options: Any) -> discord.Message:
-            await self.replies.take()
-            self.optional.spend(time.monotonic())
-            return await send(text, **options)
-
-        return paced
 
     async def _answer(self, message: discord.Message) -> None:
         assert self.user is not None
@@ -248,7 +238,7 @@ class MembotClient(discord.Client):
         if thread is False:
             return
         if thread is not None:
-            say = self._paced(thread.send)
+            say = thread.send
         try:
             async with typing(thread or message.channel, self.optional):
                 if message.guild is None:
@@ -311,7 +301,7 @@ class MembotClient(discord.Client):
             log.warning("cannot open a DM with %s: %s", user.user_id, exc)
             await undelivered(events, f"{user.user_id} (no DM)")
             return
-        await relay(events, self._paced(channel.send), self.monologue, user)
+        await relay(events, channel.send, self.monologue, user)
 
     # ----- shutdown --------------------------------------------------------------------------------------
 

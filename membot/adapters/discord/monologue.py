@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import discord
 
+from membot.adapters.discord.pacing import GlobalPacer
 from membot.adapters.discord.render import MESSAGE_LIMIT, monologue_tag, split_message, units
 from membot.adapters.monologue_queue import DRAIN_SECONDS, Line, MonologueQueue, RateLimited, Refused
 from membot.bot.identity import UserRef
@@ -20,17 +21,23 @@ ADVICE = (
     "Messages), or unset it to keep the monologue in the log."
 )
 
+#: Seconds between posts: Discord's 5 posts per 5 s in a channel, spread out. In a burst of 5 they would take 5
+#: of the bot's global limit at once, just when many replies may need it.
+POST_INTERVAL = 1.0
+
 
 class Monologue:
-    def __init__(self, client: discord.Client, channel_id: int | None) -> None:
+    def __init__(self, client: discord.Client, channel_id: int | None, pacer: GlobalPacer | None = None) -> None:
+        """`pacer`: the bot's global limit; each post waits until it has some to spare (replies go first)."""
         self.client = client
         self.channel_id = channel_id
+        self.pacer = pacer
         self._channel: discord.abc.Messageable | None = None
         self.queue: MonologueQueue | None = None
         if channel_id is not None:
             self.queue = MonologueQueue(
                 self._send, limit=MESSAGE_LIMIT, measure=units, name=f"DISCORD_MONOLOGUE_CHANNEL_ID {channel_id}",
-                advice=ADVICE, logger=log,
+                advice=ADVICE, logger=log, interval=POST_INTERVAL,
             )
 
     async def post(self, who: UserRef, lines: Sequence[str], where: str = "") -> None:
@@ -67,6 +74,8 @@ class Monologue:
         """One coalesced post (split only if a single line is over Discord's limit). discord.py already
         waits out 429s and per-channel buckets; what it gives up on comes back as RateLimited."""
         channel = await self._resolve()
+        if self.pacer is not None:
+            await self.pacer.spare()
         try:
             for part in split_message(text):
                 await channel.send(part, allowed_mentions=discord.AllowedMentions.none())
