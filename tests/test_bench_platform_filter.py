@@ -8,6 +8,8 @@ from bench.platform import Only
 
 
 def test_the_platform_bench_runs_only_the_groups_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BENCH_PLATFORM_ONLY", "BENCH_PLATFORM_USERS", "BENCH_PLATFORM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
     everything = Only.from_env()
     assert everything.platform("Slack") and everything.model("streamed") and everything.sizes((12, 50)) == (12, 50)
     monkeypatch.setenv("BENCH_PLATFORM_ONLY", "discord")

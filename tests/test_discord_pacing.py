@@ -12,7 +12,9 @@ import discord.http
 import pytest
 import yarl
 
+from membot.adapters.discord.client import global_share, typing
 from membot.adapters.discord.pacing import GlobalPacer, OptionalBudget
+from membot.adapters.live_reply import Budget
 from tests.fakes.discord_fake import FakeDiscord, patch_discord_py
 from tests.fakes.ratelimit import Limit
 
@@ -83,3 +85,38 @@ async def test_a_post_that_can_wait_waits_until_the_second_has_room_to_spare() -
     # Three of four spent: it went once two were free again, when the oldest left the window.
     assert 0.25 <= time.monotonic() - started < 1.0
     assert pacer.room(time.monotonic()) > pacer.keep
+
+
+async def test_the_typing_indicator_is_renewed_only_while_optional_requests_may_go() -> None:
+    sent: list[float] = []
+
+    class Channel:
+        def typing(self) -> object:  # discord.py's: awaited, one indicator
+            async def one() -> None:
+                sent.append(time.monotonic())
+
+            return one()
+
+    async with typing(Channel(), Budget(2, 60.0), delay=0.0, renew=0.05):  # type: ignore[arg-type]
+        await asyncio.sleep(0.4)
+    assert len(sent) == 2  # renewed once, then the budget of two was spent: no more, however long the wait
+    sent.clear()
+    async with typing(Channel(), Budget(5, 60.0), delay=0.2, renew=0.05):  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+    assert not sent  # a quick answer shows none
+
+
+async def test_an_optional_budget_waits_for_the_pacer_to_have_some_to_spare() -> None:
+    pacer = GlobalPacer(limit=4, window=0.3)
+    optional = OptionalBudget(10, 1.0, pacer)
+    for _ in range(3):
+        await pacer.sent.take()
+    now = time.monotonic()
+    assert not optional.free(now) and optional.until(now) > 0.1
+
+
+def test_a_process_running_some_shards_takes_their_share_of_the_global_limit() -> None:
+    assert global_share(50, None) == 50
+    assert global_share(50, ([0, 1, 2, 3], 4)) == 50
+    assert global_share(50, ([1], 4)) == 12
+    assert global_share(50, ([5], 100)) == 1  # never none

@@ -74,6 +74,18 @@ async def test_a_rare_word_that_finds_too_few_comes_first_then_the_common_ones(d
     assert texts[:2] == ["a zebra", "hello world at last"] and len(texts) == 5 and total == 13
 
 
+async def test_past_the_candidates_weighed_the_newest_and_every_rare_hit_are_kept(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(recall_common, "MOST_CANDIDATES", 4)
+    (alice,) = await _agents(db, "alice")
+    # The oldest holds the rare word: past the newest four common-word hits, it is still found first.
+    await store_messages(db, *_said(alice, ["hello world zebra", "a zebra"] + [f"hello number {i}" for i in range(6)]
+                                    + [f"world tour {i}" for i in range(5)]))
+    texts, total = await _texts(db, alice, "hello world zebra", private=False)
+    assert texts[0] == "hello world zebra" and "a zebra" in texts and total == 13
+
+
 async def test_a_time_named_keeps_the_common_words_to_it_first(db: Database):
     (alice,) = await _agents(db, "alice")
     now = datetime(2026, 12, 3, 17, 0)

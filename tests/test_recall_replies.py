@@ -38,9 +38,16 @@ async def test_a_question_found_brings_its_reply_just_before_it(db: Database):
     # message a person wrote, not the assistant's message in between.
     assert [m.search_text for m in page.items] == ["pottery class was fun, pottery is great", ANSWER, QUESTION]
     assert page.total == 3
-    # A page of two keeps its size: the question gives way to its reply.
+    # A page of two keeps its size: the question goes on to the next page, and is counted.
     two = await recall.search("pottery", page_size=2, private=True)
     assert [m.search_text for m in two.items] == ["pottery class was fun, pottery is great", ANSWER]
+    assert two.total == 3
+    rest = await recall.search("pottery", page=1, page_size=2, private=True)
+    assert [m.search_text for m in rest.items] == [QUESTION] and rest.total == 3
+    # A page of one: every hit and reply is reached, one a page, none twice.
+    ones = [(await recall.search("pottery", page=n, page_size=1, private=True)).items for n in range(4)]
+    assert [m.search_text for items in ones for m in items] == [
+        "pottery class was fun, pottery is great", ANSWER, QUESTION]
 
 
 @pytest.mark.both_databases
@@ -56,20 +63,36 @@ async def test_the_agents_question_brings_the_users_answer(db: Database):
                                                         "Welcome back! How was Oslo?"]
 
 
+def _said(message, place: str):  # type: ignore[no-untyped-def]
+    """The message as a step at `place` stores it: "dm" is private, any other place shared."""
+    return replace(message, place=place, private=place == "dm")
+
+
 @pytest.mark.both_databases
 async def test_a_reply_is_only_the_agents_own_and_shared_for_a_shared_step(db: Database):
     me, other = await _agents(db, "me", "other")
-    await store_messages(db, replace(user_message(me, QUESTION), private=False))
-    await store_messages(db, user_message(other, "Another agent's answer"))  # between them, by id
-    await store_messages(db, user_message(me, "A private answer"),  # private: a DM
-                         replace(user_message(me, ANSWER), private=False))
+    await store_messages(db, _said(user_message(me, QUESTION), "discord:1"))
+    await store_messages(db, _said(user_message(other, "Another agent's answer"), "discord:1"))  # between, by id
+    await store_messages(db, _said(user_message(me, "A private answer"), "dm"),
+                         _said(user_message(me, ANSWER), "discord:1"))
     recall = RecallMemory(db, me, TermFrequencies())
     shared = await recall.search("pottery", private=False)
     assert [m.search_text for m in shared.items] == [ANSWER, QUESTION]
-    # A private step's reply is the next message whatever its privacy (the shared answer is a hit of its own:
-    # the index holds the question beside it as its context).
+    # A private step may see the DM, but it was said elsewhere: it is no reply to the channel's question (the
+    # channel's answer is a hit of its own: the index holds the question beside it as its context).
     private = await recall.search("pottery", private=True)
-    assert [m.search_text for m in private.items][:2] == ["A private answer", QUESTION]
+    assert private.items[0].search_text == QUESTION
+
+
+@pytest.mark.both_databases
+async def test_a_reply_is_said_where_the_question_was(db: Database):
+    (me,) = await _agents(db, "me")
+    await store_messages(db, _said(user_message(me, QUESTION), "discord:1"),
+                         _said(user_message(me, "Meanwhile in another channel"), "discord:2"),
+                         _said(user_message(me, ANSWER), "discord:1"))
+    page = await RecallMemory(db, me, TermFrequencies()).search("pottery", private=False)
+    # The next user message was elsewhere: the question brings none.
+    assert page.items[0].search_text == QUESTION
 
 
 @pytest.mark.both_databases
@@ -90,10 +113,10 @@ class _Row:
 def test_replies_move_up_once_and_the_window_keeps_its_size():
     rows = [_Row(1), _Row(2, "why?"), _Row(3), _Row(4, "how?"), _Row(5)]
     replies = {2: _Row(3), 4: _Row(9)}
-    assert [r.id for r in with_replies(rows, replies, 5)] == [1, 3, 2, 9, 4]
-    assert [r.id for r in with_replies(rows, replies, 2)] == [1, 3]
-    assert [r.id for r in with_replies(rows, {}, 3)] == [1, 2, 3]
-    assert [r.id for r in with_replies(rows, {2: _Row(1)}, 3)] == [1, 2, 3]  # ranked above already
+    assert [r.id for r in with_replies(rows, replies)] == [1, 3, 2, 9, 4, 5]
+    assert [r.id for r in with_replies(rows[:2], replies)] == [1, 3, 2]
+    assert [r.id for r in with_replies(rows, {})] == [1, 2, 3, 4, 5]
+    assert [r.id for r in with_replies(rows, {2: _Row(1)})] == [1, 2, 3, 4, 5]  # ranked above already
 
 
 def test_questions_are_marked_in_any_script():

@@ -41,10 +41,11 @@ Split = Callable[[str], list[str]]
 
 
 class Budget:
-    """At most `limit` draft posts and edits in any `window` seconds; posts that must go (a final text) are
-    counted without asking. `edits_only`: a limit on the platform's edit method alone. A reply's first post is
-    the post it makes anyway, but once it is a draft its final text will be an edit: the draft's post spends
-    that edit ahead, and the final text spends nothing of it."""
+    """At most `limit` requests in any `window` seconds: draft posts and edits, whose final text, which must
+    go, is counted without asking; or, with `take`, every request, each waiting for room (Discord's global
+    limit, adapters/discord/pacing.py). `edits_only`: a limit on the platform's edit method alone. A reply's
+    first post is the post it makes anyway, but once it is a draft its final text will be an edit: the
+    draft's post spends that edit ahead, and the final text spends nothing of it."""
 
     def __init__(self, limit: int, window: float, *, edits_only: bool = False) -> None:
         self.limit, self.window, self.edits_only = limit, window, edits_only

@@ -53,25 +53,34 @@ def intents() -> discord.Intents:
 #: A reply quicker than this shows no typing indicator: each indicator is a request under Discord's global
 #: limit (50 a second for the whole bot), and with many users at once they would delay the replies.
 TYPING_DELAY = 1.0
+#: Seconds between indicators while the agent works: Discord shows one for about 10 s, or until the bot posts.
+TYPING_RENEW = 8.0
 
 
 @asynccontextmanager
-async def typing(channel: discord.abc.Messageable, budget: Budget, delay: float = TYPING_DELAY) -> AsyncIterator[None]:
-    """The typing indicator while the agent works, once it has taken `delay`, if the bot-wide `budget` of
-    optional requests allows it then (else none: it would only add to the wait for replies); a channel that
-    refuses it does not stop the answer."""
+async def typing(
+    channel: discord.abc.Messageable, budget: Budget, delay: float = TYPING_DELAY, renew: float = TYPING_RENEW
+) -> AsyncIterator[None]:
+    """The typing indicator while the agent works, once it has taken `delay`, sent again every `renew` seconds;
+    each one only if the bot-wide `budget` of optional requests allows it then (else it is tried again a
+    second later: it would only add to the wait for replies). discord.py's own `typing()` context renews
+    without asking, so each indicator here is one request. A channel that refuses it does not stop the
+    answer."""
 
     async def show() -> None:
         await asyncio.sleep(delay)
-        now = time.monotonic()
-        if not budget.free(now):
-            return
-        budget.spend(now)
-        try:
-            async with channel.typing():
-                await asyncio.Event().wait()  # until the answer is ready (cancelled)
-        except discord.HTTPException as exc:
-            log.debug("no typing indicator in %s: %s", channel, exc)
+        while True:
+            now = time.monotonic()
+            if not budget.free(now):
+                await asyncio.sleep(min(1.0, renew))
+                continue
+            budget.spend(now)
+            try:
+                await channel.typing()
+            except discord.HTTPException as exc:
+                log.debug("no typing indicator in %s: %s", channel, exc)
+                return
+            await asyncio.sleep(renew)
 
     indicator = asyncio.create_task(show())
     try:
@@ -79,6 +88,14 @@ async def typing(channel: discord.abc.Messageable, budget: Budget, delay: float 
     finally:
         indicator.cancel()
         await asyncio.gather(indicator, return_exceptions=True)
+
+
+def global_share(limit: int, shards: tuple[list[int], int] | None) -> int:
+    """This process's part of the bot's global `limit`: all of it unsharded, else its shards' share."""
+    if shards is None:
+        return limit
+    ids, count = shards
+    return max(1, limit * len(ids) // count)
 
 
 class MembotClient(discord.Client):
@@ -92,8 +109,9 @@ class MembotClient(discord.Client):
         **options: Any,
     ) -> None:
         # `options`: more discord.Client options, such as a sharded client's shard_ids and shard_count.
-        #: Every request under Discord's global limit waits its turn here, as it is sent.
-        self.pacer = GlobalPacer(GLOBAL_LIMIT, GLOBAL_WINDOW)
+        #: Every request under Discord's global limit waits its turn here, as it is sent. The limit is the bot's:
+        #: a process running some of its shards takes their share of it.
+        self.pacer = GlobalPacer(global_share(GLOBAL_LIMIT, settings.discord_shards()), GLOBAL_WINDOW)
         super().__init__(
             http_trace=self.pacer.trace(),
             intents=intents(),

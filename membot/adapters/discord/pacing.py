@@ -88,3 +88,6 @@ class OptionalBudget(Budget):
 
     def free(self, now: float) -> bool:
         return super().free(now) and self.pacer.spare_now(now)
+
+    def until(self, now: float, room: int = 1) -> float:
+        return max(super().until(now, room), self.pacer.sent.until(now, self.pacer.keep + 1))

@@ -230,18 +230,20 @@ class RecallMemory:
             others, total = self._ranked_rows(session, every_term, window, private, None, weights)
             total = max(total, len(seen))
             rows += [row for row in others if row.id not in seen]
-        rows = self._with_replies(session, rows, window, private)
-        return Page([self._message(row) for row in rows[page * page_size : window]], max(total, len(rows)), page,
-                    page_size)
+        shown = self._with_replies(session, rows[:window], private)
+        # Replies that were not hits push the page's last hits on to the next page, never out of the results. The
+        # total counts the replies found so far: exact once the page reaches the last hit.
+        total = max(total, len(shown))
+        return Page([self._message(row) for row in shown[page * page_size : window]], total, page, page_size)
 
-    def _with_replies(self, session: Session, rows: Sequence[Any], window: int, private: bool) -> list[Any]:
-        """The first `window` rows, each question among them followed by its reply (see replies.py): one
-        statement more when one of them asks something."""
-        asking = replies.questions(rows[:window])
+    def _with_replies(self, session: Session, rows: Sequence[Any], private: bool) -> list[Any]:
+        """The rows, each question among them with its reply just before it (see replies.py): one statement
+        more when one of them asks something."""
+        asking = replies.questions(rows)
         if not asking:
-            return list(rows[:window])
+            return list(rows)
         found = session.execute(replies.replies_statement(private), {"ids": asking, "agent_id": self.agent_id})
-        return replies.with_replies(rows, {row.question: row for row in found}, window)
+        return replies.with_replies(rows, {row.question: row for row in found})
 
     def _ranked_rows(
         self, session: Session, terms: list[str], window: int, private: bool, span: TimeRange | None,

@@ -32,10 +32,18 @@ FINDER_SHARE = 0.25
 # The weight (IDF, see term_stats.idf) of a word in that share of all messages.
 _FINDER_IDF = math.log(1 + (1 - FINDER_SHARE) / FINDER_SHARE)
 
+# The most candidates weighed in Python (a pass of each common word over each text, holding the GIL): the
+# newest, beside every message a rare word finds. Only an agent with a very long history has more.
+MOST_CANDIDATES = 5000
+
 # The same conditions as the ranked search (recall.py), without bm25(): the index only lists the messages.
-_CANDIDATES_SQL = """SELECT m.id, m.search_text FROM messages_fts
+_CANDIDATES_SQL = """SELECT m.id, m.search_text, count(*) OVER () AS total FROM messages_fts
     CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-    WHERE messages_fts MATCH :query AND m.agent_id = :agent_id AND (:private OR NOT m.private){dated}"""
+    WHERE messages_fts MATCH :query AND m.agent_id = :agent_id AND (:private OR NOT m.private){dated}
+    ORDER BY m.id DESC LIMIT :most"""
+# The texts of messages found already, by the same conditions (the rare words' hits).
+_TEXTS = text("SELECT id, search_text FROM messages WHERE id IN :ids AND agent_id + 0 = :agent_id").bindparams(
+    bindparam("ids", expanding=True))
 
 _ROWS = text(
     """SELECT id, role, kind, search_text, content, created_at, in_context, private FROM messages
@@ -76,17 +84,22 @@ def ranked(
     """The best `limit` of the messages any of the terms finds, best first. `query`: the index's query for some
     terms; `params`: the ranked search's (agent_id, private, and lo, hi when `dated`); `common`: the common terms
     with their IDF; `scores`: the bm25 scores of the messages the rare terms find."""
-    statement, params = _candidates(dated), {k: v for k, v in params.items() if k not in ("limit", "query")}
+    statement = _candidates(dated)
+    params = {k: v for k, v in params.items() if k not in ("limit", "query")} | {"most": MOST_CANDIDATES}
     finders = [term for term in terms if common.get(term, math.inf) >= _FINDER_IDF] or terms
     found = session.execute(statement, params | {"query": query(finders)}).all()
     if len(found) < limit and len(finders) < len(terms):
         found = session.execute(statement, params | {"query": query(terms)}).all()
+    total = found[0].total if found else 0
+    have = {row.id for row in found}
+    if missing := [row_id for row_id in scores if row_id not in have]:  # rare hits older than the newest found
+        found += session.execute(_TEXTS, {"ids": missing, "agent_id": params["agent_id"]}).all()
     best = rescore([(row.id, row.search_text or "", scores.get(row.id, 0.0)) for row in found], common)[:limit]
     if not best:
         return []
     rows = {row.id: row for row in session.execute(_ROWS, {"ids": [i for i, _ in best],
                                                            "agent_id": params["agent_id"]})}
-    return [_hit(rows[row_id], score, len(found)) for row_id, score in best if row_id in rows]
+    return [_hit(rows[row_id], score, max(total, len(found))) for row_id, score in best if row_id in rows]
 
 
 def _hit(row: Any, score: float, total: int) -> Hit:

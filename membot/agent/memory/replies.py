@@ -44,14 +44,12 @@ def questions(rows: Sequence[_Hit]) -> list[int]:
     return [row.id for row in rows if is_question(row.search_text)]
 
 
-def with_replies(rows: Sequence[H], replies: Mapping[int, H], window: int) -> list[H]:
-    """The first `window` of the ranked `rows`, each question's reply (`replies`: question id -> reply row) placed
-    just before it unless it ranks higher already; a reply that was a hit further down moves up, not twice."""
+def with_replies(rows: Sequence[H], replies: Mapping[int, H]) -> list[H]:
+    """The ranked `rows`, each question's reply (`replies`: question id -> reply row) placed just before it
+    unless placed already; a reply that is also a hit further down moves up, not twice."""
     out: list[H] = []
     placed: set[int] = set()
     for row in rows:
-        if len(out) >= window:
-            break
         if row.id in placed:
             continue
         reply = replies.get(row.id)
@@ -60,14 +58,15 @@ def with_replies(rows: Sequence[H], replies: Mapping[int, H], window: int) -> li
             placed.add(reply.id)
         out.append(row)
         placed.add(row.id)
-    return out[:window]
+    return out
 
 
 @lru_cache(maxsize=2)
 def replies_statement(private: bool) -> Select[Any]:
     """For the questions :ids of agent :agent_id: (question id, then the reply's message columns). The reply is
     the next user message that has text (an index seek on ix_messages_agent_role), shared unless the step
-    asking is `private`."""
+    asking is `private`, and only if it was said where the question was: the next message of a busy agent
+    may be someone else's, elsewhere (and looking further for one of the same place could walk its history)."""
     question, following, reply = aliased(MessageRow), aliased(MessageRow), aliased(MessageRow)
     visible = () if private else (following.private.is_(False),)
     next_id = (
@@ -86,5 +85,5 @@ def replies_statement(private: bool) -> Select[Any]:
         .select_from(question)
         .join(reply, reply.id == next_id)
         .where(question.id.in_(bindparam("ids", expanding=True)), question.agent_id == agent,
-               reply.agent_id == agent)
+               reply.agent_id == agent, reply.place.is_not_distinct_from(question.place))
     )

@@ -56,8 +56,8 @@ class _Matcher:
     quote: Callable[[str], str]  # the term as that clause takes it
     # (term, messages) for the terms (:terms) whose counts the database's own statistics already estimate.
     estimate: TextClause | None = None
-    # The same clause kept to the messages of ids above :lo, where terms are counted in the newest messages.
-    sampled: str | None = None
+    # Terms are counted in the newest messages: `where` kept to the ids above :lo (see `_sampled`).
+    sampled: bool = False
 
     def capped(self, name: str) -> str:
         return f"(SELECT count(*) FROM (SELECT 1 FROM {self.where.format(name=name)} LIMIT :cap) AS {name})"
@@ -87,7 +87,7 @@ _MATCHERS = {
     # The text columns only: a word spelled like an agent's token (a12) must not count that agent's rows.
     "sqlite": _Matcher(
         "messages_fts WHERE messages_fts MATCH :{name}", lambda term: "{search_text context}: " + fts_phrase(term),
-        sampled="messages_fts WHERE messages_fts MATCH :{name} AND rowid > :lo",
+        sampled=True,
     ),
     # plainto_tsquery takes any text (a stop word gives an empty query, which matches nothing).
     "postgresql": _Matcher(
@@ -212,8 +212,8 @@ class TermFrequencies:
         # only past the cap is a term's whole list counted, for its IDF.
         matcher = _MATCHERS[session.get_bind().dialect.name]
         counts: dict[str, int] = {}
-        if matcher.sampled is not None:
-            counts = self._sampled(session, matcher.sampled, matcher.quote, terms, total)
+        if matcher.sampled:
+            counts = self._sampled(session, matcher.where + " AND rowid > :lo", matcher.quote, terms, total)
         elif matcher.estimate is not None:
             counts.update((term, round(docs)) for term, docs in session.execute(matcher.estimate, {"terms": terms}))
         rest = [term for term in terms if term not in counts]

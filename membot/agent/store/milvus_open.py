@@ -91,6 +91,7 @@ def open_store(uri: str, dim: int, token: str | None) -> Opened:
         shared.release()
         raise _prepare_failed(str(path), exc) from None
 
+
 def connect(uri: str, where: str, token: str | None) -> MilvusClient:
     """Blocking: a client of the Milvus at `uri` (`where` names it for people)."""
     # Arrow's own allocator keeps more memory than malloc; it is read when pyarrow loads, so it is set
@@ -102,6 +103,7 @@ def connect(uri: str, where: str, token: str | None) -> MilvusClient:
         return MilvusClient(uri=uri, token=token or "", timeout=CONNECT_SECONDS)
     except Exception as exc:
         raise PassageStoreError(f"Could not reach Milvus at {where}: {one_line(exc)}") from None
+
 
 def prepare(client: MilvusClient, dim: int) -> bool:
     """Load or create the collection; whether it has BM25 (hybrid search)."""
@@ -124,6 +126,7 @@ def prepare(client: MilvusClient, dim: int) -> bool:
         )
         return False
 
+
 def check_existing(client: MilvusClient, dim: int, collection: str) -> bool:
     info = client.describe_collection(collection)
     fields = {f["name"]: f for f in info["fields"]}
@@ -135,21 +138,22 @@ def check_existing(client: MilvusClient, dim: int, collection: str) -> bool:
         )
     return "sparse" in fields
 
+
 def schema(dim: int, hybrid: bool) -> Any:
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-    schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("owner", DataType.VARCHAR, max_length=64, is_partition_key=True)
-    schema.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=hybrid)
-    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field("filename", DataType.VARCHAR, max_length=512)
-    schema.add_field("page", DataType.INT64)
-    schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
-    schema.add_field("created_at", DataType.DOUBLE)
+    made = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+    made.add_field("id", DataType.INT64, is_primary=True)
+    made.add_field("owner", DataType.VARCHAR, max_length=64, is_partition_key=True)
+    made.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=hybrid)
+    made.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+    made.add_field("filename", DataType.VARCHAR, max_length=512)
+    made.add_field("page", DataType.INT64)
+    made.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+    made.add_field("created_at", DataType.DOUBLE)
     if hybrid:
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(
+        made.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        made.add_function(
             Function(
                 name="text_bm25",
                 function_type=FunctionType.BM25,
@@ -157,7 +161,8 @@ def schema(dim: int, hybrid: bool) -> Any:
                 output_field_names=["sparse"],
             )
         )
-    return schema
+    return made
+
 
 def index(client: MilvusClient, hybrid: bool) -> Any:
     params = client.prepare_index_params()
