@@ -80,6 +80,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How many keys `_absent_entities` keeps before it starts again.
+_ABSENT_KEYS = 5000
+
+
 class Agent(WindowUpkeep):
     def __init__(self, engine: Engine, row: AgentRow, core: CoreMemory) -> None:
         self.engine = engine
@@ -98,6 +102,9 @@ class Agent(WindowUpkeep):
         self._sources: tuple[int, list[Attached]] = (-1, [])
         #: The most talked-about entities (None: not read since the agent loaded; see `_top_entities`).
         self._entities: TopEntities | None = None
+        #: Keys no entity of this agent has, as its own commits found (only its steps add entities, and an agent
+        #: another process changed is loaded afresh): spares the entity reads of sentence-initial words.
+        self._absent_entities: set[str] = set()
         #: Set by each model call's handling: whether the chain goes on, whether the next call must call a
         #: function, how many plain-text answers this step had, and whether it gave up on them.
         self._continue = False
@@ -152,7 +159,8 @@ class Agent(WindowUpkeep):
     async def _step(self, incoming: msg.Message, login: bool = False, place: Place = PRIVATE) -> AsyncIterator[Event]:
         self.place = place
         await self._store(StepWrite(self.id, self.engine.leases.holder, self._here([incoming]),
-                                    state={"last_login_at": incoming.created_at} if login else {}))
+                                    state={"last_login_at": incoming.created_at} if login else {},
+                                    absent=self._absent_entities))
         if login:
             self.row.last_login_at = incoming.created_at
         self.context.append(incoming)
@@ -366,8 +374,10 @@ class Agent(WindowUpkeep):
             "archival_passages": self.archival.own_count,
         }
         spent, self._spent = self._spent, 0
+        # The chain's last commit gives the lease back with it: a round trip less for every message.
         self._cancelled = await self._store(StepWrite(self.id, self.engine.leases.holder, self._here(rows), blocks,
-                                                      state, tokens=spent))
+                                                      state, tokens=spent, release=not self._continue,
+                                                      absent=self._absent_entities))
         self.context.extend(rows)
 
     def _here(self, rows: list[msg.Message]) -> list[msg.Message]:
@@ -380,7 +390,13 @@ class Agent(WindowUpkeep):
         """Commit one StepWrite; whether the step was asked to stop. If it fails, what this object holds is ahead
         of the database: the error goes up and the caller loads the agent afresh."""
         stored = await self.engine.db.write(write)
+        if write.release:
+            self.engine.leases.given_back(self.id)
         self.row.version += 1
+        if len(self._absent_entities) > _ABSENT_KEYS:
+            self._absent_entities.clear()
+        self._absent_entities |= stored.absent
+        self._absent_entities -= {entity.key for entity in stored.entities}
         if self._entities is not None:
             self._entities.update(stored.entities, utcnow())
         return stored.cancelled

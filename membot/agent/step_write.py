@@ -3,7 +3,7 @@ messages, core memory edits, the agent's state). The step awaits each as one tra
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -14,7 +14,7 @@ from membot.agent.memory.entities import Entity
 from membot.agent.memory.recall import check_owner, insert_messages
 from membot.agent.messages import Message
 from membot.agent.store import entities
-from membot.agent.store.leases import check
+from membot.agent.store.leases import check, give_back
 from membot.agent.store.schema import AgentRow, BlockRow
 from membot.agent.store.usage import SPEND_TOKENS, today
 
@@ -25,6 +25,8 @@ class Stored(NamedTuple):
 
     cancelled: bool
     entities: list[Entity]
+    #: Keys read that no entity of the agent has, even after this write (see StepWrite.absent).
+    absent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +45,42 @@ class StepWrite:
     state: Mapping[str, Any] = field(default_factory=dict)
     tokens: int = 0
     day: str = ""
+    #: The step's last commit: the lease is given back with it (store/leases.py, `give_back`).
+    release: bool = False
+    #: Keys the caller knows no entity of the agent has (learnt from earlier writes' `Stored.absent`): when the
+    #: messages name only such entities, and only at the start of a sentence, nothing is counted or read.
+    absent: Collection[str] = frozenset()
+    #: The keys of the entities to read and count (store/entities.py); none: no entity is counted.
+    keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         check_owner(self.agent_id, self.messages)
+        object.__setattr__(self, "keys", entities.keys_to_read(self.messages, self.absent))
 
     def __call__(self, session: Session) -> Stored:
         cancelled = check(session, self.agent_id, self.holder)
         insert_messages(session, self.messages)
-        recorded = entities.record(session, self.agent_id, self.messages)
+        stored = self._record(session, entities.of_keys(session, self.agent_id, self.keys), cancelled)
         conn = session.connection()
         if self.blocks:
             conn.execute(_BLOCK_VALUE, [{"agent": self.agent_id, "block": label, "value": value}
                                         for label, value in self.blocks.items()])
         conn.execute(_AGENT_STATE, {"agent": self.agent_id, "day": self.day or today(), "tokens": self.tokens,
                                     **self.state})
-        return Stored(cancelled, recorded)
+        if self.release:
+            give_back(session, self.agent_id, self.holder)
+        return stored
+
+    def _record(self, session: Session, known: list[Any], cancelled: bool) -> Stored:
+        """Count the named entities, from their rows `known` (read in this transaction)."""
+        if not self.keys:
+            return Stored(cancelled, [])
+        recorded = entities.record(session, self.agent_id, self.messages, known)
+        return Stored(cancelled, recorded, self._absent(known, recorded))
+
+    def _absent(self, known: list[Any], recorded: list[Entity]) -> frozenset[str]:
+        """The keys read that still have no entity: none was found, and none was made."""
+        return frozenset(set(self.keys) - {row.key for row in known} - {entity.key for entity in recorded})
 
 
 # Built once: building a statement costs about as much as running it. An execute's other keys are the

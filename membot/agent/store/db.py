@@ -4,7 +4,9 @@ Every unit of work is a plain function over a SQLAlchemy `Session`, awaited as o
 or `await db.write(fn)` (committed when `fn` returns, rolled back if it raises). Nothing that waits on the
 database blocks the event loop:
 
-- PostgreSQL: the function runs through `AsyncSession.run_sync`, on asyncpg's own I/O.
+- PostgreSQL: the function runs through `AsyncSession.run_sync`, on asyncpg's own I/O. Each statement is a
+  network round trip; a function that writes with one statement may run as `write_one`, without BEGIN and
+  COMMIT (autocommit), a statement being atomic on its own.
 - SQLite: the whole function runs on a worker thread, over the standard library's sqlite3 driver. aiosqlite
   (which the URL names, and migrations still use) hops to its thread and back once per statement, and those
   hops, not SQLite, were most of a step's time: one hop per unit of work instead.
@@ -89,6 +91,8 @@ class Database:
         self.is_sqlite = self.dialect == "sqlite"
         self._reads = async_sessionmaker(engine, expire_on_commit=False)
         self._writes = async_sessionmaker(engine.execution_options(**_WRITE), expire_on_commit=False)
+        self._single = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
+                                          expire_on_commit=False)
         # SQLite has one writer at a time: this process's writes queue here, in order, rather than in SQLite's
         # busy handler, which polls with sleeps. Other processes still wait in the busy handler.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -156,6 +160,17 @@ class Database:
             # back): what is in the database stays the truth a reloaded agent reads.
             return await asyncio.get_running_loop().run_in_executor(self._threads, self._write_here, work)
         async with self._writes.begin() as session:
+            return await session.run_sync(work)
+
+    async def write_one(self, work: Work[T]) -> T:
+        """A unit of work that writes with one SQL statement at most (reads may come before it), atomic as
+        `write`'s. On PostgreSQL it runs in autocommit mode: a statement is a transaction of its own, and BEGIN
+        and COMMIT would be two round trips more. In READ COMMITTED, which `write` runs in, that changes nothing
+        else: each statement reads what was committed before it began either way, and a plain read locks nothing.
+        Work that writes with more than one statement must go through `write`."""
+        if self.is_sqlite:
+            return await self.write(work)
+        async with self._single() as session:
             return await session.run_sync(work)
 
     # On a SQLite worker thread.

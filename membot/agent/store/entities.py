@@ -4,15 +4,15 @@ the entities learnt in shared conversations (agent/place.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 
 from sqlalchemy import ColumnElement, Row, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
-from membot.agent.memory.entities import Entity, counted, extract, mentioned, merged, renamed
+from membot.agent.memory.entities import Entity, Mention, counted, extract, mentioned, merged, renamed
 from membot.agent.messages import Message
 from membot.agent.store.schema import EntityMentionRow, EntityRow
 
@@ -45,27 +45,54 @@ def _entity(row: Row) -> Entity:
                   first_seen=row.first_seen, private=row.private, aliases=tuple(row.aliases or ()))
 
 
-def record(session: Session, agent_id: int, messages: Iterable[Message]) -> list[Entity]:
-    """Count the entities these newly stored messages name (their `search_text`, user and assistant messages
-    only), each message once per entity, in the scope it was said in; link each message to them. Returns the
-    rows of every entity it touched, in both scopes (what `TopEntities.update` takes). A few statements for all
-    the messages, whatever their number: one read, one insert, one update, one insert of the links."""
-    said = [(m, found) for m in messages if m.role in ROLES and m.search_text and (found := extract(m.search_text))]
-    if not said:
+def _said(messages: Iterable[Message]) -> list[tuple[Message, list[Mention]]]:
+    return [(m, found) for m in messages if m.role in ROLES and m.search_text and (found := extract(m.search_text))]
+
+
+def keys_named(messages: Iterable[Message]) -> list[str]:
+    """The keys of the entities these messages name, as `record` counts them (none: it writes nothing)."""
+    return sorted({mention.key for _, found in _said(messages) for mention in found})
+
+
+def keys_to_read(messages: Iterable[Message], absent: Collection[str]) -> list[str]:
+    """The keys `keys_named` gives, or none when `record` would write nothing, given keys known to have no entity
+    of the agent: every mention sentence-initial and of such a key (those count only once the entity is known,
+    and nothing else would make it known), so the read of their entities can be spared."""
+    mentions = [mention for _, found in _said(messages) for mention in found]
+    if all(mention.initial and mention.key in absent for mention in mentions):
         return []
-    for message, _ in said:
-        if message.agent_id != agent_id or message.id is None:
-            raise ValueError(f"message {message.id} of agent {message.agent_id} cannot be recorded for agent "
-                             f"{agent_id}: record an agent's own messages, after they are stored")
-    keys = sorted({mention.key for _, found in said for mention in found})
+    return sorted({mention.key for mention in mentions})
+
+
+def of_keys(session: Session, agent_id: int, keys: Sequence[str]) -> list[Row]:
+    """The agent's entities with these keys, in both scopes (`_COLUMNS`): what `record` takes as `known`."""
+    return list(session.execute(_OF_KEYS, {"agent": agent_id, "keys": list(keys)})) if keys else []
+
+
+@dataclass
+class Counted:
+    """What recording some messages' entities writes, worked out from the entities' rows: the new entities (by
+    scope and key), the changed ones (by id), each with its values, and the links, each to a message by its
+    position in the messages given. `entities`: every entity touched, in both scopes (`record`'s answer)."""
+
+    new: list[dict[str, object]]
+    changed: list[dict[str, object]]
+    links: list[tuple[bool, str, int | None, int]]  # scope, key, entity id if known, message position
+    entities: list[Entity]
+
+
+def count(agent_id: int, messages: Sequence[Message], known: Iterable[Row]) -> Counted:
+    """Pure: what `record` writes for these messages (see there), given the agent's rows (`_COLUMNS`) of the
+    entities they name."""
     ids: dict[tuple[bool, str], int] = {}
     states: dict[tuple[bool, str], Entity] = {}
-    for row in session.execute(_OF_KEYS, {"agent": agent_id, "keys": keys}):
+    for row in known:
         ids[(row.private, row.key)] = row.id
         states[(row.private, row.key)] = _entity(row)
-    links: list[tuple[tuple[bool, str], int]] = []
+    links: list[tuple[bool, str, int | None, int]] = []
     touched: set[tuple[bool, str]] = set()
-    for message, found in said:
+    for position, message in enumerate(messages):
+        found = extract(message.search_text) if message.role in ROLES and message.search_text else []
         at = message.created_at
         for mention in counted(found, partial(_known, states, message.private)):
             where = (message.private, mention.key)
@@ -74,22 +101,41 @@ def record(session: Session, agent_id: int, messages: Iterable[Message]) -> list
             weight, last_seen = mentioned(before.weight, before.last_seen if before.mentions else None, at)
             states[where] = replace(before, name=name, aliases=aliases, mentions=before.mentions + 1,
                                     weight=weight, last_seen=last_seen, first_seen=min(before.first_seen, at))
-            links.append((where, message.id))
+            links.append((*where, ids.get(where), position))
             touched.add(where)
-    new = [where for where in touched if where not in ids]
-    if new:
-        rows = [{"agent_id": agent_id, **_values(states[where])} for where in sorted(new)]
-        for row in session.execute(_INSERT, rows):
-            ids[(row.private, row.key)] = row.id
+    new = [{"agent_id": agent_id, **_values(states[where])} for where in sorted(touched) if where not in ids]
     changed = [{"entity": ids[where], "agent": agent_id, **_values(states[where])}
-               for where in sorted(touched) if where not in new]
-    if changed:
-        session.execute(_UPDATE, changed)
-    if links:
-            session.execute(_LINK, [{"entity_id": ids[where], "message_id": message_id, "agent_id": agent_id}
-                                for where, message_id in links])
+               for where in sorted(touched) if where in ids]
     keys_touched = {key for _, key in touched}
-    return [entity for (_, key), entity in states.items() if key in keys_touched]
+    return Counted(new, changed, links, [entity for (_, key), entity in states.items() if key in keys_touched])
+
+
+def record(session: Session, agent_id: int, messages: Sequence[Message], known: Iterable[Row] | None = None
+           ) -> list[Entity]:
+    """Count the entities these newly stored messages name (their `search_text`, user and assistant messages
+    only), each message once per entity, in the scope it was said in; link each message to them. Returns the
+    rows of every entity it touched, in both scopes (what `TopEntities.update` takes). A few statements for all
+    the messages, whatever their number: one read, one insert, one update, one insert of the links. `known`:
+    the agent's rows (`_COLUMNS`) of the entities with the keys `keys_named` gives, read by the caller earlier in
+    the same transaction; the read is then spared."""
+    said = _said(messages)
+    if not said:
+        return []
+    for message, _ in said:
+        if message.agent_id != agent_id or message.id is None:
+            raise ValueError(f"message {message.id} of agent {message.agent_id} cannot be recorded for agent "
+                             f"{agent_id}: record an agent's own messages, after they are stored")
+    if known is None:
+        known = of_keys(session, agent_id, keys_named(messages))
+    counts = count(agent_id, messages, known)
+    ids = {(row.private, row.key): row.id for row in session.execute(_INSERT, counts.new)} if counts.new else {}
+    if counts.changed:
+        session.execute(_UPDATE, counts.changed)
+    if counts.links:
+        session.execute(_LINK, [{"entity_id": ids[(private, key)] if entity is None else entity,
+                                 "message_id": messages[position].id, "agent_id": agent_id}
+                                for private, key, entity, position in counts.links])
+    return counts.entities
 
 
 def _known(states: dict[tuple[bool, str], Entity], private: bool, key: str) -> bool:

@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, exists, false, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,13 +40,37 @@ LEASE_SECONDS = 30.0
 WAIT_SECONDS = 300.0
 
 
-_LEASES = LeaseRow.__table__
+_LEASES, _AGENTS = LeaseRow.__table__, AgentRow.__table__
 # Built once: every commit of a step runs it.
 _RENEW = (
     update(_LEASES)
     .where(_LEASES.c.agent_id == bindparam("agent"), _LEASES.c.holder == bindparam("lease_holder"))
     .returning(_LEASES.c.cancel_requested)
 )
+
+
+def _claim_statement() -> Select[Any]:
+    """PostgreSQL: take a lease nobody holds and read the agent's version, in one statement (one round trip,
+    without BEGIN and COMMIT). No row: the lease is held (or the agent is gone), and the full take decides.
+    The version is read under a row lock, which in READ COMMITTED returns the row's newest committed version,
+    not the statement's snapshot: a step another process committed just before it gave the lease back is seen."""
+    taken = (
+        pg_insert(_LEASES)
+        .from_select(["agent_id", "holder", "expires_at", "cancel_requested"],
+                     select(_AGENTS.c.id, bindparam("holder", type_=_LEASES.c.holder.type),
+                            bindparam("expires", type_=_LEASES.c.expires_at.type), false())
+                     .where(_AGENTS.c.id == bindparam("agent")))
+        .on_conflict_do_nothing()
+        .returning(_LEASES.c.agent_id)
+        .cte("taken")
+    )
+    return (select(_AGENTS.c.version)
+            .where(_AGENTS.c.id == bindparam("agent"), exists(select(literal(1)).select_from(taken)))
+            .with_for_update(read=True, key_share=True))
+
+
+_CLAIM = _claim_statement()
+_RELEASE = delete(_LEASES).where(_LEASES.c.agent_id == bindparam("agent"), _LEASES.c.holder == bindparam("holder"))
 
 
 class LeaseLost(RuntimeError):
@@ -77,6 +102,12 @@ def check(session: Session, agent_id: int, holder: str, seconds: float = LEASE_S
     return bool(row[0])
 
 
+def give_back(session: Session, agent_id: int, holder: str) -> None:
+    """Inside a write: give the lease back with it (a step's last commit), as `Leases.release` would after it.
+    The caller tells its Leases (`given_back`), whose `hold` then has nothing left to release."""
+    session.connection().execute(_RELEASE, {"agent": agent_id, "holder": holder})
+
+
 def _died_here(holder: str) -> bool:
     """Whether `holder` was a process of this machine that is gone: a `membot chat` killed and started again
     need not wait for the expiry of its own lease."""
@@ -100,12 +131,15 @@ class Leases:
         self.holder = holder or new_holder()
         self.seconds = seconds
         self.wait = wait
+        #: Agents whose lease a step's last commit gave back (see `give_back`), while `hold` still runs.
+        self._given_back: set[int] = set()
 
     @asynccontextmanager
     async def hold(self, agent_id: int) -> AsyncIterator[int]:
         """Hold the agent's lease for the block, renewed while it runs; yields the agent's version as the
         lease was taken (a process that cached the agent at another version loads it again)."""
         version = await self.acquire(agent_id)
+        self._given_back.discard(agent_id)
         renewing = asyncio.ensure_future(self._renew(agent_id))
         try:
             yield version
@@ -113,14 +147,26 @@ class Leases:
             renewing.cancel()
             with suppress(asyncio.CancelledError):
                 await renewing
-            await asyncio.shield(self.release(agent_id))
+            if agent_id in self._given_back:
+                self._given_back.discard(agent_id)
+            else:
+                await asyncio.shield(self.release(agent_id))
+
+    def given_back(self, agent_id: int) -> None:
+        """A write of the block `hold` runs gave the agent's lease back (`give_back`): not renewed or released
+        any more."""
+        self._given_back.add(agent_id)
 
     async def acquire(self, agent_id: int) -> int:
         """Take the lease, waiting (polling, backing off) while another process holds it."""
         deadline = time.monotonic() + self.wait
         pause = 0.02
         while True:
-            version = await self.db.write(partial(self._take, agent_id))
+            version = None
+            if not self.db.is_sqlite:  # mostly nobody holds it (leases are given back after each step)
+                version = await self.db.write_one(partial(self._claim, agent_id))
+            if version is None:
+                version = await self.db.write(partial(self._take, agent_id))
             if version is not None:
                 return version
             if time.monotonic() >= deadline:
@@ -139,11 +185,13 @@ class Leases:
         return bool(result.rowcount)
 
     async def release(self, agent_id: int) -> None:
-        await self.db.write(
-            lambda session: session.execute(
-                delete(LeaseRow).where(LeaseRow.agent_id == agent_id, LeaseRow.holder == self.holder)
-            )
+        await self.db.write_one(
+            lambda session: session.execute(_RELEASE, {"agent": agent_id, "holder": self.holder})
         )
+
+    def _claim(self, agent_id: int, session: Session) -> int | None:
+        expires = utcnow() + timedelta(seconds=self.seconds)
+        return session.scalar(_CLAIM, {"agent": agent_id, "holder": self.holder, "expires": expires})
 
     def _take(self, agent_id: int, session: Session) -> int | None:
         version = session.scalar(select(AgentRow.version).where(AgentRow.id == agent_id))
@@ -157,7 +205,7 @@ class Leases:
             insert(LeaseRow).values(agent_id=agent_id, holder=self.holder, expires_at=expires).on_conflict_do_nothing()
         )
         if added.rowcount == 1:
-            return version
+            return self._version_now(session, agent_id, version)
         held = session.execute(
             select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.agent_id == agent_id)
         ).first()
@@ -172,11 +220,23 @@ class Leases:
             .where(LeaseRow.agent_id == agent_id, LeaseRow.holder == holder)
             .values(holder=self.holder, expires_at=expires, cancel_requested=False)
         )
-        return version if taken.rowcount == 1 else None
+        return self._version_now(session, agent_id, version) if taken.rowcount == 1 else None
+
+    @staticmethod
+    def _version_now(session: Session, agent_id: int, read: int) -> int:
+        """The agent's version once the lease is taken. On PostgreSQL each statement of a transaction reads what
+        was committed before it began, so a step another process committed between the first read and the
+        take is only seen by a new read; SQLite's write transaction locked out every other writer from its
+        start, so what it read first stands."""
+        if session.get_bind().dialect.name == "sqlite":
+            return read
+        return int(session.scalar(select(AgentRow.version).where(AgentRow.id == agent_id)))
 
     async def _renew(self, agent_id: int) -> None:
         while True:
             await asyncio.sleep(self.seconds / 3)
+            if agent_id in self._given_back:
+                return
             try:
                 await self.db.write(partial(check, agent_id=agent_id, holder=self.holder, seconds=self.seconds))
             except LeaseLost:
