@@ -96,10 +96,12 @@ async def _fill(db: Database, agents: list[int], turns: list[str]) -> None:
         if done % 100_000 < CHUNK:
             log(f"{db.dialect}: {done:,} messages")
     if not db.is_sqlite:
-        # What autovacuum does after a load like this (this machine's server runs without it): the planner's
-        # statistics, which also give the counts of the commonest words (see term_stats).
-        async with db.engine.begin() as connection:
-            await connection.exec_driver_sql("ANALYZE messages")
+        # What autovacuum does after a load like this (this machine's server runs without it): a vacuum, which
+        # inserts start since PostgreSQL 13, and the planner's statistics, which also give the counts of the
+        # commonest words (see term_stats).
+        async with db.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.exec_driver_sql("VACUUM ANALYZE messages")
 
 
 async def _timed(calls: list[Callable[[], Any]]) -> list[float]:

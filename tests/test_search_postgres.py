@@ -248,3 +248,26 @@ async def test_the_migration_gives_rows_already_there_the_vectors_the_trigger_gi
         assert before[:3] == ["'cat':2A 'sat':3A", "'ok':2A 'think':1A", "'cat':5B 'mat':3A 'sat':6B"]
     finally:
         await db.close()
+
+
+async def test_the_search_words_statistics_list_ten_times_as_many_words(database_url: str):
+    """Migration 0016: ANALYZE keeps the counts of more words (term_stats reads them instead of counting in the
+    table); down again, the server's default."""
+
+    def target(session: Session) -> int:
+        return session.execute(text(
+            "SELECT attstattarget FROM pg_attribute WHERE attrelid = CAST('messages' AS regclass) "
+            "AND attname = 'search_vector'")).scalar_one()
+
+    engine = create_async_engine(database_url)
+    db = Database(engine)
+    try:
+        await migrate.upgrade(engine)
+        assert await db.read(target) == 1000
+        await migrate.downgrade(engine, "0015_facts")
+        try:
+            assert await db.read(target) == -1
+        finally:
+            await migrate.upgrade(engine)
+    finally:
+        await db.close()
