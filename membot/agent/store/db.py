@@ -5,8 +5,8 @@ or `await db.write(fn)` (committed when `fn` returns, rolled back if it raises).
 database blocks the event loop:
 
 - PostgreSQL: the function runs through `AsyncSession.run_sync`, on asyncpg's own I/O. Each statement is a
-  network round trip; a function that writes with one statement may run as `write_one`, without BEGIN and
-  COMMIT (autocommit), a statement being atomic on its own.
+  network round trip, and so are BEGIN and its end: reads, and a function that writes with one statement
+  (`write_one`), run in autocommit mode without them.
 - SQLite: the whole function runs on a worker thread, over the standard library's sqlite3 driver. aiosqlite
   (which the URL names, and migrations still use) hops to its thread and back once per statement, and those
   hops, not SQLite, were most of a step's time: one hop per unit of work instead.
@@ -89,7 +89,6 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.is_sqlite = self.dialect == "sqlite"
-        self._reads = async_sessionmaker(engine, expire_on_commit=False)
         self._writes = async_sessionmaker(engine.execution_options(**_WRITE), expire_on_commit=False)
         self._single = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
                                           expire_on_commit=False)
@@ -141,10 +140,12 @@ class Database:
         return db
 
     async def read(self, work: Work[T]) -> T:
-        """Run `work` for what it reads; nothing it does is committed."""
+        """Run `work` for what it reads; it must not write. On PostgreSQL it runs in autocommit mode: in READ
+        COMMITTED each statement reads what was committed before it began, inside a transaction or not, so BEGIN
+        and ROLLBACK would only be two round trips more."""
         if self._threads is not None:
             return await asyncio.get_running_loop().run_in_executor(self._threads, self._read_here, work)
-        async with self._reads() as session:
+        async with self._single() as session:
             return await session.run_sync(work)
 
     async def write(self, work: Work[T]) -> T:
