@@ -116,6 +116,28 @@ async def test_posts_are_spaced_by_the_interval_and_what_waits_goes_together() -
     await queue.close()
 
 
+async def test_the_interval_runs_from_when_a_post_began_so_slow_posts_keep_the_rate() -> None:
+    """A post that takes a while (a round trip, a wait under the bot's global limit) does not add its time to the
+    spacing: with posts of 0.2 s spaced 0.3 s apart, four posts take about 1.1 s, not 1.7."""
+    channel = Channel()
+    began: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def slow(text: str) -> None:
+        began.append(loop.time())
+        await asyncio.sleep(0.2)
+        channel.posts.append(text)
+
+    queue = MonologueQueue(slow, limit=10, name="SETTING 5", advice="Fix it.", logger=logging.getLogger(LOGGER),
+                           interval=0.3)
+    queue.put(lines("aaaa", "bbbb", "cccc", "dddd"))  # 8 long each: one a post
+    await asyncio.sleep(1.35)
+    assert len(channel.posts) == 4
+    await queue.close()
+    gaps = [later - earlier for earlier, later in zip(began, began[1:], strict=False)]
+    assert all(0.28 <= gap < 0.45 for gap in gaps), gaps
+
+
 async def test_posts_never_pass_the_limit_unless_one_line_alone_does() -> None:
     channel = Channel()
     channel.gate = asyncio.Event()

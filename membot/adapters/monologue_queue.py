@@ -189,9 +189,12 @@ class MonologueQueue:
             notice = drop_notice(self._unnoticed) if self._unnoticed else None
             self._unnoticed = 0
             text, self._inflight = pack(self._queue, self.limit, self._measure, notice)
+            # Spaced from when this post began, so that the time it takes (a round trip, a wait under the global
+            # limit) does not slow the channel below its rate.
+            began = self._clock()
             await self._deliver(text, self._inflight, notice)
             self._inflight = []
-            self._next_post = self._clock() + self._interval
+            self._next_post = began + self._interval
 
     async def _deliver(self, text: str, batch: list[Line], notice: str | None) -> None:
         failures = 0
