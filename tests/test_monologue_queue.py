@@ -19,18 +19,24 @@ def lines(*texts: str) -> list[Line]:
 
 
 class Channel:
-    """A recording send(); `gate` (when set) holds every post until released, `fail` raises per call."""
+    """A recording send(); `gate` (when set) holds every post until released, `fail` raises per call, `delay`
+    is how long each post takes (`began`: when each one did)."""
 
     def __init__(self) -> None:
         self.posts: list[str] = []
         self.fail: list[BaseException] = []
         self.gate: asyncio.Event | None = None
+        self.delay = 0.0
+        self.began: list[float] = []
         self.calls = 0
 
     async def send(self, text: str) -> None:
         self.calls += 1
+        self.began.append(asyncio.get_running_loop().time())
         if self.gate is not None:
             await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.fail:
             raise self.fail.pop(0)
         self.posts.append(text)
@@ -118,24 +124,19 @@ async def test_posts_are_spaced_by_the_interval_and_what_waits_goes_together() -
 
 async def test_the_interval_runs_from_when_a_post_began_so_slow_posts_keep_the_rate() -> None:
     """A post that takes a while (a round trip, a wait under the bot's global limit) does not add its time to the
-    spacing: with posts of 0.2 s spaced 0.3 s apart, four posts take about 1.1 s, not 1.7."""
+    spacing: posts of 0.25 s at an interval of 0.25 s begin 0.25 s apart, not 0.5."""
     channel = Channel()
-    began: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def slow(text: str) -> None:
-        began.append(loop.time())
-        await asyncio.sleep(0.2)
-        channel.posts.append(text)
-
-    queue = MonologueQueue(slow, limit=10, name="SETTING 5", advice="Fix it.", logger=logging.getLogger(LOGGER),
-                           interval=0.3)
-    queue.put(lines("aaaa", "bbbb", "cccc", "dddd"))  # 8 long each: one a post
-    await asyncio.sleep(1.35)
-    assert len(channel.posts) == 4
+    channel.delay = 0.25
+    queue = make(channel, limit=10, interval=0.25)
+    queue.put(lines("aaaa", "bbbb", "cccc"))  # 8 long each: one a post
+    for _ in range(300):
+        if len(channel.posts) == 3:
+            break
+        await asyncio.sleep(0.01)
     await queue.close()
-    gaps = [later - earlier for earlier, later in zip(began, began[1:], strict=False)]
-    assert all(0.28 <= gap < 0.45 for gap in gaps), gaps
+    assert len(channel.posts) == 3
+    gaps = [later - earlier for earlier, later in zip(channel.began, channel.began[1:], strict=False)]
+    assert all(0.23 <= gap < 0.4 for gap in gaps), gaps
 
 
 async def test_posts_never_pass_the_limit_unless_one_line_alone_does() -> None:

@@ -6,7 +6,7 @@ monologue, typing indicators, draft edits), and none meets a global 429: its ret
 and Discord bans bots that keep meeting them.
 
 Requests that can be left out (typing indicators, draft edits; `OptionalBudget`) are skipped, and those that
-can wait (the monologue; `spare`) wait, while a fifth of the second is spent: they would only delay the
+can wait (the monologue; `spare`) wait, once a fifth of the second is spent: they would only delay the
 replies behind them."""
 
 from __future__ import annotations

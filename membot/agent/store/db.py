@@ -90,7 +90,7 @@ class Database:
         self.dialect = engine.dialect.name
         self.is_sqlite = self.dialect == "sqlite"
         self._writes = async_sessionmaker(engine.execution_options(**_WRITE), expire_on_commit=False)
-        self._single = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
+        self._autocommit = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
                                           expire_on_commit=False)
         # SQLite has one writer at a time: this process's writes queue here, in order, rather than in SQLite's
         # busy handler, which polls with sleeps. Other processes still wait in the busy handler.
@@ -145,7 +145,7 @@ class Database:
         and ROLLBACK would only be two round trips more."""
         if self._threads is not None:
             return await asyncio.get_running_loop().run_in_executor(self._threads, self._read_here, work)
-        async with self._single() as session:
+        async with self._autocommit() as session:
             return await session.run_sync(work)
 
     async def write(self, work: Work[T]) -> T:
@@ -171,7 +171,7 @@ class Database:
         Work that writes with more than one statement must go through `write`."""
         if self.is_sqlite:
             return await self.write(work)
-        async with self._single() as session:
+        async with self._autocommit() as session:
             return await session.run_sync(work)
 
     # On a SQLite worker thread.
