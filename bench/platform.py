@@ -7,11 +7,13 @@ N users each write 3 messages in their own DM, all users at once; each sends the
 to the previous one arrives, as a person does. Every message runs a chain of two model calls (a core memory
 edit with request_heartbeat, then send_message), so each step puts several monologue lines (thoughts,
 function calls) in the queue of the ONE monologue channel all agents share, as in production. The scripted
-model runs in two processes of its own (as in the concurrency bench), answering at once or after 1 s a call.
+model runs in two processes of its own (as in the concurrency bench), answering at once or after 1 s a call;
+the fake platform and the users run in a third (`bench/platform_world.py`), so that the bot's process holds
+the bot alone, as in production.
 
 A reply's latency runs from the user's message being sent (the gateway event dispatched / the Events API
 request posted) to the reply being received by the fake (the request that posted it, stamped as the fake
-records it). The baseline is one user alone, same bot, same run, just before; "p99 added by other users" is
+records it), both in the world's process. The baseline is one user alone, same bot, same run, just before; "p99 added by other users" is
 p99(N) − p99(one user). Agents are created before the clock starts (their first message only loads them).
 After each group, the monologue queue gets a bounded drain (wait until nothing is pending), then its
 counters say what became of every line: delivered to the channel, logged instead, dropped, or still pending.
@@ -37,7 +39,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import LONG_REPLY, Row, Target, log, model_process, ms, open_service, percentile
+from bench import Row, Target, log, model_process, ms, open_service, percentile
+from bench.platform_world import LOG_CHANNEL, MESSAGES, Snapshot, World, Written, world_process
 from membot.adapters.discord.client import MembotClient
 from membot.adapters.discord.people import AGENT_SCOPE
 from membot.adapters.discord.people import PLATFORM as DISCORD
@@ -49,17 +52,10 @@ from membot.adapters.slack.people import PLATFORM as SLACK
 from membot.adapters.slack.runner import http_runner
 from membot.bot.identity import UserRef
 from membot.bot.service import BotService
-from tests.fakes.discord_fake import FakeDiscord
 from tests.fakes.discord_fake_limits import POST_MESSAGE
-from tests.fakes.ratelimit import Counters
-from tests.fakes.slack_fake import FakeSlack
 
 NAME = "platform"
-MESSAGES = 3
-GUILD, LOG_CHANNEL = 500, 502  # Discord: the guild holding the monologue channel
 SLACK_LOG = "CLOG"
-#: One reply may take this long before the run is called broken.
-REPLY_TIMEOUT = 120.0
 #: After the slowest Discord window (5 s), so that each group starts with every bucket full again.
 COOLDOWN = 5.5
 #: The issue's targets for the time other users add to a reply's p99.
@@ -82,48 +78,26 @@ class Group:
     posts: int  # messages created (replies and monologue posts)
     global_429: int = 0  # Discord: 429s of the global limit (also counted under their route)
     log_429: int = 0  # 429s answered to posts in the monologue channel
-    cpu: float = 0.0  # CPU seconds this process spent while the users wrote (bot, fakes: one event loop)
-    lag: float = 0.0  # the event loop's worst lateness meanwhile (seconds a ready task waited for its turn)
+    cpu: float = 0.0  # CPU seconds the bot's process spent while the users wrote (bot and its threads)
+    world_cpu: float = 0.0  # CPU seconds the fake platform and its users spent meanwhile, in their process
+    lag: float = 0.0  # the bot's event loop's worst lateness meanwhile (seconds a ready task waited its turn)
     finals: list[float] = field(default_factory=list)  # streamed: seconds to the whole reply, every message
     edits: int = 0  # streamed: edits of posted replies
 
 
-class Stamped(list[Any]):
-    """The fake's list of calls, calling `seen` with each call as the fake records it."""
-
-    def __init__(self, seen: Callable[[Any], None]) -> None:
-        super().__init__()
-        self.seen = seen
-
-    def append(self, item: Any) -> None:
-        super().append(item)
-        self.seen(item)
-
-
 @dataclass
 class Platform:
-    """One platform's bot, running on its fake: send a user's message, wait for its reply."""
+    """One platform's bot in this process, and the world (its fake and the users) it talks to."""
 
     name: str
     service: BotService
     queue: MonologueQueue
-    counters: Counters
+    world: World
+    identity: Callable[[Any], UserRef]  # a user id of the world -> who they are to the bot
     post_route: str
     log_major: Hashable  # the monologue channel, as the fake's counters key it
-    send: Callable[[Any, str], Any]  # (user, text) -> awaitable
-    register: Callable[[int], tuple[Any, UserRef, Hashable]]  # serial -> (user, identity, dm channel)
-    edit_route: str = ""
-    arrivals: dict[Hashable, asyncio.Queue[float]] = field(default_factory=lambda: defaultdict(asyncio.Queue))
-    #: When a reply's whole text was there (a post or an edit carrying LONG_REPLY), per channel.
-    finals: dict[Hashable, asyncio.Queue[float]] = field(default_factory=lambda: defaultdict(asyncio.Queue))
-
-    def arrived(self, channel: Hashable) -> None:
-        if channel in self.arrivals:
-            self.arrivals[channel].put_nowait(time.perf_counter())
-
-    def whole(self, channel: Hashable, text: Any) -> None:
-        if channel in self.finals and text == LONG_REPLY:
-            self.finals[channel].put_nowait(time.perf_counter())
+    edit_route: str
+    events_url: str = ""  # Slack: where the bot takes events
 
 
 # ----- the two bots ----------------------------------------------------------------------------------------
@@ -132,10 +106,10 @@ class Platform:
 @asynccontextmanager
 async def discord_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
     """The Discord adapter (`run_discord`) on the fake Discord; `extra` settings for the service (a database)."""
-    async with FakeDiscord() as fake:
-        fake.add_guild(GUILD, "Guild", channels=[{"id": LOG_CHANNEL, "name": "membot-log"}], members=[])
+    async with world_process("discord") as world:
         env = {"DISCORD_TOKEN": "fake-token", "DISCORD_MONOLOGUE_CHANNEL_ID": LOG_CHANNEL,
-               "MEMBOT_DISCORD_API_URL": fake.api_url, "MEMBOT_DISCORD_GATEWAY_URL": fake.gateway_url}
+               "MEMBOT_DISCORD_API_URL": world.info["api_url"],
+               "MEMBOT_DISCORD_GATEWAY_URL": world.info["gateway_url"]}
         async with open_service(url, **env, **extra) as service:
             # run_discord, as `membot serve` runs it; its client is caught as it is made, to read its queue.
             made: list[MembotClient] = []
@@ -149,31 +123,13 @@ async def discord_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
             stop = asyncio.Event()
             task = asyncio.create_task(run_discord(service, service.settings, stop, guild_ready_timeout=0.1))
             try:
-                await fake.wait_connected(30)
+                await world.call("wait_connected", 30)
             finally:
                 MembotClient.__init__ = original  # type: ignore[method-assign]
-            queue = made[0].monologue.queue
-
-            def register(serial: int) -> tuple[Any, UserRef, Hashable]:
-                user_id = 10_000 + serial
-                fake.add_user(user_id, f"user{serial}")
-                return user_id, UserRef(DISCORD, AGENT_SCOPE, str(user_id)), FakeDiscord.dm_channel_id(user_id)
-
-            platform = Platform("Discord", service, queue, fake.limits.counters, POST_MESSAGE, str(LOG_CHANNEL),
-                                fake.send_dm, register, "PATCH /channels/{channel_id}/messages/{message_id}")
-
-            def seen(call: Any) -> None:
-                if call.status != 200 or "/messages" not in call.path:
-                    return
-                channel = int(call.path.split("/")[2])
-                if call.method == "POST" and call.path.endswith("/messages"):
-                    platform.arrived(channel)
-                if call.method in ("POST", "PATCH"):
-                    platform.whole(channel, (call.json or {}).get("content"))
-
-            fake.calls = Stamped(seen)
             try:
-                yield platform
+                yield Platform("Discord", service, made[0].monologue.queue, world,
+                               lambda user_id: UserRef(DISCORD, AGENT_SCOPE, str(user_id)), POST_MESSAGE,
+                               str(LOG_CHANNEL), "PATCH /channels/{channel_id}/messages/{message_id}")
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 60)
@@ -182,75 +138,41 @@ async def discord_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
 @asynccontextmanager
 async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
     """The Slack adapter (bolt over HTTP, as `membot serve`) on the fake Slack; `extra` as for discord_bot."""
-    async with FakeSlack() as fake:
-        env = {"SLACK_BOT_TOKEN": fake.bot_token, "SLACK_SIGNING_SECRET": fake.signing_secret,
-               "SLACK_MONOLOGUE_CHANNEL": SLACK_LOG, "MEMBOT_SLACK_API_URL": fake.api_url, "MEMBOT_SLACK_PORT": 0}
+    async with world_process("slack") as world:
+        info = world.info
+        env = {"SLACK_BOT_TOKEN": info["bot_token"], "SLACK_SIGNING_SECRET": info["signing_secret"],
+               "SLACK_MONOLOGUE_CHANNEL": SLACK_LOG, "MEMBOT_SLACK_API_URL": info["api_url"], "MEMBOT_SLACK_PORT": 0}
         async with open_service(url, **env, **extra) as service:
             adapter = SlackAdapter(service, service.settings, file_shared_grace=0.0)
+            await adapter.open_connections()  # as run_slack does
             runner = await http_runner(adapter, service.settings, host="127.0.0.1")
-            events = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
             assert adapter.poster.monologue is not None
-
-            def register(serial: int) -> tuple[Any, UserRef, Hashable]:
-                user_id = f"U{10_000 + serial}"
-                fake.add_user(user_id, f"user{serial}")
-                return user_id, UserRef(SLACK, fake.team_id, user_id), fake.dm_channel_for(user_id)
-
-            async def send(user_id: str, text: str) -> None:
-                status, _, _ = await fake.post_event(events, fake.event_payload(fake.dm_event(user_id, text)))
-                if status != 200:
-                    raise RuntimeError(f"the Slack app answered {status} to an event")
-
-            platform = Platform("Slack", service, adapter.poster.monologue, fake.limits.counters,
-                                "chat.postMessage", SLACK_LOG, send, register, "chat.update")
-
-            def seen(call: Any) -> None:
-                if call.status != 200 or call.method not in ("chat.postMessage", "chat.update"):
-                    return
-                if call.method == "chat.postMessage":
-                    platform.arrived(call.params.get("channel"))
-                platform.whole(call.params.get("channel"), call.params.get("text"))
-
-            fake.calls = Stamped(seen)
             try:
-                yield platform
+                yield Platform("Slack", service, adapter.poster.monologue, world,
+                               lambda user_id: UserRef(SLACK, info["team_id"], user_id), "chat.postMessage",
+                               SLACK_LOG, "chat.update",
+                               f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events")
             finally:
                 await runner.cleanup()
                 await adapter.inflight.drain(10.0)
                 await adapter.poster.close()
+                await adapter.close_connections()
 
 
 # ----- one group of users at once --------------------------------------------------------------------------
 
 
 async def _group(bot: Platform, first_serial: int, users: int, drain_bound: float, streamed: bool = False) -> Group:
-    people = [bot.register(first_serial + i) for i in range(users)]
-    for _, identity, _ in people:
-        await bot.service.agent_id(identity)  # created before the clock starts
-    for _, _, channel in people:
-        bot.arrivals[channel] = asyncio.Queue()
-        bot.finals[channel] = asyncio.Queue()
-    before_requests = _snapshot(bot.counters)
+    people = await bot.world.call("register", first_serial, users)
+    for user in people:
+        await bot.service.agent_id(bot.identity(user))  # created before the clock starts
+    before_requests: Snapshot = await bot.world.call("snapshot")
     before_queue = QueueCounters(**vars(bot.queue.counters))
-    finals: list[float] = []
-
-    async def person(user: Any, channel: Hashable) -> list[float]:
-        samples = []
-        for index in range(MESSAGES):
-            sent = time.perf_counter()
-            await bot.send(user, f"Message {index}: I like tea.")
-            arrived = await asyncio.wait_for(bot.arrivals[channel].get(), REPLY_TIMEOUT)
-            samples.append(arrived - sent)
-            if streamed:
-                finals.append(await asyncio.wait_for(bot.finals[channel].get(), REPLY_TIMEOUT) - sent)
-        return samples
 
     lateness: list[float] = []
     watch = asyncio.create_task(_watch_loop(lateness))
     cpu = time.process_time()
-    start = time.perf_counter()
-    per_user = await asyncio.gather(*(person(user, channel) for user, _, channel in people))
-    wall = time.perf_counter() - start
+    written: Written = await bot.world.call("write", people, streamed, bot.events_url)
     cpu = time.process_time() - cpu
     watch.cancel()
     drained = time.perf_counter()
@@ -261,20 +183,17 @@ async def _group(bot: Platform, first_serial: int, users: int, drain_bound: floa
     after = bot.queue.counters
     monologue = QueueCounters(*(getattr(after, f) - getattr(before_queue, f)
                                 for f in ("produced", "delivered", "logged", "dropped")))
-    now = _snapshot(bot.counters)
+    now: Snapshot = await bot.world.call("snapshot")
     requests = _delta(before_requests, now)
     requests.pop("global", None)
 
     def new_429s(key: tuple[str, Hashable]) -> int:
         return now.get(key, (0, 0))[1] - before_requests.get(key, (0, 0))[1]
 
-    for channel in [c for _, _, c in people]:
-        bot.arrivals.pop(channel, None)
-        bot.finals.pop(channel, None)
-    return Group(users, [t for samples in per_user for t in samples], wall, drain, monologue, bot.queue.pending,
+    return Group(users, written.latencies, written.wall, drain, monologue, bot.queue.pending,
                  requests, requests.get(bot.post_route, (0, 0))[0], new_429s(("global", None)),
-                 new_429s((bot.post_route, bot.log_major)), cpu, max(lateness, default=0.0), finals,
-                 requests.get(bot.edit_route, (0, 0))[0])
+                 new_429s((bot.post_route, bot.log_major)), cpu, written.cpu, max(lateness, default=0.0),
+                 written.finals, requests.get(bot.edit_route, (0, 0))[0])
 
 
 async def _watch_loop(lateness: list[float], tick: float = 0.01) -> None:
@@ -285,12 +204,7 @@ async def _watch_loop(lateness: list[float], tick: float = 0.01) -> None:
         lateness.append(time.perf_counter() - before - tick)
 
 
-def _snapshot(counters: Counters) -> dict[tuple[str, Hashable], tuple[int, int]]:
-    return {key: (t.allowed, t.limited) for key, t in counters.tallies.items()}
-
-
-def _delta(before: dict[tuple[str, Hashable], tuple[int, int]],
-           after: dict[tuple[str, Hashable], tuple[int, int]]) -> dict[str, tuple[int, int]]:
+def _delta(before: Snapshot, after: Snapshot) -> dict[str, tuple[int, int]]:
     """Per route (all its channels together): requests let through and 429s since `before`."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for key, (allowed, limited) in after.items():
@@ -391,7 +305,8 @@ def _streamed_rows(tag: str, group: Group, alone: Group) -> list[Row]:
 def _report(tag: str, group: Group) -> None:
     m = group.monologue
     log(f"  {tag}, {group.users} users: p50 {ms(percentile(group.latencies, 50)):.0f} ms, "
-        f"p99 {ms(percentile(group.latencies, 99)):.0f} ms, wall {group.wall:.1f} s, CPU {group.cpu:.1f} s, "
+        f"p99 {ms(percentile(group.latencies, 99)):.0f} ms, wall {group.wall:.1f} s, CPU bot {group.cpu:.1f} s "
+        f"world {group.world_cpu:.1f} s, "
         f"loop lag max {ms(group.lag):.0f} ms; monologue produced "
         f"{m.produced} delivered {m.delivered} logged {m.logged} dropped {m.dropped} pending {group.pending} "
         f"(drain {group.drain:.1f} s); requests (ok, 429) {group.requests}; global 429s {group.global_429}, "
@@ -419,8 +334,9 @@ def _rows(tag: str, group: Group, alone: Group, delay: float) -> list[Row]:
             note=f"{n} users × {MESSAGES} messages, 2 model calls each; wall {group.wall:.1f} s"),
         Row(name, f"{n} users: reply p99", ms(p99), "ms", ms(p99_1), f"{one}, p99"),
         Row(name, f"{n} users: p99 added by other users", ms(p99 - p99_1), "ms",
-            note=f"this process's CPU time {100 * group.cpu / group.wall:.0f}% of the wall (bot, fakes and "
-                 f"their threads), its event loop up to {ms(group.lag):.0f} ms late",
+            note=f"the bot's process CPU time {100 * group.cpu / group.wall:.0f}% of the wall (the fakes' "
+                 f"{100 * group.world_cpu / group.wall:.0f}%, in their own), its event loop up to "
+                 f"{ms(group.lag):.0f} ms late",
             target=Target("<=", ms(added_limit), label=f"{added_limit:g} s")),
         Row(name, f"{n} users: monologue lines delivered / produced", 100 * m.delivered / max(m.produced, 1), "%",
             note=f"{m.delivered}/{m.produced} delivered, {m.logged} logged, {m.dropped} dropped, "

@@ -81,7 +81,8 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
     """The adapter served on a random loopback port; yields the events URL. After: the steps in flight and the
     queued monologue finish before the service closes under them."""
     adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
-    service.outlets["slack"] = adapter.deliver_privately  # as run_slack does
+    await adapter.open_connections()  # as run_slack does
+    service.outlets["slack"] = adapter.deliver_privately
     runner = await http_runner(adapter, settings, host="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
@@ -90,6 +91,7 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
         await adapter.inflight.drain(5.0)
         await adapter.poster.close()
         service.outlets.pop("slack", None)
+        await adapter.close_connections()
 
 
 @pytest.fixture
@@ -415,6 +417,9 @@ async def test_wrong_signature_is_refused_and_run_slack_serves_until_stopped(
         await fake.post_event(url, fake.event_payload(fake.dm_event("U1", "genuine")))
         await fake.wait_for_call("chat.postMessage", WAIT, text_is("Served by run_slack."))
         assert len(model.requests) == 1 and "genuine" in last_user_content(model)
+        # Web API calls reuse their connections rather than open one each (a TLS handshake each, on slack.com).
+        calls = [c for c in fake.calls if c.method != "apps.connections.open"]
+        assert len(calls) >= 3 and len({c.peer for c in calls}) < len(calls)
     finally:
         stop.set()
         await asyncio.wait_for(task, WAIT)

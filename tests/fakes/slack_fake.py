@@ -85,6 +85,7 @@ class RecordedCall:
     token: str | None  # bearer token (or legacy `token` form/query field) that was presented
     response: JsonDict = field(default_factory=dict)  # what the fake answered
     status: int = 200
+    peer: str = ""  # the client's end of the connection it came over ("host:port")
 
     @property
     def ok(self) -> bool:
@@ -476,6 +477,7 @@ class FakeSlack(SlackRequests, SlackWebApi, SlackUploads):
             http_method=request.method,
             content_type=content_type,
             token=token,
+            peer=":".join(map(str, request.transport.get_extra_info("peername") or ())) if request.transport else "",
         )
 
         extra_headers = {"x-oauth-scopes": self.scopes}

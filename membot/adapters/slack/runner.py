@@ -84,12 +84,16 @@ async def check_app_token(adapter: SlackAdapter, settings: Settings) -> str:
 
 async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event) -> None:
     adapter = SlackAdapter(service, settings)
-    await check_token(adapter)
-    service.outlets["slack"] = adapter.deliver_privately  # reminders and heartbeats reach IMs
+    await adapter.open_connections()
     try:
-        await _serve(adapter, settings, stop)
+        await check_token(adapter)
+        service.outlets["slack"] = adapter.deliver_privately  # reminders and heartbeats reach IMs
+        try:
+            await _serve(adapter, settings, stop)
+        finally:
+            service.outlets.pop("slack", None)
     finally:
-        service.outlets.pop("slack", None)
+        await adapter.close_connections()  # after _serve: the monologue's last posts have gone
 
 
 async def _serve(adapter: SlackAdapter, settings: Settings, stop: asyncio.Event) -> None:
