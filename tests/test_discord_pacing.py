@@ -115,6 +115,22 @@ async def test_an_optional_budget_waits_for_the_pacer_to_have_some_to_spare() ->
     assert not optional.free(now) and optional.until(now) > 0.1
 
 
+async def test_requests_waiting_for_the_global_limit_go_in_the_order_they_came() -> None:
+    pacer = GlobalPacer(limit=3, window=0.2)
+    order: list[int] = []
+
+    async def request(number: int) -> None:
+        await pacer.sent.take()
+        order.append(number)
+
+    tasks = []
+    for number in range(12):  # four windows' worth, each asking a moment after the one before
+        tasks.append(asyncio.create_task(request(number)))
+        await asyncio.sleep(0.005)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert order == list(range(12))
+
+
 def test_a_process_running_some_shards_takes_their_share_of_the_global_limit() -> None:
     assert global_share(50, None) == 50
     assert global_share(50, ([0, 1, 2, 3], 4)) == 50

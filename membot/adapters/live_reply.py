@@ -50,6 +50,8 @@ class Budget:
     def __init__(self, limit: int, window: float, *, edits_only: bool = False) -> None:
         self.limit, self.window, self.edits_only = limit, window, edits_only
         self._times: deque[float] = deque()
+        #: `take`'s queue: first come, first served (asyncio's lock wakes its waiters in order).
+        self._turn = asyncio.Lock()
 
     def _forget(self, now: float) -> None:
         while self._times and now - self._times[0] >= self.window:
@@ -76,13 +78,15 @@ class Budget:
 
     async def take(self) -> None:
         """Spend one, first waiting until the window has room: for requests that must go, paced before a
-        platform's limit rather than refused by it (a 429 costs its retry_after, longer than the wait)."""
-        while True:
-            now = time.monotonic()
-            if self.limit <= 0 or self.free(now):  # a budget of none paces nothing (it only refuses drafts)
-                self.spend(now)
-                return
-            await asyncio.sleep(max(0.001, self.until(now)))
+        platform's limit rather than refused by it (a 429 costs its retry_after, longer than the wait). Waiters
+        go in the order they came: when many replies finish at once, none is overtaken again and again."""
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                if self.limit <= 0 or self.free(now):  # a budget of none paces nothing (it only refuses drafts)
+                    self.spend(now)
+                    return
+                await asyncio.sleep(max(0.001, self.until(now)))
 
 
 class Budgets:
