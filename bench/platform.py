@@ -144,18 +144,20 @@ async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
                "SLACK_MONOLOGUE_CHANNEL": SLACK_LOG, "MEMBOT_SLACK_API_URL": info["api_url"], "MEMBOT_SLACK_PORT": 0}
         async with open_service(url, **env, **extra) as service:
             adapter = SlackAdapter(service, service.settings, file_shared_grace=0.0)
-            await adapter.open_connections()  # as run_slack does
-            runner = await http_runner(adapter, service.settings, host="127.0.0.1")
             assert adapter.poster.monologue is not None
+            await adapter.open_connections()  # as run_slack does
             try:
-                yield Platform("Slack", service, adapter.poster.monologue, world,
-                               lambda user_id: UserRef(SLACK, info["team_id"], user_id), "chat.postMessage",
-                               SLACK_LOG, "chat.update",
-                               f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events")
+                runner = await http_runner(adapter, service.settings, host="127.0.0.1")
+                try:
+                    yield Platform("Slack", service, adapter.poster.monologue, world,
+                                   lambda user_id: UserRef(SLACK, info["team_id"], user_id), "chat.postMessage",
+                                   SLACK_LOG, "chat.update",
+                                   f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events")
+                finally:
+                    await runner.cleanup()
+                    await adapter.inflight.drain(10.0)
+                    await adapter.poster.close()
             finally:
-                await runner.cleanup()
-                await adapter.inflight.drain(10.0)
-                await adapter.poster.close()
                 await adapter.close_connections()
 
 

@@ -3,8 +3,7 @@ their own.
 
 The bot runs alone in the bench's process, as it does in production, where Discord, Slack and the people
 typing cost it nothing but the wait. In the bot's own process and event loop the fakes would parse and
-answer every request and keep every bucket: at 50 users that was a third or more of the loop, and we would
-measure the fakes as much as the bot. Users' latencies are stamped here, where the messages are sent and the
+answer every request and keep every bucket on the bot's CPU, and we would measure them with the bot. Users' latencies are stamped here, where the messages are sent and the
 replies arrive, on one clock.
 
 The bench's process drives this one through a pipe (`World.call`): register users, let a group of them
@@ -230,9 +229,13 @@ async def world_process(platform: str) -> AsyncIterator[World]:
     proc.start()
     child.close()
     try:
-        if not await asyncio.to_thread(parent.poll, 60):
-            raise RuntimeError(f"the fake {platform} process did not start")
-        yield World(parent, parent.recv())
+        try:
+            if not await asyncio.to_thread(parent.poll, 60):
+                raise EOFError
+            info = parent.recv()
+        except EOFError:
+            raise RuntimeError(f"the fake {platform} process did not start") from None
+        yield World(parent, info)
     finally:
         parent.close()  # the child sees EOF and shuts its fake down
         await asyncio.to_thread(proc.join, 10)

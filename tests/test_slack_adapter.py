@@ -83,13 +83,15 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
     adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
     await adapter.open_connections()  # as run_slack does
     service.outlets["slack"] = adapter.deliver_privately
-    runner = await http_runner(adapter, settings, host="127.0.0.1")
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+        runner = await http_runner(adapter, settings, host="127.0.0.1")
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+        finally:
+            await runner.cleanup()
+            await adapter.inflight.drain(5.0)
+            await adapter.poster.close()
     finally:
-        await runner.cleanup()
-        await adapter.inflight.drain(5.0)
-        await adapter.poster.close()
         service.outlets.pop("slack", None)
         await adapter.close_connections()
 
