@@ -16,8 +16,8 @@ request posted) to the reply being received by the fake (the request that posted
 records it), both in the world's process. The baseline is one user alone, same bot, same run, just before; "p99 added by other users" is
 p99(N) − p99(one user). Agents are created before the clock starts (their first message only loads them).
 After each group and a second for its last steps to end, the monologue queue gets a bounded drain (wait
-until nothing is pending), then its
-counters say what became of every line: delivered to the channel, logged instead, dropped, or still pending.
+until nothing is pending), then its counters say what became of every line: delivered to the channel, logged
+instead, dropped, or still pending.
 429s are those the fakes answered, over every route the bot used during the group and its drain, per 100
 messages posted (replies and monologue posts).
 
