@@ -148,8 +148,7 @@ async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
         async with open_service(url, **env, **extra) as service:
             adapter = SlackAdapter(service, service.settings, file_shared_grace=0.0)
             assert adapter.poster.monologue is not None
-            await adapter.open_connections()  # as run_slack does
-            try:
+            async with adapter.connections():  # as run_slack does
                 runner = await http_runner(adapter, service.settings, host="127.0.0.1")
                 try:
                     yield Platform("Slack", service, adapter.poster.monologue, world,
@@ -160,8 +159,6 @@ async def slack_bot(url: str, **extra: Any) -> AsyncIterator[Platform]:
                     await runner.cleanup()
                     await adapter.inflight.drain(10.0)
                     await adapter.poster.close()
-            finally:
-                await adapter.close_connections()
 
 
 # ----- one group of users at once --------------------------------------------------------------------------

@@ -81,9 +81,8 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
     """The adapter served on a random loopback port; yields the events URL. After: the steps in flight and the
     queued monologue finish before the service closes under them."""
     adapter = SlackAdapter(service, settings, file_shared_grace=0.0)
-    await adapter.open_connections()  # as run_slack does
-    service.outlets["slack"] = adapter.deliver_privately
-    try:
+    async with adapter.connections():  # as run_slack does
+        service.outlets["slack"] = adapter.deliver_privately
         runner = await http_runner(adapter, settings, host="127.0.0.1")
         try:
             yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
@@ -91,9 +90,7 @@ async def serving(service: BotService, settings: Settings) -> AsyncIterator[str]
             await runner.cleanup()
             await adapter.inflight.drain(5.0)
             await adapter.poster.close()
-    finally:
-        service.outlets.pop("slack", None)
-        await adapter.close_connections()
+            service.outlets.pop("slack", None)
 
 
 @pytest.fixture

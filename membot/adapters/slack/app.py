@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -82,18 +83,18 @@ class SlackAdapter:
             token=self.settings.slack_bot_token.get_secret_value(), retry_handlers=retries, **extra
         )
 
-    async def open_connections(self) -> None:
-        """Keep one pool of connections for every Web API call from now on, until `close_connections`.
+    @asynccontextmanager
+    async def connections(self) -> AsyncIterator[None]:
+        """Inside, every Web API call goes over one pool of kept-alive connections.
 
         Without a session of its own, slack_sdk opens one per call: a new connection to slack.com, and a TLS
         handshake, for every post and edit. bolt hands the app client's session to each request's client."""
         client = self.app.client
-        if client.session is None or client.session.closed:
-            client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
-
-    async def close_connections(self) -> None:
-        if self.app.client.session is not None:
-            await self.app.client.session.close()
+        client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
+        try:
+            yield
+        finally:
+            await client.session.close()
 
     async def deliver_privately(self, user: UserRef, events: AsyncIterator[Event]) -> None:
         """A step its user did not start (a reminder, a timed heartbeat): what it sends goes to their IM with the

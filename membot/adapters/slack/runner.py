@@ -84,16 +84,13 @@ async def check_app_token(adapter: SlackAdapter, settings: Settings) -> str:
 
 async def run_slack(service: BotService, settings: Settings, stop: asyncio.Event) -> None:
     adapter = SlackAdapter(service, settings)
-    await adapter.open_connections()
-    try:
+    async with adapter.connections():  # closed after _serve: the monologue's last posts have gone
         await check_token(adapter)
         service.outlets["slack"] = adapter.deliver_privately  # reminders and heartbeats reach IMs
         try:
             await _serve(adapter, settings, stop)
         finally:
             service.outlets.pop("slack", None)
-    finally:
-        await adapter.close_connections()  # after _serve: the monologue's last posts have gone
 
 
 async def _serve(adapter: SlackAdapter, settings: Settings, stop: asyncio.Event) -> None:
